@@ -1,0 +1,189 @@
+"""Controller side: per-sample results in from test reports, numbers out.
+
+Results arrive through ``pytest_runtest_logreport`` both in one process and
+under xdist (where the controller receives every worker's reports), so the
+aggregate is computed by the same code either way, from results sorted by
+sample index: floating-point sums do not depend on which worker ran what.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from .result import blank_result
+from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
+from .settings import Settings
+
+AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
+STATUSES = (SCORED, ZERO, DROPPED, EXCLUDED, "failed")
+
+
+def _mean(values: list[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def _index_of(nodeid: str) -> int | None:
+    tail = nodeid.rsplit("::", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def summarize(results: list[dict[str, Any]], expected: int, protocol: Protocol) -> dict[str, Any]:
+    """The numbers of a run, from per-sample results (any order)."""
+    results = sorted(results, key=lambda r: r["index"])
+    counted = [r for r in results if r["status"] != "failed" and r["score"] is not None]
+    counts = {status: sum(1 for r in results if r["status"] == status) for status in STATUSES}
+    by_type: dict[str, list[float]] = {}
+    by_component: dict[str, list[float]] = {}
+    for r in counted:
+        by_type.setdefault(r["type"], []).append(float(r["score"]))
+        for component in r["components"]:
+            if component["score"] is not None:
+                by_component.setdefault(component["type"], []).append(float(component["score"]))
+    verdict_pairs: list[tuple[SampleSpec, Verdict]] = []
+    for r in results:
+        if r["status"] == "failed":
+            continue
+        spec = SampleSpec(
+            index=r["index"],
+            instruction="",
+            type=r["type"],
+            components=tuple(c["text"] for c in r["components"]),
+            weights=tuple(c["weight"] for c in r["components"]),
+            component_types=tuple(c["type"] for c in r["components"]),
+        )
+        verdict = Verdict(r["status"], r["score"], tuple(c["score"] for c in r["components"]), r.get("metrics") or {})
+        verdict_pairs.append((spec, verdict))
+    total = _mean([float(r["score"]) for r in counted])
+    return {
+        "total_score": total,
+        "n_samples": expected,
+        "n_results": len(results),
+        "n_scored": counts[SCORED],
+        "n_zero": counts[ZERO],
+        "n_dropped": counts[DROPPED],
+        "n_excluded": counts[EXCLUDED],
+        "n_failed": counts["failed"],
+        "n_missing": max(0, expected - len(results)),
+        "n_counted": len(counted),
+        "by_type": {k: _mean(v) for k, v in sorted(by_type.items())},
+        "by_component_type": {k: _mean(v) for k, v in sorted(by_component.items())},
+        "protocol_metrics": protocol.aggregate(verdict_pairs),
+        "usage": _usage(results),
+    }
+
+
+def _usage(results: list[dict[str, Any]]) -> dict[str, Any]:
+    usage: dict[str, Any] = {}
+    for role in ("model", "judge"):
+        usage[role] = {
+            "api_calls": sum(r["calls"][role] for r in results),
+            "cache_hits": sum(1 for r in results if r["cached"][role]),
+            "prompt_tokens": sum(r["usage"][role]["prompt_tokens"] for r in results),
+            "completion_tokens": sum(r["usage"][role]["completion_tokens"] for r in results),
+        }
+    usage["retries"] = sum(r["retries"] for r in results)
+    return usage
+
+
+class Aggregator:
+    """Collects results on the controller, gates the session, prints the summary."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, protocol: Protocol, judge_image: bool) -> None:
+        self.config = config
+        self.settings = settings
+        self.protocol = protocol
+        self.judge_image = judge_image
+        self.results: dict[str, dict[str, Any]] = {}
+        self.expected: list[str] = []
+        self.started = time.time()
+        self._summary: dict[str, Any] | None = None
+        self.gate_failed = False
+        self.interrupted = False
+
+    # -- inputs ------------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if session.items:
+            self.expected = [item.nodeid for item in session.items]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist the controller collects nothing; every worker sends the
+        same ids, which are the samples the run must account for."""
+        if not self.expected:
+            self.expected = list(ids)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        gone = {item.nodeid for item in items}
+        self.expected = [nodeid for nodeid in self.expected if nodeid not in gone]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = getattr(report, "mia_result", None)
+        if isinstance(result, dict) and report.when == "call":
+            self.results[report.nodeid] = result
+            self._summary = None
+        elif report.failed and report.when != "call" and report.nodeid not in self.results:
+            # setup error, or an xdist worker that crashed mid-item ("???")
+            index = _index_of(report.nodeid)
+            if index is not None:
+                reason = "the xdist worker running it crashed" if report.when == "???" else f"error in {report.when}"
+                self.results[report.nodeid] = _crashed(index, reason)
+                self._summary = None
+
+    # -- outputs -----------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        if self._summary is None:
+            expected = len(self.expected) or len(self.results)
+            self._summary = summarize(list(self.results.values()), expected, self.protocol)
+            done = set(self.results)
+            self._summary["missing"] = [nodeid for nodeid in self.expected if nodeid not in done]
+        return self._summary
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        """Gate on the aggregate here: by sessionfinish it is too late to
+        count a failure into the exit code (same as pytest-cov)."""
+        try:
+            return (yield)
+        finally:
+            threshold = self.settings.threshold
+            total = self.summary()["total_score"]
+            if threshold is not None and (total is None or total < threshold):
+                self.gate_failed = True
+                session.testsfailed += 1
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.interrupted = True
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.interrupted = True
+        if self.settings.report:
+            from .report import write_json
+
+            write_json(self.settings.report, self.report())
+
+    def report(self) -> dict[str, Any]:
+        from .report import build_report
+
+        return build_report(self)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .report import terminal_lines
+
+        terminalreporter.section("MIA-Bench")
+        for line, markup in terminal_lines(self):
+            terminalreporter.write_line(line, **markup)
+
+
+def _crashed(index: int, reason: str) -> dict[str, Any]:
+    result = blank_result(index, "unknown")
+    result["reason"] = reason
+    result["failed_stage"] = "worker"
+    return result

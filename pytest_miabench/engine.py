@@ -1,0 +1,295 @@
+"""Runs samples: image -> model call -> judge call -> verdict, many at a time.
+
+pytest runs items one after another; a sample is mostly waiting on two HTTP
+calls.  So each pytest process owns one asyncio loop on a background thread,
+and an item's whole pipeline is submitted there ahead of its turn (bounded
+look-ahead, decided by ``runner.py``).  The item then just waits for its own
+result.  Each sample is submitted at most once per process, so the server
+sees exactly one model call and one judge call per sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+from . import cache as cache_mod
+from .client import Caller, CallError, CallStats, Completion, Endpoint
+from .dataset import Sample, SampleDataError, Source
+from .images import ImageError, PreparedImage, prepare
+from .protocols.base import Protocol, SampleSpec
+from .result import blank_result
+from .settings import Settings
+
+
+class SampleFailure(Exception):
+    """The sample could not be run.  ``result`` keeps whatever was obtained
+    (e.g. the model's answer when only the judge failed)."""
+
+    def __init__(self, stage: str, message: str, result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+        self.result = result
+
+
+def model_endpoint(settings: Settings) -> Endpoint:
+    assert settings.model is not None
+    return Endpoint("model", settings.model, settings.base_url, settings.api_key_env)
+
+
+def judge_endpoint(settings: Settings) -> Endpoint:
+    return Endpoint("judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env)
+
+
+def _empty_result(sample: Sample) -> dict[str, Any]:
+    spec = sample.spec
+    components = []
+    if spec is not None:
+        components = [
+            {"text": text, "type": ctype, "weight": weight, "score": None}
+            for text, ctype, weight in zip(spec.components, spec.component_types, spec.weights)
+        ]
+    return blank_result(sample.index, sample.type, components)
+
+
+class Engine:
+    """One per pytest process: an event loop thread, two callers, the cache."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: Source,
+        protocol: Protocol,
+        response_cache: cache_mod.ResponseCache | None,
+        judge_image: bool,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.protocol = protocol
+        self.cache = response_cache
+        self.judge_image = judge_image
+        self.model_endpoint = model_endpoint(settings)
+        self.judge_endpoint = judge_endpoint(settings)
+        self._futures: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._callers: tuple[Caller, Caller] | None = None
+        # Image work is CPU-bound; two threads overlap it with network waits
+        # without letting 32 huge decodes run at once.
+        self._image_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="mia-image")
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="mia-bench-loop", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+        return self._loop
+
+    def close(self) -> None:
+        """Cancel what is still in flight and release the loop and clients."""
+        loop = self._loop
+        if loop is not None:
+            for future in self._futures.values():
+                future.cancel()
+            try:
+                asyncio.run_coroutine_threadsafe(self._aclose(), loop).result(timeout=10)
+            except Exception:  # closing must never mask the run's own outcome
+                pass
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            if not loop.is_running():
+                loop.close()
+            self._loop = None
+        self._image_pool.shutdown(wait=False, cancel_futures=True)
+        if self.cache is not None:
+            self.cache.close()
+
+    async def _aclose(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._callers is not None:
+            for caller in self._callers:
+                await caller.close()
+
+    # -- submission --------------------------------------------------------
+
+    def submit(self, sample: Sample) -> concurrent.futures.Future[dict[str, Any]]:
+        """Start a sample's pipeline unless it was started already."""
+        with self._lock:
+            future = self._futures.get(sample.index)
+            if future is None:
+                loop = self._start()
+                future = asyncio.run_coroutine_threadsafe(self._run(sample), loop)
+                self._futures[sample.index] = future
+            return future
+
+    def result(self, sample: Sample) -> dict[str, Any]:
+        """Wait for a sample's result; raises ``SampleFailure``."""
+        return self.submit(sample).result()
+
+    @property
+    def submitted(self) -> int:
+        return len(self._futures)
+
+    # -- the pipeline ------------------------------------------------------
+
+    def _get_callers(self) -> tuple[Caller, Caller]:
+        if self._callers is None:
+            s = self.settings
+            self._callers = (
+                Caller(self.model_endpoint, s.timeout, s.max_retries),
+                Caller(self.judge_endpoint, s.timeout, s.max_retries),
+            )
+        return self._callers
+
+    async def _run(self, sample: Sample) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = _empty_result(sample)
+        try:
+            await self._pipeline(sample, result)
+        except SampleFailure as failure:
+            result["reason"] = failure.message
+            result["failed_stage"] = failure.stage
+            raise
+        finally:
+            result["seconds"] = round(time.perf_counter() - started, 4)
+        return result
+
+    async def _pipeline(self, sample: Sample, result: dict[str, Any]) -> None:
+        if sample.problem is not None or sample.spec is None:
+            raise SampleFailure("dataset", sample.problem or f"row {sample.index}: unusable", result)
+        spec = sample.spec
+        loop = asyncio.get_running_loop()
+        try:
+            image = await loop.run_in_executor(self._image_pool, self._prepare_image, sample.index)
+        except (ImageError, SampleDataError) as exc:
+            text = str(exc)
+            prefix = f"row {sample.index}: "
+            raise SampleFailure("image", text if text.startswith(prefix) else f"{prefix}image: {text}", result) from None
+        result["image"] = {
+            "mime": image.mime,
+            "width": image.width,
+            "height": image.height,
+            "format": image.source_format,
+            "reencoded": image.reencoded,
+            "bytes": len(image.data),
+        }
+        model_caller, judge_caller = self._get_callers()
+        uri = image.data_uri()
+
+        completion = await self._model_answer(model_caller, spec, image, uri, result)
+        response = completion.text if completion.text is not None else ""
+        prompt = self.protocol.build_prompt(spec, response)
+        judge_uri = uri if self.judge_image else None
+        reply = await self._judge_reply(judge_caller, prompt, image if self.judge_image else None, judge_uri, result)
+        verdict = self.protocol.parse(spec, reply.text)
+        result["status"] = verdict.status
+        result["score"] = verdict.score
+        result["reason"] = verdict.reason
+        result["metrics"] = dict(verdict.metrics)
+        for component, value in zip(result["components"], verdict.components):
+            component["score"] = value
+
+    def _prepare_image(self, index: int) -> PreparedImage:
+        return prepare(self.source.image_bytes(index), self.settings.image_max_side)
+
+    async def _cached_call(
+        self,
+        layer: str,
+        caller: Caller,
+        key_parts: dict[str, Any],
+        params: dict[str, Any],
+        result: dict[str, Any],
+        read_cache: bool = True,
+    ) -> Completion:
+        key = cache_mod.cache_key(key_parts)
+        if self.cache is not None and read_cache:
+            hit = self.cache.get(layer, key)
+            if hit is not None:
+                result["cached"][layer] = True
+                return Completion.from_json(hit)
+        stats = CallStats()
+        try:
+            completion = await caller.complete(params, stats)
+        except CallError as exc:
+            result["calls"][layer] += stats.attempts
+            result["retries"] += max(0, stats.attempts - 1)
+            raise SampleFailure(layer, f"row {result['index']}: {exc}", result) from None
+        result["calls"][layer] += stats.attempts
+        result["retries"] += stats.attempts - 1
+        usage = result["usage"][layer]
+        usage["prompt_tokens"] += completion.prompt_tokens
+        usage["completion_tokens"] += completion.completion_tokens
+        if self.cache is not None:
+            self.cache.put(layer, key, completion.to_json())
+        return completion
+
+    async def _model_answer(
+        self, caller: Caller, spec: SampleSpec, image: PreparedImage, uri: str, result: dict[str, Any]
+    ) -> Completion:
+        s = self.settings
+        settings: dict[str, Any] = {}
+        if s.max_tokens is not None:
+            settings["max_tokens"] = s.max_tokens
+        if s.temperature is not None:
+            settings["temperature"] = s.temperature
+        content = [
+            {"type": "image_url", "image_url": {"url": uri}},
+            {"type": "text", "text": spec.instruction},
+        ]
+        params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
+        key_parts = {
+            "v": cache_mod.SCHEMA_VERSION,
+            "url": caller.endpoint.url,
+            "model": caller.endpoint.model,
+            "settings": settings,
+            "image": {"sha256": image.sha256, "mime": image.mime},
+            "text": spec.instruction,
+        }
+        completion = await self._cached_call(cache_mod.MODEL, caller, key_parts, params, result)
+        result["response"] = completion.text
+        result["finish_reason"] = completion.finish_reason
+        return completion
+
+    async def _judge_reply(
+        self,
+        caller: Caller,
+        prompt: str,
+        image: PreparedImage | None,
+        uri: str | None,
+        result: dict[str, Any],
+    ) -> Completion:
+        protocol = self.protocol
+        settings: dict[str, Any] = {}
+        if protocol.temperature is not None:
+            settings["temperature"] = protocol.temperature
+        if protocol.max_tokens is not None:
+            settings["max_tokens"] = protocol.max_tokens
+        content = protocol.judge_content(prompt, uri)
+        params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
+        key_parts = {
+            "v": cache_mod.SCHEMA_VERSION,
+            "url": caller.endpoint.url,
+            "model": caller.endpoint.model,
+            "protocol": protocol.name,
+            "prompt_version": protocol.prompt_version,
+            "settings": settings,
+            "prompt": prompt,
+            "image": None if image is None else {"sha256": image.sha256, "detail": protocol.image_detail},
+        }
+        completion = await self._cached_call(
+            cache_mod.JUDGE, caller, key_parts, params, result, read_cache=not self.settings.rejudge
+        )
+        result["judge_reply"] = completion.text
+        return completion

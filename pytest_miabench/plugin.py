@@ -1,0 +1,80 @@
+"""pytest entry point: options and wiring only.
+
+Without ``--mia-bench`` this module registers options and nothing else: no
+openai, datasets or Pillow import, no files written, so a normal test suite
+runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import hookspecs
+from .settings import OPTIONS_BY_DEST, Settings, add_options, raw_value, resolve
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Offer the extension hooks (e.g. custom judge protocols)."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """One option group, every flag with an ini twin."""
+    add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Resolve settings; with --mia-bench, register the run's plugin objects."""
+    settings = resolve(config)
+    config.stash[SETTINGS_KEY] = settings
+    if not settings.enabled:
+        return
+    from .aggregate import AGGREGATOR_KEY, Aggregator
+    from .runtime import RUNTIME_KEY, BenchRuntime, load_source
+
+    protocol = _protocol(config, settings)
+    judge_image = protocol.judge_sees_image
+    is_worker = hasattr(config, "workerinput")
+    uses_xdist = bool(getattr(config.option, "numprocesses", None)) and not is_worker
+    if not is_worker:
+        # Fail fast with one clear message, before any xdist worker starts.
+        load_source(config, settings)
+        aggregator = Aggregator(config, settings, protocol, judge_image)
+        config.stash[AGGREGATOR_KEY] = aggregator
+        config.pluginmanager.register(aggregator, "miabench-aggregator")
+    if not uses_xdist:
+        runtime = BenchRuntime(config, settings, protocol, judge_image)
+        config.stash[RUNTIME_KEY] = runtime
+        config.pluginmanager.register(runtime, "miabench-runtime")
+
+
+def _protocol(config: pytest.Config, settings: Settings):  # type: ignore[no-untyped-def]
+    from .protocols import Protocol, builtin_protocols
+
+    available = builtin_protocols()
+    for extra in config.hook.pytest_miabench_register_protocols():
+        for cls in extra or ():
+            if not (isinstance(cls, type) and issubclass(cls, Protocol)):
+                raise pytest.UsageError(f"pytest_miabench_register_protocols returned {cls!r}, not a Protocol subclass")
+            available[cls.name] = cls
+    if settings.protocol not in available:
+        _, where = raw_value(config, OPTIONS_BY_DEST["mia_protocol"])
+        raise pytest.UsageError(
+            f"{where}: unknown protocol {settings.protocol!r}; choose one of {', '.join(sorted(available))}"
+        )
+    return available[settings.protocol]()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """What reproduces the run: model, judge, protocol, dataset, limit."""
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or not settings.enabled:
+        return None
+    limit = "all" if settings.limit is None else str(settings.limit)
+    return [
+        f"mia-bench: model={settings.model} judge={settings.judge_model} protocol={settings.protocol}",
+        f"mia-bench: dataset={settings.dataset} split={settings.split} limit={limit} concurrency={settings.concurrency}",
+    ]

@@ -1,0 +1,158 @@
+"""Per-process benchmark state: collection, look-ahead scheduling, the engine.
+
+Registered in every process that runs items (the single process, or each
+xdist worker), never on an xdist controller, which runs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .dataset import DatasetError, Sample, Source
+from .items import COLLECTOR_NAME, RESULT_KEY, BenchCollector, MiaItem
+from .protocols.base import Protocol
+from .settings import Settings
+
+RUNTIME_KEY = pytest.StashKey["BenchRuntime"]()
+SOURCE_KEY = pytest.StashKey[Source]()
+
+
+def load_source(config: pytest.Config, settings: Settings) -> Source:
+    """Load the dataset once per process; a failure is a usage error."""
+    if SOURCE_KEY not in config.stash:
+        from . import dataset
+
+        try:
+            config.stash[SOURCE_KEY] = dataset.load(settings.dataset, settings.split)
+        except DatasetError as exc:
+            raise pytest.UsageError(f"--mia-dataset: cannot load the MIA-Bench dataset: {exc}") from None
+    return config.stash[SOURCE_KEY]
+
+
+def cache_directory(config: pytest.Config, settings: Settings) -> Path | None:
+    """Where the response cache lives, or None when caching is off."""
+    if settings.no_cache:
+        return None
+    if settings.cache_dir:
+        return Path(settings.cache_dir).expanduser()
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    if cache is None:
+        return None
+    return Path(cache.mkdir("mia-bench"))
+
+
+class BenchRuntime:
+    """Owns this process's engine and decides what to submit ahead."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, protocol: Protocol, judge_image: bool) -> None:
+        self.config = config
+        self.settings = settings
+        self.protocol = protocol
+        self.judge_image = judge_image
+        self.is_worker = hasattr(config, "workerinput")
+        self._engine: Any = None
+        self._positions: dict[str, int] = {}
+        self._items: list[pytest.Item] = []
+
+    # -- collection --------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> bool:
+        """Collect the benchmark instead of test files: ``--mia-bench`` runs
+        the samples and only them, whatever paths or testpaths say."""
+        source = load_source(self.config, self.settings)
+        samples = source.samples
+        if self.settings.limit is not None:
+            samples = samples[: self.settings.limit]
+        hook = self.config.hook
+        collector = BenchCollector.from_parent(session, name=COLLECTOR_NAME, nodeid=COLLECTOR_NAME, samples=samples)
+        hook.pytest_collectstart(collector=collector)
+        report = hook.pytest_make_collect_report(collector=collector)
+        items: list[pytest.Item] = []
+        if report.passed:
+            for node in report.result:
+                assert isinstance(node, pytest.Item)
+                node.ihook.pytest_itemcollected(item=node)
+                items.append(node)
+        hook.pytest_collectreport(report=report)
+        session.items = items
+        try:
+            hook.pytest_collection_modifyitems(session=session, config=self.config, items=session.items)
+        finally:
+            hook.pytest_collection_finish(session=session)
+        session.testscollected = len(session.items)
+        return True
+
+    # -- scheduling --------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        self._items = list(session.items)
+        self._positions = {item.nodeid: i for i, item in enumerate(self._items)}
+        return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        """Submit work ahead of the item's turn.
+
+        In one process the run order is ``session.items``, so the next
+        ``concurrency`` items are submitted.  An xdist worker only knows the
+        item it runs and the one queued after it (both given to it by the
+        controller), so it looks at most one item ahead: never an API call for
+        a sample another worker will run.
+        """
+        if not isinstance(item, MiaItem):
+            return None
+        engine = self.engine()
+        window = self.settings.concurrency
+        if self.is_worker:
+            engine.submit(item.sample)
+            if window > 1 and isinstance(nextitem, MiaItem):
+                engine.submit(nextitem.sample)
+            return None
+        pos = self._positions.get(item.nodeid)
+        if pos is None:
+            engine.submit(item.sample)
+            return None
+        for ahead in self._items[pos : pos + window]:
+            if isinstance(ahead, MiaItem):
+                engine.submit(ahead.sample)
+        return None
+
+    def engine(self) -> Any:
+        if self._engine is None:
+            from .cache import ResponseCache
+            from .engine import Engine
+
+            directory = cache_directory(self.config, self.settings)
+            response_cache = ResponseCache(directory) if directory is not None else None
+            source = load_source(self.config, self.settings)
+            self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image)
+        return self._engine
+
+    def result_for(self, item: MiaItem) -> dict[str, Any]:
+        return self.engine().result(item.sample)  # type: ignore[no-any-return]
+
+    # -- reporting ---------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        """Attach the full sample result to the call report: report
+        attributes travel to the xdist controller like user_properties do,
+        without bloating JUnit XML with responses."""
+        report = yield
+        if call.when == "call" and RESULT_KEY in item.stash:
+            report.mia_result = item.stash[RESULT_KEY]
+        return report
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def sample_of(self, item: pytest.Item) -> Sample | None:
+        return item.sample if isinstance(item, MiaItem) else None

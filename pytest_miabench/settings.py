@@ -1,0 +1,229 @@
+"""Options of the plugin: declared once, resolved once into a frozen ``Settings``.
+
+Every command-line flag has an ini twin with the same help text.  A value given
+on the command line wins over the ini file, which wins over the default.  A bad
+value is a ``pytest.UsageError`` that names the flag or ini key it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+DEFAULT_DATASET = "lmms-lab/MIA-Bench"
+DEFAULT_JUDGE_MODEL = "gpt-4o"
+# OpenAI's high-detail path first fits an image inside 2048x2048, so pixels
+# beyond that are pure upload cost there; Qwen-VL/vLLM servers cap far lower.
+DEFAULT_IMAGE_MAX_SIDE = 2048
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_RETRIES = 6
+DEFAULT_TIMEOUT = 180.0
+
+
+class OptionError(ValueError):
+    """A value that does not parse; the message says what was expected."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise OptionError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise OptionError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise OptionError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise OptionError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"expected a number, got {text!r}") from None
+    if value < 0 or value != value:
+        raise OptionError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise OptionError("expected a number > 0, got 0")
+    return value
+
+
+def _text(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise OptionError("expected a non-empty value")
+    return text
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise OptionError(f"expected true or false, got {text!r}")
+
+
+def _env_name(text: str) -> str:
+    text = _text(text)
+    if not text.replace("_", "a").isalnum():
+        raise OptionError(f"expected an environment variable name, got {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, ini key, parser, default and help text."""
+
+    flag: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = "VALUE"
+    is_flag: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--mia-bench", _bool, False, "collect and run the MIA-Bench samples (and only those)", None, True),
+    Option("--mia-model", _text, None, "model under test (required with --mia-bench)", "NAME"),
+    Option("--mia-base-url", _text, None, "model endpoint, OpenAI-compatible (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
+    Option("--mia-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the model endpoint's key", "VAR"),
+    Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL})", "NAME"),
+    Option("--mia-judge-base-url", _text, None, "judge endpoint (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
+    Option("--mia-judge-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the judge endpoint's key", "VAR"),
+    Option("--mia-protocol", _text, "evalscope", "judge protocol: evalscope, evalscope-json, lmms-eval, vlmevalkit, apple", "NAME"),
+    Option("--mia-dataset", _text, DEFAULT_DATASET, "hub dataset id, local hub-layout directory, parquet file or JSON/JSONL file", "ID_OR_PATH"),
+    Option("--mia-split", _text, "test", "dataset split (default test)", "NAME"),
+    Option("--mia-limit", _non_negative_int, None, "run only the first N samples", "N"),
+    Option("--mia-max-tokens", _positive_int, None, "max_tokens for the model under test (default: the server's)", "N"),
+    Option("--mia-temperature", _non_negative_float, None, "temperature for the model under test (default: the server's)", "X"),
+    Option("--mia-threshold", _unit_float, None, "fail the session when total_score < X (X in [0, 1])", "X"),
+    Option("--mia-report", _text, None, "write the JSON report to PATH", "PATH"),
+    Option("--mia-image-max-side", _positive_int, DEFAULT_IMAGE_MAX_SIDE, f"downscale images whose longer side exceeds N pixels (default {DEFAULT_IMAGE_MAX_SIDE})", "N"),
+    Option("--mia-concurrency", _positive_int, DEFAULT_CONCURRENCY, f"samples in flight at once in one pytest process (default {DEFAULT_CONCURRENCY})", "N"),
+    Option("--mia-max-retries", _non_negative_int, DEFAULT_MAX_RETRIES, f"retries of a call on 429/5xx/timeouts/connection errors (default {DEFAULT_MAX_RETRIES})", "N"),
+    Option("--mia-timeout", _positive_float, DEFAULT_TIMEOUT, f"seconds one HTTP request may take (default {DEFAULT_TIMEOUT:g})", "SECONDS"),
+    Option("--mia-cache-dir", _text, None, "directory of the response cache (default: pytest's cache directory)", "PATH"),
+    Option("--mia-no-cache", _bool, False, "neither read nor write the response cache", None, True),
+    Option("--mia-rejudge", _bool, False, "ask the judge again, keeping cached model answers", None, True),
+)
+
+OPTIONS_BY_DEST = {option.dest: option for option in OPTIONS}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option in one group, each with its ini twin."""
+    group = parser.getgroup("mia-bench", "MIA-Bench benchmark")
+    for option in OPTIONS:
+        if option.is_flag:
+            group.addoption(option.flag, action="store_true", default=None, dest=option.dest, help=option.help)
+            parser.addini(option.dest, option.help, type="bool", default=None)
+        else:
+            group.addoption(option.flag, action="store", default=None, dest=option.dest, metavar=option.metavar, help=option.help)
+            parser.addini(option.dest, option.help, type="string", default=None)
+
+
+def raw_value(config: pytest.Config, option: Option) -> tuple[Any, str]:
+    """The unparsed value and where it came from (command line, ini or default)."""
+    value = config.getoption(option.dest)
+    if value is not None:
+        return value, f"{option.flag} on the command line"
+    ini_value = config.getini(option.dest)
+    if ini_value not in (None, ""):
+        where = config.inipath.name if config.inipath else "the ini file"
+        return ini_value, f"{option.dest} in {where}"
+    return option.default, "default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the run depends on, resolved once at configure time."""
+
+    enabled: bool = False
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    judge_model: str = DEFAULT_JUDGE_MODEL
+    judge_base_url: str | None = None
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    protocol: str = "evalscope"
+    dataset: str = DEFAULT_DATASET
+    split: str = "test"
+    limit: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    threshold: float | None = None
+    report: str | None = None
+    image_max_side: int = DEFAULT_IMAGE_MAX_SIDE
+    concurrency: int = DEFAULT_CONCURRENCY
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    cache_dir: str | None = None
+    no_cache: bool = False
+    rejudge: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """The settings that reproduce a run, for reports.  Holds no secret:
+        only the *names* of the key variables are settings."""
+        return dataclasses.asdict(self)
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Read every option (command line > ini > default) and validate it."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        option = OPTIONS_BY_DEST[_DEST_OF_FIELD.get(field.name, "mia_" + field.name)]
+        raw, where = raw_value(config, option)
+        if raw is None or where == "default" or isinstance(raw, bool):
+            values[field.name] = raw if raw is not None else option.default
+            continue
+        try:
+            values[field.name] = option.parse(str(raw))
+        except OptionError as exc:
+            raise pytest.UsageError(f"{where}: {exc}") from None
+    settings = Settings(**values)
+    if settings.enabled and not settings.model:
+        raise pytest.UsageError(
+            "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file)"
+        )
+    return settings
+
+
+_DEST_OF_FIELD = {"enabled": "mia_bench"}
+
+
+def api_key(env_var: str) -> str | None:
+    """The key from the environment; None lets a keyless local server work."""
+    value = os.environ.get(env_var)
+    return value or None
