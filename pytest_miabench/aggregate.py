@@ -127,7 +127,7 @@ class Aggregator:
         if isinstance(result, dict) and report.when == "call":
             self.results[report.nodeid] = result
             self._summary = None
-        elif report.failed and report.when != "call" and report.nodeid not in self.results:
+        elif report.failed and report.nodeid not in self.results:
             # setup error, or an xdist worker that crashed mid-item ("???")
             index = _index_of(report.nodeid)
             if index is not None:

@@ -162,6 +162,13 @@ class Engine:
             result["reason"] = failure.message
             result["failed_stage"] = failure.stage
             raise
+        except Exception as exc:
+            # A bug or an unforeseen reply must not lose the sample: it is
+            # reported as failed with the cause, and the run goes on.
+            message = f"row {sample.index}: unexpected {type(exc).__name__}: {exc}"
+            result["reason"] = message
+            result["failed_stage"] = "internal"
+            raise SampleFailure("internal", message, result) from exc
         finally:
             result["seconds"] = round(time.perf_counter() - started, 4)
         return result

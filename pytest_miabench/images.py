@@ -94,7 +94,12 @@ def _check_complete(image: object, fmt: str, raw: bytes) -> None:
     if fmt == "GIF" and not body.endswith(b"\x3b"):
         raise ImageError(f"GIF is truncated: no trailer ({len(raw)} bytes)")
     if fmt == "PNG":
-        image.verify()  # type: ignore[attr-defined]  # walks chunks and CRCs, no pixel decode
+        from PIL import Image
+
+        # verify() walks chunks and CRCs without decoding pixels; it must run
+        # on a freshly opened file (getexif() above already read ahead).
+        with Image.open(io.BytesIO(raw)) as fresh:
+            fresh.verify()
 
 
 def _mpo_first_frame(image: object, raw: bytes) -> bytes | None:

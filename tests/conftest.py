@@ -1,0 +1,78 @@
+"""Fixtures shared by the plugin's tests: a loopback OpenAI-compatible
+server, small real datasets, and a runner for ``pytest --mia-bench``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import data
+from support.server import OpenAIServer, Reply, Request
+
+# Rows of the real instruction file used by the small end-to-end dataset:
+# 3 components, 2 components, duplicated types (11, 255), weights summing to 8 (241).
+SMALL_ROWS = (0, 2, 11, 241, 255, 286)
+SMALL_FORMATS = ("jpeg", "png", "webp", "mpo", "jpeg", "webp")
+
+
+@pytest.fixture(scope="session")
+def rows() -> list[dict[str, Any]]:
+    return data.instruction_rows()
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, Any]]) -> Path:
+    """A hub-layout directory with six real rows and real images."""
+    picked = [rows[i] for i in SMALL_ROWS]
+    images = [data.image_bytes(fmt, 64 + i, 48, seed=i) for i, fmt in enumerate(SMALL_FORMATS)]
+    return data.write_hub_dataset(tmp_path_factory.mktemp("small") / "mia", picked, images)
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIServer]:
+    with OpenAIServer(judge_model="judge") as srv:
+        yield srv
+
+
+class Bench:
+    """Runs ``pytest --mia-bench`` in a pytester directory against a server."""
+
+    def __init__(self, pytester: pytest.Pytester, server: OpenAIServer, dataset: Path) -> None:
+        self.pytester = pytester
+        self.server = server
+        self.dataset = dataset
+        self.report_path = pytester.path / "report.json"
+
+    def args(self, *extra: str) -> list[str]:
+        return [
+            "--mia-bench",
+            "--mia-model=vlm",
+            "--mia-judge-model=judge",
+            f"--mia-base-url={self.server.url}",
+            f"--mia-judge-base-url={self.server.url}",
+            f"--mia-dataset={self.dataset}",
+            f"--mia-report={self.report_path}",
+            "--mia-max-retries=2",
+            *extra,
+        ]
+
+    def run(self, *extra: str, subprocess: bool = False) -> pytest.RunResult:
+        args = self.args(*extra)
+        if subprocess:
+            return self.pytester.runpytest_subprocess(*args)
+        return self.pytester.runpytest(*args)
+
+    def report(self) -> dict[str, Any]:
+        return json.loads(self.report_path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def bench(pytester: pytest.Pytester, server: OpenAIServer, small_dataset: Path) -> Bench:
+    return Bench(pytester, server, small_dataset)
+
+
+__all__ = ["Bench", "OpenAIServer", "Reply", "Request"]

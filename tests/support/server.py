@@ -1,0 +1,248 @@
+"""A scriptable OpenAI-compatible chat-completions server on 127.0.0.1.
+
+Tests and benchmarks talk to it over real HTTP with the real ``openai``
+client.  Each test scripts it: per-request latency, HTTP errors (with
+Retry-After), hangs, malformed bodies, and the reply text for the model and
+for the judge.  Every request is logged (role, model, sample key, image
+parts, auth header) so a test can check exactly what reached the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_MODEL_RE = re.compile(rb'"model"\s*:\s*"([^"]*)"')
+
+
+@dataclass
+class Request:
+    """One request as the server saw it."""
+
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    model: str
+    role: str  # "judge" when the model name is the judge's, else "model"
+    started: float
+    _json: Any = None
+
+    @property
+    def json(self) -> Any:
+        if self._json is None:
+            self._json = json.loads(self.raw)
+        return self._json
+
+    @property
+    def text(self) -> str:
+        """All text parts of the last message, joined."""
+        content = self.json["messages"][-1]["content"]
+        if isinstance(content, str):
+            return content
+        return "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+    @property
+    def images(self) -> list[tuple[str, bytes, dict[str, Any]]]:
+        """(mime, decoded bytes, image_url dict) of every image part."""
+        content = self.json["messages"][-1]["content"]
+        found = []
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "image_url":
+                    url = part["image_url"]["url"]
+                    head, _, data = url.partition(",")
+                    mime = head.removeprefix("data:").removesuffix(";base64")
+                    found.append((mime, base64.b64decode(data), part["image_url"]))
+        return found
+
+
+@dataclass
+class Reply:
+    """What to answer.  ``status`` != 200 sends an OpenAI-style error body."""
+
+    text: str | None = "ok"
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str = "stop"
+    raw_body: bytes | None = None  # sent verbatim (malformed replies)
+    hang: bool = False  # never answer (until the server stops)
+    usage: tuple[int, int] | None = None
+
+
+Script = Callable[[Request], Reply]
+
+
+def default_script(judge_model: str = "judge") -> Script:
+    """Model: echoes the instruction.  Judge: a fixed full-marks verdict."""
+
+    def script(request: Request) -> Reply:
+        if request.role == "judge":
+            return Reply("score of component 1: 4/4, score of component 2: 3/3, total score: 7/10.")
+        return Reply(f"Answer to: {request.text[:80]}")
+
+    return script
+
+
+class OpenAIServer:
+    """Start with ``with OpenAIServer(script) as server:``; ``server.url``
+    is the base URL to give the client (``http://127.0.0.1:PORT/v1``)."""
+
+    def __init__(self, script: Script | None = None, judge_model: str = "judge", latency: float = 0.0, keep_raw: bool = True) -> None:
+        self.script = script or default_script(judge_model)
+        self.judge_model = judge_model
+        self.latency = latency
+        self.keep_raw = keep_raw
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._busy_area = 0.0  # integral of in-flight over time
+        self._last_change: float | None = None
+        self.first_request_at: float | None = None
+        self.last_reply_at: float | None = None
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="openai-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> OpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- bookkeeping -------------------------------------------------------
+
+    def _enter(self, now: float) -> None:
+        with self._lock:
+            self._account(now)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.first_request_at is None:
+                self.first_request_at = now
+
+    def _leave(self, now: float) -> None:
+        with self._lock:
+            self._account(now)
+            self.in_flight -= 1
+            self.last_reply_at = now
+
+    def _account(self, now: float) -> None:
+        if self._last_change is not None:
+            self._busy_area += self.in_flight * (now - self._last_change)
+        self._last_change = now
+
+    def mean_in_flight(self) -> float:
+        """Time-weighted mean of concurrent requests, first request to last reply."""
+        if self.first_request_at is None or self.last_reply_at is None:
+            return 0.0
+        span = self.last_reply_at - self.first_request_at
+        return self._busy_area / span if span > 0 else 0.0
+
+    def by_role(self, role: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.role == role]
+
+    # -- HTTP --------------------------------------------------------------
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # keep test output clean
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                now = time.perf_counter()
+                found = _MODEL_RE.search(raw)
+                model = found.group(1).decode() if found else ""
+                request = Request(
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    raw=raw if server.keep_raw else b"",
+                    model=model,
+                    role="judge" if model == server.judge_model else "model",
+                    started=now,
+                )
+                if not server.keep_raw:
+                    request._json = json.loads(raw) if request.role == "judge" else {"messages": [{"content": ""}]}
+                with server._lock:
+                    server.requests.append(request)
+                server._enter(now)
+                try:
+                    self._answer(request)
+                finally:
+                    server._leave(time.perf_counter())
+
+            def _answer(self, request: Request) -> None:
+                try:
+                    reply = server.script(request)
+                except Exception as exc:  # a broken script shows up as a 500
+                    reply = Reply(text=f"script error: {exc!r}", status=500)
+                delay = reply.delay + server.latency
+                if reply.hang:
+                    server._stop.wait()
+                    return
+                if delay:
+                    time.sleep(delay)
+                if reply.raw_body is not None:
+                    body = reply.raw_body
+                elif reply.status != 200:
+                    body = json.dumps({"error": {"message": reply.text or "error", "type": "test_error", "code": reply.status}}).encode()
+                else:
+                    prompt_tokens, completion_tokens = reply.usage or (len(request.raw) // 100, len(reply.text or "") // 4)
+                    body = json.dumps(
+                        {
+                            "id": f"chatcmpl-{len(server.requests)}",
+                            "object": "chat.completion",
+                            "created": int(time.time()),
+                            "model": request.model,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": reply.text},
+                                    "finish_reason": reply.finish_reason,
+                                }
+                            ],
+                            "usage": {
+                                "prompt_tokens": prompt_tokens,
+                                "completion_tokens": completion_tokens,
+                                "total_tokens": prompt_tokens + completion_tokens,
+                            },
+                        }
+                    ).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout); nothing to do
+
+        return Handler
