@@ -113,7 +113,25 @@ def _mpo_first_frame(image: object, raw: bytes) -> bytes | None:
     frame = raw[:size]
     if frame[:2] != b"\xff\xd8" or frame[-2:] != b"\xff\xd9":
         return None
-    return frame
+    return _strip_mpf(frame)
+
+
+def _strip_mpf(frame: bytes) -> bytes:
+    """Drop the APP2 "MPF" segment: it indexes frames that are no longer
+    there, and decoders that honour it would treat the cut as a broken MPO."""
+    pos = 2
+    out = [frame[:2]]
+    while pos + 4 <= len(frame) and frame[pos] == 0xFF:
+        marker = frame[pos + 1]
+        if marker == 0xDA:  # start of scan: the rest is image data
+            break
+        length = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        segment = frame[pos : pos + 2 + length]
+        if not (marker == 0xE2 and segment[4:8] == b"MPF\x00"):
+            out.append(segment)
+        pos += 2 + length
+    out.append(frame[pos:])
+    return b"".join(out)
 
 
 def _reencode(image: object, fmt: str, max_side: int, orientation: int) -> PreparedImage:
