@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from . import cache as cache_mod
 from .client import Caller, CallError, CallStats, Completion, Endpoint
 from .dataset import Sample, SampleDataError, Source
 from .images import ImageError, PreparedImage, prepare
-from .protocols.base import Protocol, SampleSpec
+from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
 from .result import blank_result
 from .settings import Settings
 
@@ -193,20 +194,52 @@ class Engine:
             "bytes": len(image.data),
         }
         model_caller, judge_caller = self._get_callers()
-        uri = image.data_uri()
 
-        completion = await self._model_answer(model_caller, spec, image, uri, result)
+        completion = await self._model_answer(model_caller, spec, image, result)
         response = completion.text if completion.text is not None else ""
         prompt = self.protocol.build_prompt(spec, response)
-        judge_uri = uri if self.judge_image else None
-        reply = await self._judge_reply(judge_caller, prompt, image if self.judge_image else None, judge_uri, result)
-        verdict = self.protocol.parse(spec, reply.text)
-        result["status"] = verdict.status
-        result["score"] = verdict.score
-        result["reason"] = verdict.reason
-        result["metrics"] = dict(verdict.metrics)
-        for component, value in zip(result["components"], verdict.components):
+        judge_image = image if self.judge_image else None
+        # Repeated verdicts are independent calls: ask them all at once.
+        pairs = await asyncio.gather(
+            *(self._judge(judge_caller, spec, prompt, judge_image, r, result) for r in range(self.settings.judge_repeats))
+        )
+        replies = [reply for reply, _ in pairs]
+        verdicts = [verdict for _, verdict in pairs]
+        result["judge_reply"] = replies[0]
+        if len(replies) > 1:
+            result["judge_replies"] = replies
+            result["judge_scores"] = [v.score for v in verdicts]
+        combined = combine(verdicts)
+        result["status"] = combined.status
+        result["score"] = combined.score
+        result["reason"] = combined.reason
+        result["metrics"] = dict(combined.metrics)
+        for component, value in zip(result["components"], combined.components):
             component["score"] = value
+
+    async def _judge(
+        self,
+        caller: Caller,
+        spec: SampleSpec,
+        prompt: str,
+        image: PreparedImage | None,
+        repeat: int,
+        result: dict[str, Any],
+    ) -> tuple[str | None, Verdict]:
+        """One verdict, re-asking up to ``judge_retries`` times while the
+        reply cannot be parsed.  Each re-ask and repeat is its own cache entry."""
+        reply: str | None = None
+        verdict: Verdict | None = None
+        for reask in range(self.settings.judge_retries + 1):
+            if reask:
+                result["judge_reasks"] = result.get("judge_reasks", 0) + 1
+            completion = await self._judge_reply(caller, prompt, image, repeat, reask, result)
+            reply = completion.text
+            verdict = self.protocol.parse(spec, reply)
+            if verdict.status == SCORED:
+                break
+        assert verdict is not None
+        return reply, verdict
 
     def _prepare_image(self, index: int) -> PreparedImage:
         return prepare(self.source.image_bytes(index), self.settings.image_max_side)
@@ -243,7 +276,7 @@ class Engine:
         return completion
 
     async def _model_answer(
-        self, caller: Caller, spec: SampleSpec, image: PreparedImage, uri: str, result: dict[str, Any]
+        self, caller: Caller, spec: SampleSpec, image: PreparedImage, result: dict[str, Any]
     ) -> Completion:
         s = self.settings
         settings: dict[str, Any] = {}
@@ -252,7 +285,7 @@ class Engine:
         if s.temperature is not None:
             settings["temperature"] = s.temperature
         content = [
-            {"type": "image_url", "image_url": {"url": uri}},
+            {"type": "image_url", "image_url": {"url": image.data_uri()}},
             {"type": "text", "text": spec.instruction},
         ]
         params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
@@ -274,18 +307,15 @@ class Engine:
         caller: Caller,
         prompt: str,
         image: PreparedImage | None,
-        uri: str | None,
+        repeat: int,
+        reask: int,
         result: dict[str, Any],
     ) -> Completion:
         protocol = self.protocol
-        settings: dict[str, Any] = {}
-        if protocol.temperature is not None:
-            settings["temperature"] = protocol.temperature
-        if protocol.max_tokens is not None:
-            settings["max_tokens"] = protocol.max_tokens
-        content = protocol.judge_content(prompt, uri)
+        settings = judge_settings(self.settings, protocol)
+        content = protocol.judge_content(prompt, image.data_uri() if image is not None else None)
         params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
-        key_parts = {
+        key_parts: dict[str, Any] = {
             "v": cache_mod.SCHEMA_VERSION,
             "url": caller.endpoint.url,
             "model": caller.endpoint.model,
@@ -295,8 +325,49 @@ class Engine:
             "prompt": prompt,
             "image": None if image is None else {"sha256": image.sha256, "detail": protocol.image_detail},
         }
-        completion = await self._cached_call(
+        # The first verdict keeps the plain key, so K=1 and K=3 share it.
+        if repeat:
+            key_parts["repeat"] = repeat
+        if reask:
+            key_parts["reask"] = reask
+        return await self._cached_call(
             cache_mod.JUDGE, caller, key_parts, params, result, read_cache=not self.settings.rejudge
         )
-        result["judge_reply"] = completion.text
-        return completion
+
+
+def judge_settings(settings: Settings, protocol: Protocol) -> dict[str, Any]:
+    """The judge's sampling settings: the protocol's, unless overridden."""
+    temperature = settings.judge_temperature if settings.judge_temperature is not None else protocol.temperature
+    max_tokens = settings.judge_max_tokens if settings.judge_max_tokens is not None else protocol.max_tokens
+    chosen: dict[str, Any] = {}
+    if temperature is not None:
+        chosen["temperature"] = temperature
+    if max_tokens is not None:
+        chosen["max_tokens"] = max_tokens
+    return chosen
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """Several verdicts on one response (``--mia-judge-repeats``) -> one:
+    the mean of the usable ones.  With none usable, the first one stands."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    usable = [v for v in verdicts if v.score is not None]
+    if not usable:
+        return verdicts[0]
+
+    def mean(values: list[float]) -> float:
+        return math.fsum(values) / len(values)
+
+    positions = len(usable[0].components)
+    components = []
+    for i in range(positions):
+        values = [v.components[i] for v in usable if i < len(v.components) and v.components[i] is not None]
+        components.append(mean(values) if values else None)
+    keys = sorted({key for v in usable for key in v.metrics})
+    metrics = {key: mean([v.metrics[key] for v in usable if key in v.metrics]) for key in keys}
+    status = SCORED if any(v.status == SCORED for v in usable) else usable[0].status
+    score = mean([v.score for v in usable if v.score is not None])
+    dropped = len(verdicts) - len(usable)
+    reason = f"{dropped} of {len(verdicts)} verdicts unusable" if dropped else ""
+    return Verdict(status, score, tuple(components), metrics, reason)

@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from .runtime import RUNTIME_KEY, BenchRuntime, load_source
 
     protocol = _protocol(config, settings)
-    judge_image = protocol.judge_sees_image
+    judge_image = protocol.judge_sees_image if settings.judge_image is None else settings.judge_image
     is_worker = hasattr(config, "workerinput")
     uses_xdist = bool(getattr(config.option, "numprocesses", None)) and not is_worker
     if not is_worker:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .engine import judge_settings
 
 if TYPE_CHECKING:
     from .aggregate import Aggregator
@@ -26,6 +27,9 @@ SAMPLE_FIELDS = (
     "response",
     "finish_reason",
     "judge_reply",
+    "judge_replies",
+    "judge_scores",
+    "judge_reasks",
     "cached",
     "calls",
     "retries",
@@ -45,6 +49,7 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
         record = {"nodeid": nodeid, **result}
         samples.append({name: record.get(name) for name in SAMPLE_FIELDS})
     passed = _passed(agg, summary)
+    judge = judge_settings(s, agg.protocol)
     return {
         "schema_version": SCHEMA_VERSION,
         "plugin_version": __version__,
@@ -70,8 +75,10 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
             "name": s.judge_model,
             "base_url": _endpoint_url(s.judge_base_url),
             "sees_image": agg.judge_image,
-            "temperature": agg.protocol.temperature,
-            "max_tokens": agg.protocol.max_tokens,
+            "temperature": judge["temperature"] if "temperature" in judge else None,
+            "max_tokens": judge.get("max_tokens"),
+            "retries": s.judge_retries,
+            "repeats": s.judge_repeats,
         },
         "protocol": {"name": agg.protocol.name, "prompt_version": agg.protocol.prompt_version},
         "dataset": {"source": s.dataset, "split": s.split, "limit": s.limit},

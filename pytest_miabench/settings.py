@@ -108,6 +108,7 @@ class Option:
     help: str
     metavar: str | None = "VALUE"
     is_flag: bool = False
+    negative: str | None = None  # a --mia-no-... twin that stores False
 
     @property
     def dest(self) -> str:
@@ -137,6 +138,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-cache-dir", _text, None, "directory of the response cache (default: pytest's cache directory)", "PATH"),
     Option("--mia-no-cache", _bool, False, "neither read nor write the response cache", None, True),
     Option("--mia-rejudge", _bool, False, "ask the judge again, keeping cached model answers", None, True),
+    Option("--mia-judge-image", _bool, None, "send the image to the judge (default: as the protocol does); --mia-no-judge-image never sends it", None, True, "--mia-no-judge-image"),
+    Option("--mia-judge-temperature", _non_negative_float, None, "judge temperature (default: the protocol's)", "X"),
+    Option("--mia-judge-max-tokens", _positive_int, None, "judge max_tokens (default: the protocol's)", "N"),
+    Option("--mia-judge-retries", _non_negative_int, 0, "re-ask the judge up to N times when its reply cannot be parsed (default 0: as the references)", "N"),
+    Option("--mia-judge-repeats", _positive_int, 1, "judge each response K times and average the verdicts (default 1)", "K"),
 )
 
 OPTIONS_BY_DEST = {option.dest: option for option in OPTIONS}
@@ -148,6 +154,8 @@ def add_options(parser: pytest.Parser) -> None:
     for option in OPTIONS:
         if option.is_flag:
             group.addoption(option.flag, action="store_true", default=None, dest=option.dest, help=option.help)
+            if option.negative:
+                group.addoption(option.negative, action="store_false", default=None, dest=option.dest, help=f"see {option.flag}")
             parser.addini(option.dest, option.help, type="bool", default=None)
         else:
             group.addoption(option.flag, action="store", default=None, dest=option.dest, metavar=option.metavar, help=option.help)
@@ -158,7 +166,8 @@ def raw_value(config: pytest.Config, option: Option) -> tuple[Any, str]:
     """The unparsed value and where it came from (command line, ini or default)."""
     value = config.getoption(option.dest)
     if value is not None:
-        return value, f"{option.flag} on the command line"
+        flag = option.negative if value is False and option.negative else option.flag
+        return value, f"{flag} on the command line"
     ini_value = config.getini(option.dest)
     if ini_value not in (None, ""):
         where = config.inipath.name if config.inipath else "the ini file"
@@ -192,6 +201,11 @@ class Settings:
     cache_dir: str | None = None
     no_cache: bool = False
     rejudge: bool = False
+    judge_image: bool | None = None
+    judge_temperature: float | None = None
+    judge_max_tokens: int | None = None
+    judge_retries: int = 0
+    judge_repeats: int = 1
 
     def public(self) -> dict[str, Any]:
         """The settings that reproduce a run, for reports.  Holds no secret:
