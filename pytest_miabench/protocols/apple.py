@@ -21,7 +21,9 @@ class AppleProtocol(Protocol):
     name: ClassVar[str] = "apple"
     prompt_version: ClassVar[str] = "apple-nb-89171af"
     judge_sees_image: ClassVar[bool] = True
-    # The notebook sends the image part without a detail setting.
+    # The notebook sends the image part without a detail setting, and as a
+    # bare URL string (``"image_url": url``); the base class sends the
+    # ``{"url": ...}`` object today's API requires.
     image_detail: ClassVar[str | None] = None
     # The notebook never sets a temperature: the API default (1.0) applies.
     temperature: ClassVar[float | None] = None

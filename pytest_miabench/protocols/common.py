@@ -105,7 +105,9 @@ def split_verdict(sample: SampleSpec, reply: str | None) -> Verdict:
     """The Apple / VLMEvalKit verdict: scored with the judge's own total, or
     dropped from every mean.  ``metrics`` are keyed by component type (after
     the duplicate overwrite) plus ``total_score``; a component the judge's
-    sentence did not reach gets no value (its type is not averaged)."""
+    sentence did not reach gets no value (its type is not averaged).  Per
+    position, ``components`` reports its type's value, so both positions of
+    a duplicated type show the last-written one."""
     scores, why = split_parse(reply, sample.component_types)
     if scores is None:
         return Verdict(DROPPED, None, (None,) * len(sample.components), {}, why)
