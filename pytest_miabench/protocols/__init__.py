@@ -16,9 +16,20 @@ from .base import (
 
 def builtin_protocols() -> dict[str, type[Protocol]]:
     """The protocols this package ships, by name."""
+    from .apple import AppleProtocol
     from .evalscope import EvalscopeProtocol
+    from .evalscope_json import EvalscopeJsonProtocol
+    from .lmms_eval import LmmsEvalProtocol
+    from .vlmevalkit import VLMEvalKitProtocol
 
-    classes: list[type[Protocol]] = [EvalscopeProtocol]
+    # evalscope (1.5-1.10) first: it is the default.
+    classes: list[type[Protocol]] = [
+        EvalscopeProtocol,
+        EvalscopeJsonProtocol,
+        LmmsEvalProtocol,
+        VLMEvalKitProtocol,
+        AppleProtocol,
+    ]
     return {cls.name: cls for cls in classes}
 
 

@@ -1,14 +1,36 @@
-"""Pieces shared by several protocols: the original prompt body and the
-regex parser of lmms-eval / evalscope 1.5-1.10."""
+"""Pieces shared by several protocols: the original prompt body (Apple
+notebook ``generate_prompt``, reused by lmms-eval and both evalscope
+variants), the split parser of Apple / VLMEvalKit and the regex parser of
+lmms-eval / evalscope 1.5-1.10.  Section numbers refer to the protocol
+reference (``miabench-protocols.md``)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .base import SampleSpec
+from .base import DROPPED, SCORED, SampleSpec, Verdict
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
+
+#: The original format sentence (§4.1).  The example is fixed (two components,
+#: x/2 and y/8, z/10) whatever the sample's component count and weights.
+ORIGINAL_FORMAT_LINE = (
+    " List scores of each component, and the total score in one sentence in this format: "
+    "score of component 1: x/2, score of component 2: y/8, total score: z/10. Then explain your reasons."
+)
+
+
+def check_component_count(sample: SampleSpec) -> int:
+    """Every reference builder has branches for 1-5 components only."""
+    n = len(sample.components)
+    if not 1 <= n <= len(ORDINALS) or len(sample.weights) != n:
+        raise ValueError(
+            f"row {sample.index}: {n} components / {len(sample.weights)} weights; "
+            "the reference prompts support 1 to 5 components with one weight each"
+        )
+    return n
 
 
 def original_components(sample: SampleSpec) -> str:
@@ -19,7 +41,7 @@ def original_components(sample: SampleSpec) -> str:
     return "".join(parts)
 
 
-def original_score_sentence(weights: tuple[int, ...]) -> str:
+def original_score_sentence(weights: Sequence[int]) -> str:
     """The weights sentence, verbatim: note the missing comma after "first"
     for three or more components and no Oxford comma for five."""
     w = [str(x) for x in weights]
@@ -34,7 +56,13 @@ def original_score_sentence(weights: tuple[int, ...]) -> str:
 
 
 def original_body(sample: SampleSpec, response: str, score_range: str = "10") -> str:
-    """The original prompt up to and including the weights sentence."""
+    """The original prompt up to and including the weights sentence.
+
+    The quote opened before the instruction is never closed (verbatim).
+    ``score_range`` is "10" in the original (even when the weights sum to 8);
+    evalscope substitutes the sum of the weights.
+    """
+    check_component_count(sample)
     return (
         f"Here is an instruction for a multimodal LLM: ' {sample.instruction} You need to grade if the "
         "response from the model follows each component of the instruction. "
@@ -42,6 +70,49 @@ def original_body(sample: SampleSpec, response: str, score_range: str = "10") ->
         f"and be strict. The total score ranges from 0 to {score_range}, depending on if the response "
         f"follows the instruction. {original_score_sentence(sample.weights)}"
     )
+
+
+def split_parse(reply: str | None, component_types: Sequence[str]) -> tuple[dict[str, float] | None, str]:
+    """Apple notebook / VLMEvalKit ``process_rawscore`` (§5.1), step for step.
+
+    Returns ``({type: ratio, ..., "total_score": ratio}, "")``, or
+    ``(None, why)`` where the reference raises (its caller's bare ``except``
+    then leaves the sample out of every mean).  Deliberately *not* robust:
+    the fragility is the protocol.
+    """
+    if not isinstance(reply, str):
+        return None, "no judge text (the reference fails with AttributeError)"
+    segments = reply.split(".")[0].split(",")
+    if len(segments) < 2:
+        # The reference reads its loop variable after an empty loop.
+        return None, "no comma before the first '.' (the reference fails with NameError)"
+    try:
+        scores: dict[str, float] = {}
+        for i, segment in enumerate(segments[:-1]):
+            # After the first colon, drop one character (assumed a space).
+            # The judge's own "component k" number is ignored: keys go by
+            # position, so a duplicated type keeps the last value.
+            piece = segment.split(":")[1][1:].split("/")
+            scores[component_types[i]] = int(piece[0]) / int(piece[1])  # IndexError past the last type
+        piece = segments[-1].split(":")[1][1:].split("/")
+        scores["total_score"] = int(piece[0]) / int(piece[1])  # no clamp: 11/10 -> 1.1
+    except Exception as exc:  # noqa: BLE001 - the reference's bare except
+        return None, f"first sentence not in the expected format ({type(exc).__name__}: {exc})"
+    return scores, ""
+
+
+def split_verdict(sample: SampleSpec, reply: str | None) -> Verdict:
+    """The Apple / VLMEvalKit verdict: scored with the judge's own total, or
+    dropped from every mean.  ``metrics`` are keyed by component type (after
+    the duplicate overwrite) plus ``total_score``; a component the judge's
+    sentence did not reach gets no value (its type is not averaged).  Per
+    position, ``components`` reports its type's value, so both positions of
+    a duplicated type show the last-written one."""
+    scores, why = split_parse(reply, sample.component_types)
+    if scores is None:
+        return Verdict(DROPPED, None, (None,) * len(sample.components), {}, why)
+    per_position = tuple(scores.get(ctype) for ctype in sample.component_types)
+    return Verdict(SCORED, scores["total_score"], per_position, scores)
 
 
 _COMPONENT_RE = re.compile(r"(?:score\s+of\s+)?component\s+(\d+)\s*:\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
@@ -58,15 +129,16 @@ def _ratio(numerator: str, denominator: str) -> float:
 class RegexResult:
     by_key: dict[str, float]
     total: float
-    matched: bool  # whether any score was found at all
+    matched: bool  # whether any in-range score was found at all
 
 
-def regex_parse(reply: str | None, keys: list[str]) -> RegexResult:
-    """lmms-eval HEAD / evalscope 1.5-1.10 parser (see the protocol reference §5.2).
+def regex_parse(reply: str | None, keys: Sequence[str]) -> RegexResult:
+    """lmms-eval HEAD / evalscope 1.5-1.10 parser (§5.2).
 
     Components: every match, in order, later ones overwrite earlier ones.
     Total: the *first* match.  Without a total, the unweighted mean of the
-    ratios found so far, taken before missing components are zero-filled.
+    ratios found so far (over distinct keys), taken before missing
+    components are zero-filled.
     """
     scores: dict[str, float] = {}
     matched = False
@@ -85,6 +157,8 @@ def regex_parse(reply: str | None, keys: list[str]) -> RegexResult:
         total = sum(scores.values()) / len(scores) if scores else 0.0
     for key in keys:
         scores.setdefault(key, 0.0)
+    # The references' final pass zeroes anything outside [0, 1]; after the
+    # clamps above nothing can be, but keep the pass for fidelity.
     scores = {key: (value if 0.0 <= value <= 1.0 else 0.0) for key, value in scores.items()}
     if not 0.0 <= total <= 1.0:
         total = 0.0

@@ -1,5 +1,12 @@
-"""evalscope 1.5-1.10: the original prompt body with the range 0 to sum(weights),
-a per-sample EXACT format line, the regex parser, unparseable replies = 0."""
+"""evalscope 1.5.2-1.10.0: ``evalscope/benchmarks/mia_bench/{utils.py,
+mia_bench_adapter.py}`` (reference §4.2 "evalscope 1.5.2-1.10.0", §5.2).
+
+The original prompt body with the range 0 to sum(weights), a per-sample
+EXACT format line, a text-only judge at temperature 0 and ``max_tokens``
+4096, the regex parser keyed by component *types*, unreadable replies
+(judge errors included) scored 0.  Metrics: ``total_score`` and
+``component_{i}_{type}`` means.
+"""
 
 from __future__ import annotations
 
@@ -15,30 +22,35 @@ class EvalscopeProtocol(Protocol):
     name: ClassVar[str] = "evalscope"
     prompt_version: ClassVar[str] = "evalscope-1.10"
     judge_sees_image: ClassVar[bool] = False
+    image_detail: ClassVar[str | None] = None
     temperature: ClassVar[float | None] = 0.0
     max_tokens: ClassVar[int | None] = 4096
     failure_status: ClassVar[str] = ZERO
+    headline: ClassVar[str] = "total_score"
 
     def build_prompt(self, sample: SampleSpec, response: str) -> str:
         total = sum(sample.weights)
-        parts = ", ".join(
-            f"score of component {k}: x{k}/{w}" for k, w in enumerate(sample.weights, start=1)
-        )
+        # Unlike the original, the example follows the sample: one
+        # "x{k}/{W_k}" per component and "z/{sum}" (row 241: "0 to 8", "z/8").
+        parts = [f"score of component {k}: x{k}/{w}" for k, w in enumerate(sample.weights, start=1)]
+        parts.append(f"total score: z/{total}")
         format_line = (
-            " List scores of each component, and the total score in one sentence in this EXACT format: "
-            f"{parts}, total score: z/{total}. Use only numbers for score values. "
+            f" List scores of each component, and the total score in one sentence in this EXACT format: "
+            f"{', '.join(parts)}. Use only numbers for score values. "
             "Do not use markdown formatting or asterisks. Then explain your reasons."
         )
         return common.original_body(sample, response, score_range=str(total)) + format_line
 
     def parse(self, sample: SampleSpec, reply: str | None) -> Verdict:
-        # Keys are component *types*: duplicated types collapse (last write wins).
+        # Keys are component *types*: duplicated types collapse (last write
+        # wins), so every position of a type reports the same value and the
+        # no-total fallback averages over distinct types.
         keys = list(sample.component_types)
         result = common.regex_parse(reply, keys)
         per_position = tuple(result.by_key[key] for key in keys)
         metrics = {"total_score": result.total}
         for i, (ctype, value) in enumerate(zip(keys, per_position), start=1):
             metrics[f"component_{i}_{ctype}"] = value
-        status = SCORED if result.matched else ZERO
-        reason = "" if result.matched else "no score found in the judge reply; counted as 0"
-        return Verdict(status, result.total, per_position, metrics, reason)
+        if result.matched:
+            return Verdict(SCORED, result.total, per_position, metrics)
+        return Verdict(ZERO, 0.0, per_position, metrics, "no score found in the judge reply; counted as 0")

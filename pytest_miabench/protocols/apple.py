@@ -1,0 +1,46 @@
+"""Apple's original protocol: ``evaluation.ipynb`` of apple/ml-mia-bench at
+HEAD (commit 89171af), the benchmark's own definition (reference §4.1, §5.1).
+
+The judge (gpt-4o in the notebook) sees the text and then the image, the
+temperature is left to the API default and ``max_tokens`` is 2000.  The reply
+is read by the split parser; a reply it cannot read is dropped from every
+mean.  Metrics: ``total_score`` and one mean per component type.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from . import common
+from .base import DROPPED, Protocol, SampleSpec, Verdict
+
+
+class AppleProtocol(Protocol):
+    """The Apple notebook protocol (judge sees the image, split parser, drops)."""
+
+    name: ClassVar[str] = "apple"
+    prompt_version: ClassVar[str] = "apple-nb-89171af"
+    judge_sees_image: ClassVar[bool] = True
+    # The notebook sends the image part without a detail setting, and as a
+    # bare URL string (``"image_url": url``); the base class sends the
+    # ``{"url": ...}`` object today's API requires.
+    image_detail: ClassVar[str | None] = None
+    # The notebook never sets a temperature: the API default (1.0) applies.
+    temperature: ClassVar[float | None] = None
+    max_tokens: ClassVar[int | None] = 2000
+    failure_status: ClassVar[str] = DROPPED
+    headline: ClassVar[str] = "total_score"
+
+    def build_prompt(self, sample: SampleSpec, response: str) -> str:
+        # "0 to 10" and the fixed x/2, y/8, z/10 example are hard-coded, even
+        # for the two rows whose weights sum to 8.  (The repo's first commit,
+        # 2341e3c, had "y/10" here; HEAD has "y/8".)
+        return common.original_body(sample, response, score_range="10") + common.ORIGINAL_FORMAT_LINE
+
+    def parse(self, sample: SampleSpec, reply: str | None) -> Verdict:
+        # The notebook stores ``content.strip()``; the split parser itself is
+        # insensitive to outer whitespace, but strip for fidelity.
+        # (A model answer of 'error' is never judged there: in this plugin a
+        # failed model call fails the sample before any judging.)
+        text = reply.strip() if isinstance(reply, str) else reply
+        return common.split_verdict(sample, text)

@@ -1,0 +1,144 @@
+"""evalscope >= 1.11.0 (1.14.1 latest): ``evalscope/benchmarks/mia_bench/``
+with the framework's JSON output contract ``evalscope/api/judge/contracts.py``
+(reference §4.2 "evalscope >= 1.11.0", §5.3).
+
+The original prompt body with the range 0 to sum(weights), no format
+sentence, then the contract suffix listing one bounded key per component.
+Text-only judge, temperature 0, ``max_tokens`` 4096.  The score is
+sum(component_i) / sum(W_i) (the judge's own total is ignored); a reply
+that breaks the contract is a parse_error and the sample is excluded.
+Metrics: ``judge_score`` and ``component_{i}_{type}`` means.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from . import common
+from .base import EXCLUDED, SCORED, Protocol, SampleSpec, Verdict
+
+_CONTRACT_HEAD = (
+    "\n\nReply with a single JSON object and no other text, containing these required keys "
+    "(additional keys are allowed):\n"
+)
+
+
+def json_objects(text: str) -> list[str]:
+    """Every top-level ``{...}`` in ``text``, as evalscope's ``_payloads``.
+
+    Brace depth counting; quotes toggle a string state *at any depth*, with
+    backslash escapes, so braces inside strings do not count.  Brackets are
+    not tracked: ``[{...}]`` yields the inner object.
+    """
+    found: list[str] = []
+    depth = start = 0
+    in_string = escaped = False
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char == '"':
+            in_string = True
+        elif char == "{":
+            if depth == 0:
+                start = index
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                found.append(text[start : index + 1])
+    return found
+
+
+def lax_float(value: Any) -> float:
+    """Pydantic v2 lax ``float`` coercion of a JSON value (ValueError if refused).
+
+    bool and int are accepted, so are numeric strings ("4", " 4.0 ", "1e0");
+    "4/4", "", non-ASCII digits and null are not.  (Known gap: pydantic also
+    takes underscores next to the point, "1_.5"; Python's float does not.)
+    """
+    if isinstance(value, (bool, int)):
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError("integer too large for a float") from None
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str) and value.strip().isascii():
+        return float(value)  # ValueError when not a number
+    raise ValueError(f"{type(value).__name__} is not a number")
+
+
+def validate(data: Any, weights: tuple[int, ...]) -> tuple[float, ...]:
+    """The per-sample schema ``MiaGrade``: ``reasoning: str = ''`` and
+    ``component_i: float`` with ``0 <= v <= W_i``; extra keys allowed."""
+    if not isinstance(data, dict):
+        raise ValueError(f"reply is a {type(data).__name__}, not a JSON object")
+    if "reasoning" in data and not isinstance(data["reasoning"], str):
+        raise ValueError("reasoning is not a string")
+    values = []
+    for i, weight in enumerate(weights, start=1):
+        key = f"component_{i}"
+        if key not in data:
+            raise ValueError(f"{key} is missing")
+        value = lax_float(data[key])
+        # Written so that NaN fails, as it does in pydantic.
+        if not (value >= 0.0 and value <= float(weight)):
+            raise ValueError(f"{key} = {value} is outside [0, {float(weight)}]")
+        values.append(value)
+    return tuple(values)
+
+
+class EvalscopeJsonProtocol(Protocol):
+    """evalscope's JSON-contract protocol (versions >= 1.11.0), text-only judge."""
+
+    name: ClassVar[str] = "evalscope-json"
+    prompt_version: ClassVar[str] = "evalscope-1.11-json"
+    judge_sees_image: ClassVar[bool] = False
+    image_detail: ClassVar[str | None] = None
+    temperature: ClassVar[float | None] = 0.0
+    max_tokens: ClassVar[int | None] = 4096
+    failure_status: ClassVar[str] = EXCLUDED
+    headline: ClassVar[str] = "judge_score"
+
+    def build_prompt(self, sample: SampleSpec, response: str) -> str:
+        # Field descriptions as the contract prints them: bounds are floats
+        # ("<= 4.0"), "reasoning" has a default and no bounds.
+        lines = ['- "reasoning": a string']
+        lines += [
+            f'- "component_{i}": a number >= 0.0 and <= {float(w)}'
+            for i, w in enumerate(sample.weights, start=1)
+        ]
+        body = common.original_body(sample, response, score_range=str(sum(sample.weights)))
+        return body + _CONTRACT_HEAD + "\n".join(lines)
+
+    def parse(self, sample: SampleSpec, reply: str | None) -> Verdict:
+        nothing = (None,) * len(sample.components)
+        if not reply:
+            return Verdict(EXCLUDED, None, nothing, {}, "parse_error: empty response")
+        payloads = json_objects(reply)
+        if len(payloads) != 1:
+            why = "no JSON object found" if not payloads else f"{len(payloads)} JSON objects where one is required"
+            return Verdict(EXCLUDED, None, nothing, {}, f"parse_error: {why}")
+        try:
+            values = validate(json.loads(payloads[0]), sample.weights)
+        except (ValueError, RecursionError) as exc:  # json.JSONDecodeError is a ValueError
+            return Verdict(EXCLUDED, None, nothing, {}, f"parse_error: {exc}")
+        per_position = tuple(v / w if w else 0.0 for v, w in zip(values, sample.weights))
+        metrics = {
+            f"component_{i}_{ctype}": value
+            for i, (ctype, value) in enumerate(zip(sample.component_types, per_position), start=1)
+        }
+        # Summed in order, as evalscope's reduce does.
+        raw_sum = 0.0
+        for value in values:
+            raw_sum += value
+        total_weight = sum(sample.weights)
+        metrics["judge_score"] = raw_sum / total_weight if total_weight else 0.0
+        return Verdict(SCORED, metrics["judge_score"], per_position, metrics)
