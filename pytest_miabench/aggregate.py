@@ -87,6 +87,7 @@ def _usage(results: list[dict[str, Any]]) -> dict[str, Any]:
             "completion_tokens": sum(r["usage"][role]["completion_tokens"] for r in results),
         }
     usage["retries"] = sum(r["retries"] for r in results)
+    usage["judge_reasks"] = sum(r.get("judge_reasks", 0) for r in results)
     return usage
 
 
