@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread"]
+__all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "report_cis"]
 
 # Bound on resample-matrix cells held in memory at once (int64 indices):
 # 4M cells = 32 MB, enough for 400 values x 2000 resamples in one go.
@@ -153,4 +153,51 @@ def judge_spread(per_sample_scores: Sequence[Sequence[float | None]], *, toleran
         "max_std_sample": max_position,
         "n_disagree": n_disagree,
         "max_range": max(ranges) if ranges else None,
+    }
+
+
+def report_cis(
+    samples: Sequence[Mapping[str, Any]],
+    *,
+    seed: int = 0,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """The report's ``ci`` block from per-sample results.
+
+    Counts samples the way ``aggregate.summarize`` does: a sample is in the
+    mean when its status is not ``failed`` and its score is not None; a
+    component counts for its type when its sample counts and its own score
+    is not None.  Samples are taken in index order, so the result does not
+    depend on the order results arrived in.  Intervals are lists (JSON).
+
+    Seeds: the total uses ``seed``; each breakdown uses ``ci_by_group`` with
+    ``group_seed(seed, "by_type")`` / ``group_seed(seed, "by_component_type")``.
+    """
+    ordered = sorted(samples, key=lambda r: r["index"])
+    counted = [r for r in ordered if r.get("status") != "failed" and r.get("score") is not None]
+    by_type: dict[str, list[float]] = {}
+    by_component: dict[str, list[float]] = {}
+    for r in counted:
+        by_type.setdefault(r["type"], []).append(float(r["score"]))
+        for component in r.get("components") or ():
+            if component.get("score") is not None:
+                by_component.setdefault(component["type"], []).append(float(component["score"]))
+    same = {"n_resamples": n_resamples, "level": level}
+
+    def as_list(ci: tuple[float, float] | None) -> list[float] | None:
+        return None if ci is None else [ci[0], ci[1]]
+
+    total = bootstrap_ci([float(r["score"]) for r in counted], seed=seed, **same)
+    types = ci_by_group(dict(sorted(by_type.items())), seed=group_seed(seed, "by_type"), **same)
+    components = ci_by_group(
+        dict(sorted(by_component.items())), seed=group_seed(seed, "by_component_type"), **same
+    )
+    return {
+        "level": level,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "total_score": as_list(total),
+        "by_type": {k: as_list(v) for k, v in types.items()},
+        "by_component_type": {k: as_list(v) for k, v in components.items()},
     }

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pytest_miabench.stats import bootstrap_ci, ci_by_group, group_seed, judge_spread
+from pytest_miabench.stats import bootstrap_ci, ci_by_group, group_seed, judge_spread, report_cis
 
 
 def _scores(n: int, seed: int = 1) -> list[float]:
@@ -160,3 +160,37 @@ def test_import_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def _result(index, type_, status, score, comps):
+    return {
+        "index": index,
+        "type": type_,
+        "status": status,
+        "score": score,
+        "components": [{"type": t, "score": c, "weight": 1, "text": ""} for t, c in comps],
+    }
+
+
+def test_report_cis_follows_the_counting_rule():
+    results = [
+        _result(0, "basic", "scored", 1.0, [("describe", 1.0), ("math", 1.0)]),
+        _result(1, "basic", "scored", 0.5, [("describe", 0.0), ("math", 1.0)]),
+        _result(2, "basic", "zero", 0.0, [("describe", None), ("math", None)]),
+        _result(3, "complex", "failed", None, [("describe", None)]),
+        _result(4, "complex", "dropped", None, [("describe", None)]),
+        _result(5, "complex", "scored", 0.25, [("describe", 0.25)]),
+    ]
+    cis = report_cis(list(reversed(results)), seed=3)
+    assert cis == report_cis(results, seed=3)  # arrival order does not matter
+    assert cis["total_score"] == list(bootstrap_ci([1.0, 0.5, 0.0, 0.25], seed=3))
+    assert cis["by_type"]["basic"] == list(bootstrap_ci([1.0, 0.5, 0.0], seed=group_seed(group_seed(3, "by_type"), "basic")))
+    assert cis["by_type"]["complex"] == [0.25, 0.25]
+    assert cis["by_component_type"]["math"] == [1.0, 1.0]
+    assert set(cis["by_component_type"]) == {"describe", "math"}
+    assert cis["level"] == 0.95 and cis["seed"] == 3
+
+
+def test_report_cis_empty():
+    cis = report_cis([_result(0, "basic", "failed", None, [])])
+    assert cis["total_score"] is None and cis["by_type"] == {} and cis["by_component_type"] == {}
