@@ -1,0 +1,882 @@
+"""One self-contained HTML page from the JSON report.
+
+Security model: the report carries text written by a model and a judge (and
+by whoever made the dataset), so it is hostile input.
+
+- Every piece of report text goes through ``html.escape(..., quote=True)``,
+  in element content and in attribute values alike; numbers are formatted
+  from floats/ints, never copied as strings.
+- The only script is the constant ``_JS`` below: no report text is ever
+  interpolated into it.  What it needs is read from escaped ``data-*``
+  attributes.  The Content-Security-Policy allows exactly that script (by
+  its SHA-256), so even a hypothetical injection could not run code, and
+  ``default-src 'none'`` forbids every network load: opening the page
+  fetches nothing and leaks nothing.
+- An image ``src`` is only ever a ``data:image/(jpeg|png|webp|gif);base64,``
+  URI that passes a strict pattern; anything else is dropped.
+
+Without JavaScript the page is complete: the table is rendered on the
+server; filter controls stay hidden and the sort buttons do nothing.  The
+thumbnail lightbox is a ``<details>`` element styled with CSS, so it works
+without JavaScript too.
+
+Importing this module is cheap; Pillow is imported inside ``thumbnail_uri``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+__all__ = ["CSP", "render_html", "safe_image_uri", "thumbnail_uri"]
+
+_DATA_URI = re.compile(r"data:image/(?:jpeg|png|webp|gif);base64,[A-Za-z0-9+/]+={0,2}")
+# A 160 px JPEG at quality 70 is 3-10 kB; anything far larger is not a thumbnail.
+MAX_THUMBNAIL_CHARS = 300_000
+MAX_CHANGED_SHOWN = 30
+MAX_MISSING_SHOWN = 200
+
+
+# -- thumbnails -------------------------------------------------------------
+
+
+def thumbnail_uri(image_bytes: bytes, max_side: int = 160, quality: int = 70) -> str | None:
+    """A small JPEG ``data:`` URI of an image, at most ``max_side`` pixels on
+    its long side; None if the bytes cannot be decoded.
+
+    JPEGs are decoded at reduced scale (``Image.draft``), so a thumbnail of a
+    large photo costs a fraction of a full decode.  Any mode is flattened to
+    RGB (transparency onto white; 16-bit and float images are rescaled to
+    their own range).  EXIF orientation is applied so the thumbnail shows
+    what a viewer would.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side!r}")
+    if not image_bytes:
+        return None
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as image:
+            image.draft("RGB", (max_side, max_side))
+            image.load()
+            try:
+                image = ImageOps.exif_transpose(image) or image
+            except Exception:  # a broken EXIF block must not cost the thumbnail
+                pass
+            # Flatten first: resizing is not defined for every mode (I;16, P...).
+            rgb = _to_rgb(image)
+            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=quality, optimize=True)
+    except Exception:  # undecodable, truncated, too large, unsupported
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _to_rgb(image: Any) -> Any:
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        image, mode = image.convert("I"), "I"
+    if mode in ("I", "F"):
+        lo, hi = image.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return image.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def safe_image_uri(value: Any) -> str | None:
+    """``value`` if it is a base64 image ``data:`` URI of an allowed type and
+    a sane size, else None.  The full match leaves no room for quotes,
+    spaces or another scheme."""
+    if not isinstance(value, str) or len(value) > MAX_THUMBNAIL_CHARS:
+        return None
+    return value if _DATA_URI.fullmatch(value) else None
+
+
+# -- value helpers (defensive: any field may be missing or of a wrong type) --
+
+
+def _e(value: Any) -> str:
+    """Escaped text of any value; None is empty."""
+    if value is None:
+        return ""
+    return escape(value if isinstance(value, str) else str(value), quote=True)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    v = _num(value)
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _signed(value: Any, digits: int = 4) -> str:
+    v = _num(value)
+    return "n/a" if v is None else f"{v:+.{digits}f}"
+
+
+def _count(value: Any) -> str:
+    v = _int(value)
+    return "n/a" if v is None else str(v)
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _seq(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, (list, tuple)) else ()
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    seq = _seq(value)
+    if len(seq) != 2:
+        return None
+    lo, hi = _num(seq[0]), _num(seq[1])
+    if lo is None or hi is None:
+        return None
+    return (lo, hi) if lo <= hi else (hi, lo)
+
+
+def _pct(value: float) -> str:
+    """A CSS percentage for a 0-1 value, clamped."""
+    return f"{min(1.0, max(0.0, value)) * 100:.2f}%"
+
+
+def _css_token(value: Any) -> str:
+    """A class-name-safe token (for status colouring); unknown -> other."""
+    return value if isinstance(value, str) and value in _STATUSES else "other"
+
+
+_STATUSES = ("scored", "zero", "dropped", "excluded", "failed")
+
+
+# -- page pieces ------------------------------------------------------------
+
+_CSS = """
+:root{--fg:#1d2330;--muted:#5d6677;--line:#d8dce4;--bg:#fff;--alt:#f6f7f9;--accent:#3b6fd8;
+--good:#1f8a4c;--bad:#c0392b;--warn:#b7791f;--ci:#1d2330}
+*{box-sizing:border-box}
+[hidden]{display:none!important}
+html{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}
+body{margin:0;padding:18px 22px 40px}
+h1{font-size:20px;margin:0 0 4px}
+h2{font-size:16px;margin:26px 0 8px;border-bottom:1px solid var(--line);padding-bottom:4px}
+h3{font-size:14px;margin:14px 0 6px}
+a{color:var(--accent)}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
+.muted,.small{color:var(--muted)}
+.small{font-size:12px}
+.top{display:flex;flex-wrap:wrap;gap:18px 36px;align-items:flex-start}
+.headline{min-width:240px}
+.headline .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.06em}
+.headline .big{font-size:40px;font-weight:650;line-height:1.1;font-variant-numeric:tabular-nums}
+.headline .ci{color:var(--muted);font-variant-numeric:tabular-nums}
+.verdict{display:inline-block;margin-top:8px;padding:3px 12px;border-radius:4px;font-weight:700;color:#fff;letter-spacing:.04em}
+.verdict.pass{background:var(--good)}.verdict.fail{background:var(--bad)}
+.why{margin:6px 0 0;padding-left:18px;color:var(--fg);font-size:13px}
+dl.meta{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:2px 14px;margin:0;max-width:760px}
+dl.meta dt{color:var(--muted)}dl.meta dd{margin:0;overflow-wrap:anywhere}
+.counts{display:flex;flex-wrap:wrap;gap:8px;margin:14px 0 0;padding:0;list-style:none}
+.counts li{border:1px solid var(--line);border-radius:4px;padding:3px 10px;background:var(--alt)}
+.counts b{font-variant-numeric:tabular-nums}
+.counts .nz{border-color:var(--warn)}
+.banner{margin:12px 0 0;padding:8px 12px;border-left:4px solid var(--warn);background:#fdf6e7}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:8px 40px}
+.bars{display:grid;grid-template-columns:max-content minmax(140px,1fr) max-content;gap:5px 12px;align-items:center}
+.bar-label{overflow-wrap:anywhere}
+.track{position:relative;height:16px;background:#eceff4;border-radius:3px}
+.fill{position:absolute;left:0;top:0;bottom:0;background:#7ea3e6;border-radius:3px}
+.whisker{position:absolute;top:50%;height:2px;margin-top:-1px;background:var(--ci)}
+.whisker::before,.whisker::after{content:"";position:absolute;top:-4px;width:2px;height:10px;background:var(--ci)}
+.whisker::before{left:0}.whisker::after{right:0}
+.bar-val{font-variant-numeric:tabular-nums;white-space:nowrap}
+.bar-val small{color:var(--muted)}
+.dtrack{position:relative;height:14px;background:#eceff4;border-radius:3px}
+.dtrack::after{content:"";position:absolute;left:50%;top:-2px;bottom:-2px;width:1px;background:var(--muted)}
+.dfill{position:absolute;top:0;bottom:0}
+.dfill.up{background:var(--good)}.dfill.down{background:var(--bad)}
+.up-t{color:var(--good)}.down-t{color:var(--bad)}
+table{border-collapse:collapse}
+table.kv td,table.kv th,table.changed td,table.changed th{padding:3px 12px 3px 0;text-align:left;border-bottom:1px solid var(--line);font-variant-numeric:tabular-nums}
+.controls{display:flex;flex-wrap:wrap;gap:10px 16px;align-items:center;margin:8px 0 10px;padding:8px 10px;background:var(--alt);border:1px solid var(--line);border-radius:4px}
+.controls select,.controls input,.controls button{font:inherit;padding:2px 6px}
+.controls input[type=search]{width:260px}
+.tablewrap{overflow-x:auto;border:1px solid var(--line);border-radius:4px}
+table.samples{width:100%;min-width:1200px;table-layout:fixed}
+table.samples th{position:sticky;top:0;z-index:2;background:#e9edf3;text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);font-weight:600}
+table.samples td{padding:6px 8px;vertical-align:top;border-bottom:1px solid var(--line)}
+table.samples tbody tr:nth-child(even){background:var(--alt)}
+table.samples tbody tr:target{outline:2px solid var(--accent);outline-offset:-2px}
+th .sort{font:inherit;font-weight:600;color:inherit;background:none;border:0;padding:0;cursor:default;text-align:left}
+.js th .sort{cursor:pointer}
+.js th .sort::after{content:" \\2195";color:var(--muted)}
+.js th[aria-sort=ascending] .sort::after{content:" \\25B2";color:var(--fg)}
+.js th[aria-sort=descending] .sort::after{content:" \\25BC";color:var(--fg)}
+.txt{white-space:pre-wrap;overflow-wrap:anywhere;max-height:15em;overflow:auto;margin:0;font-size:13px}
+.none{color:var(--muted);font-style:italic}
+ol.comps{margin:6px 0 0;padding-left:20px;font-size:12.5px}
+ol.comps li{margin:2px 0;overflow-wrap:anywhere}
+.tag{display:inline-block;padding:0 5px;border-radius:3px;background:#e4e9f2;font-size:11.5px;white-space:nowrap}
+.cscore{font-variant-numeric:tabular-nums;font-weight:600}
+.status{display:inline-block;padding:1px 7px;border-radius:3px;font-size:12px;font-weight:600;color:#fff;background:var(--muted)}
+.status.scored{background:var(--good)}.status.zero{background:var(--warn)}.status.failed{background:var(--bad)}
+.status.dropped,.status.excluded{background:#7b8494}
+.reason{margin-top:4px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere;max-height:8em;overflow:auto}
+td.score{font-variant-numeric:tabular-nums;font-weight:600}
+.mini{display:block;height:5px;background:#e1e5ec;border-radius:2px;margin-top:4px}
+.mini span{display:block;height:5px;background:#7ea3e6;border-radius:2px}
+.nodeid{font-size:11px;color:var(--muted);overflow-wrap:anywhere}
+td.thumb{text-align:center}
+td.thumb img{max-width:72px;max-height:72px;display:block;margin:0 auto;border-radius:2px}
+details.lb>summary{list-style:none;cursor:zoom-in}
+details.lb>summary::-webkit-details-marker{display:none}
+details.lb[open]>summary{cursor:zoom-out}
+details.lb[open]>summary::before{content:"";position:fixed;inset:0;background:rgba(15,18,25,.75);z-index:20}
+details.lb[open]>summary img{position:fixed;z-index:21;left:50%;top:50%;transform:translate(-50%,-50%);
+width:auto;height:min(80vh,520px);max-width:92vw;max-height:none;object-fit:contain;background:#fff;box-shadow:0 6px 30px rgba(0,0,0,.5)}
+.flag{color:var(--warn);font-weight:600}
+footer{margin-top:28px;color:var(--muted);font-size:12px}
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  var doc = document;
+  doc.documentElement.className += " js";
+  var table = doc.getElementById("samples");
+  if (!table || !table.tBodies.length) { return; }
+  var tbody = table.tBodies[0];
+  var items = Array.prototype.map.call(tbody.rows, function (row, pos) {
+    var ctypes = [];
+    try { ctypes = JSON.parse(row.getAttribute("data-ctypes") || "[]"); } catch (err) { ctypes = []; }
+    var score = parseFloat(row.getAttribute("data-score"));
+    var index = parseFloat(row.getAttribute("data-index"));
+    return {
+      row: row, pos: pos,
+      index: isFinite(index) ? index : pos,
+      score: isFinite(score) ? score : null,
+      type: row.getAttribute("data-type") || "",
+      status: row.getAttribute("data-status") || "",
+      ctypes: Array.isArray(ctypes) ? ctypes : [],
+      text: (row.textContent || "").toLowerCase()
+    };
+  });
+  var fType = doc.getElementById("f-type");
+  var fCtype = doc.getElementById("f-ctype");
+  var fStatus = doc.getElementById("f-status");
+  var fQ = doc.getElementById("f-q");
+  var fReset = doc.getElementById("f-reset");
+  var fCount = doc.getElementById("f-count");
+  var controls = doc.getElementById("controls");
+
+  function apply() {
+    var t = fType ? fType.value : "", c = fCtype ? fCtype.value : "", s = fStatus ? fStatus.value : "";
+    var q = fQ ? fQ.value.trim().toLowerCase() : "";
+    var shown = 0;
+    items.forEach(function (it) {
+      var ok = (!t || it.type === t) && (!s || it.status === s) &&
+        (!c || it.ctypes.indexOf(c) >= 0) && (!q || it.text.indexOf(q) >= 0);
+      it.row.hidden = !ok;
+      if (ok) { shown += 1; }
+    });
+    if (fCount) { fCount.textContent = shown + " of " + items.length + " samples shown"; }
+  }
+  [fType, fCtype, fStatus].forEach(function (el) { if (el) { el.addEventListener("change", apply); } });
+  if (fQ) { fQ.addEventListener("input", apply); }
+  if (fReset) {
+    fReset.addEventListener("click", function () {
+      [fType, fCtype, fStatus, fQ].forEach(function (el) { if (el) { el.value = ""; } });
+      apply();
+    });
+  }
+  if (controls) { controls.hidden = false; }
+  apply();
+
+  var state = {key: null, dir: 1};
+  function value(it, key) {
+    if (key === "score") { return it.score; }
+    if (key === "type") { return it.type; }
+    if (key === "status") { return it.status; }
+    return it.index;
+  }
+  function sortBy(key, dir) {
+    var sorted = items.slice().sort(function (a, b) {
+      var va = value(a, key), vb = value(b, key);
+      if (va === null && vb === null) { return a.pos - b.pos; }
+      if (va === null) { return 1; }
+      if (vb === null) { return -1; }
+      if (va < vb) { return -dir; }
+      if (va > vb) { return dir; }
+      return a.pos - b.pos;
+    });
+    var frag = doc.createDocumentFragment();
+    sorted.forEach(function (it) { frag.appendChild(it.row); });
+    tbody.appendChild(frag);
+  }
+  Array.prototype.forEach.call(table.querySelectorAll("button.sort"), function (btn) {
+    btn.addEventListener("click", function () {
+      var key = btn.getAttribute("data-sort") || "index";
+      state.dir = state.key === key ? -state.dir : (key === "score" ? -1 : 1);
+      state.key = key;
+      sortBy(key, state.dir);
+      Array.prototype.forEach.call(table.querySelectorAll("th[aria-sort]"), function (th) {
+        th.setAttribute("aria-sort", "none");
+      });
+      var th = btn.parentNode;
+      if (th) { th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending"); }
+    });
+  });
+
+  function reveal() {
+    var id = decodeURIComponent((location.hash || "").slice(1));
+    var row = id ? doc.getElementById(id) : null;
+    if (row && row.hidden && fReset) { fReset.click(); row.scrollIntoView(); }
+  }
+  window.addEventListener("hashchange", reveal);
+  doc.addEventListener("keydown", function (ev) {
+    if (ev.key !== "Escape") { return; }
+    Array.prototype.forEach.call(doc.querySelectorAll("details.lb[open]"), function (d) { d.open = false; });
+  });
+  doc.addEventListener("toggle", function (ev) {
+    var d = ev.target;
+    if (!d || !d.open || !d.classList || !d.classList.contains("lb")) { return; }
+    Array.prototype.forEach.call(doc.querySelectorAll("details.lb[open]"), function (o) {
+      if (o !== d) { o.open = false; }
+    });
+  }, true);
+})();
+"""
+
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_JS.encode("utf-8")).digest()).decode("ascii")
+CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{_SCRIPT_HASH}'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _bar_rows(means: Mapping[str, Any], cis: Mapping[str, Any], counts: Mapping[str, int], unit: str) -> str:
+    if not means:
+        return '<p class="none">no data</p>'
+    out = ['<div class="bars">']
+    for name, raw in means.items():
+        mean = _num(raw)
+        ci = _pair(cis.get(name)) if isinstance(name, str) else None
+        n = counts.get(name)
+        label = f'<span class="bar-label">{_e(name)}</span>'
+        if mean is None:
+            bar = '<span class="track"></span>'
+        else:
+            bar = f'<span class="track"><span class="fill" style="width:{_pct(mean)}"></span>'
+            if ci is not None:
+                lo = min(1.0, max(0.0, ci[0]))
+                hi = min(1.0, max(0.0, ci[1]))
+                bar += f'<span class="whisker" style="left:{_pct(lo)};width:{_pct(hi - lo)}"></span>'
+            bar += "</span>"
+        value = _fmt(mean)
+        if ci is not None:
+            value += f" <small>[{ci[0]:.3f}, {ci[1]:.3f}]</small>"
+        if n is not None:
+            value += f' <small>n={n} {_e(unit)}</small>'
+        out.append(f'{label}{bar}<span class="bar-val">{value}</span>')
+    out.append("</div>")
+    return "".join(out)
+
+
+def _delta_rows(deltas: Mapping[str, Any]) -> str:
+    if not deltas:
+        return '<p class="none">no data</p>'
+    values = [abs(v) for v in (_num(x) for x in deltas.values()) if v is not None]
+    scale = max([0.05, *values])
+    out = ['<div class="bars">']
+    for name, raw in deltas.items():
+        d = _num(raw)
+        if d is None:
+            bar = '<span class="dtrack"></span>'
+            cls = ""
+        else:
+            half = min(1.0, abs(d) / scale) / 2
+            left = 0.5 if d >= 0 else 0.5 - half
+            cls = "up" if d > 0 else "down" if d < 0 else ""
+            bar = (
+                f'<span class="dtrack"><span class="dfill {cls}" style="left:{_pct(left)};width:{_pct(half)}">'
+                "</span></span>"
+            )
+        out.append(
+            f'<span class="bar-label">{_e(name)}</span>{bar}'
+            f'<span class="bar-val {cls}-t">{_signed(d)}</span>'
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+def _delta_cls(value: Any) -> str:
+    v = _num(value)
+    return "" if v is None or v == 0 else ("up-t" if v > 0 else "down-t")
+
+
+def _row_anchor(index: Any) -> str | None:
+    i = _int(index)
+    return None if i is None else f"s-{i}"
+
+
+def _counted(sample: Mapping[str, Any]) -> bool:
+    return sample.get("status") != "failed" and _num(sample.get("score")) is not None
+
+
+def _group_counts(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
+    """Per instruction type: samples in the mean; per component type:
+    components with a score in samples in the mean (the aggregation rule)."""
+    by_type: dict[str, int] = {}
+    by_ctype: dict[str, int] = {}
+    for s in samples:
+        if not _counted(s):
+            continue
+        t = s.get("type")
+        if isinstance(t, str):
+            by_type[t] = by_type.get(t, 0) + 1
+        for c in _seq(s.get("components")):
+            c = _map(c)
+            ct = c.get("type")
+            if isinstance(ct, str) and _num(c.get("score")) is not None:
+                by_ctype[ct] = by_ctype.get(ct, 0) + 1
+    return by_type, by_ctype
+
+
+def _verdict(report: Mapping[str, Any]) -> str:
+    threshold = _num(report.get("threshold"))
+    baseline = _map(report.get("baseline"))
+    gate = threshold is not None or bool(baseline) and (
+        baseline.get("max_drop") is not None or baseline.get("gate_failed") is not None
+    )
+    passed = report.get("passed")
+    total = _num(report.get("total_score"))
+    why: list[str] = []
+    if threshold is not None:
+        ok = total is not None and total >= threshold
+        why.append(
+            f"total_score {_fmt(total)} {'meets' if ok else 'is below'} the threshold {threshold:g}"
+        )
+    if baseline:
+        if baseline.get("gate_failed") is True:
+            why.append(
+                f"the score dropped more than allowed against the baseline "
+                f"(delta {_signed(baseline.get('delta'))}, max drop {_fmt(baseline.get('max_drop'))})"
+            )
+        elif baseline.get("max_drop") is not None:
+            why.append(
+                f"delta against the baseline {_signed(baseline.get('delta'))} is within "
+                f"the allowed drop {_fmt(baseline.get('max_drop'))}"
+            )
+    if _int(report.get("n_failed")):
+        why.append(f"{_count(report.get('n_failed'))} sample(s) failed")
+    if _int(report.get("n_missing")):
+        why.append(f"{_count(report.get('n_missing'))} sample(s) not run")
+    if passed is True and gate:
+        badge = '<span class="verdict pass">PASS</span>'
+    elif passed is False:
+        badge = '<span class="verdict fail">FAIL</span>'
+    else:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in why)
+    return badge + (f'<ul class="why">{items}</ul>' if items else "")
+
+
+def _endpoint(info: Mapping[str, Any], extra: Sequence[tuple[str, str]]) -> str:
+    name = info.get("name")
+    parts = [f"<b>{_e(name)}</b>" if name is not None else '<span class="none">unknown</span>']
+    if info.get("base_url"):
+        parts.append(f'<span class="mono">{_e(info.get("base_url"))}</span>')
+    for key, label in extra:
+        if key in info and info.get(key) is not None:
+            parts.append(f"{_e(label)} {_e(info.get(key))}")
+    return " &middot; ".join(parts)
+
+
+def _header(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> str:
+    total = _num(report.get("total_score"))
+    ci_block = _map(report.get("ci"))
+    ci = _pair(ci_block.get("total_score"))
+    level = _num(ci_block.get("level"))
+    level_txt = f"{level * 100:g}%" if level is not None and 0 < level < 1 else "95%"
+    if ci is not None:
+        ci_html = f'<div class="ci" id="total-ci">{level_txt} CI [{ci[0]:.4f}, {ci[1]:.4f}]</div>'
+    else:
+        ci_html = f'<div class="ci" id="total-ci">{level_txt} CI n/a</div>'
+    model = _map(report.get("model"))
+    judge = _map(report.get("judge"))
+    protocol = _map(report.get("protocol"))
+    dataset = _map(report.get("dataset"))
+    usage = _map(report.get("usage"))
+
+    meta: list[tuple[str, str]] = [
+        ("model", _endpoint(model, (("temperature", "temperature"), ("max_tokens", "max_tokens")))),
+        (
+            "judge",
+            _endpoint(
+                judge,
+                (("sees_image", "sees image:"), ("temperature", "temperature"), ("max_tokens", "max_tokens")),
+            ),
+        ),
+        (
+            "protocol",
+            f"<b>{_e(protocol.get('name'))}</b>"
+            + (f" &middot; prompt version {_e(protocol.get('prompt_version'))}" if protocol.get("prompt_version") is not None else ""),
+        ),
+        (
+            "dataset",
+            " &middot; ".join(
+                f"{_e(label)} {_e(dataset.get(key))}"
+                for key, label in (("source", ""), ("split", "split"), ("limit", "limit"))
+                if dataset.get(key) is not None
+            ).strip()
+            or '<span class="none">unknown</span>',
+        ),
+        ("date", _e(report.get("created")) or '<span class="none">unknown</span>'),
+    ]
+    threshold = _num(report.get("threshold"))
+    if threshold is not None:
+        meta.append(("threshold", f"{threshold:g}"))
+    usage_parts = []
+    for role in ("model", "judge"):
+        u = _map(usage.get(role))
+        if u:
+            usage_parts.append(
+                f"{role}: {_count(u.get('api_calls'))} calls, {_count(u.get('cache_hits'))} cache hits, "
+                f"{_count(u.get('prompt_tokens'))} prompt + {_count(u.get('completion_tokens'))} completion tokens"
+            )
+    if _int(usage.get("retries")) is not None:
+        usage_parts.append(f"retries: {usage.get('retries')}")
+    if usage_parts:
+        meta.append(("usage", "<br>".join(usage_parts)))
+    wall = _num(report.get("wall_seconds"))
+    run_bits = []
+    if wall is not None:
+        run_bits.append(f"{wall:.1f} s wall")
+    if report.get("plugin_version") is not None:
+        run_bits.append(f"pytest-miabench {_e(report.get('plugin_version'))}")
+    if _int(report.get("schema_version")) is not None:
+        run_bits.append(f"schema {report.get('schema_version')}")
+    if run_bits:
+        meta.append(("run", " &middot; ".join(run_bits)))
+    dl = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in meta)
+
+    counts = []
+    for key, label in (
+        ("n_samples", "samples"),
+        ("n_scored", "scored"),
+        ("n_failed", "failed"),
+        ("n_zero", "zero"),
+        ("n_dropped", "dropped"),
+        ("n_excluded", "excluded"),
+        ("n_missing", "missing"),
+    ):
+        value = report.get(key)
+        if value is None and key == "n_samples":
+            value = len(samples)
+        warn = key not in ("n_samples", "n_scored") and (_int(value) or 0) > 0
+        counts.append(f'<li class="{"nz" if warn else ""}">{label} <b id="count-{label}">{_count(value)}</b></li>')
+
+    banners = []
+    if report.get("complete") is False:
+        banners.append("This run is incomplete: the numbers cover only the samples that ran.")
+    if (_int(report.get("n_zero")) or 0) + (_int(report.get("n_dropped")) or 0) + (_int(report.get("n_excluded")) or 0):
+        banners.append(
+            "The protocol's failure policy moved the number: unparseable judge replies were counted as 0 "
+            "(zero) or left out of the mean (dropped / excluded)."
+        )
+    banner_html = "".join(f'<p class="banner">{_e(b)}</p>' for b in banners)
+    missing = [m for m in _seq(report.get("missing"))]
+    missing_html = ""
+    if missing:
+        shown = "".join(f"<li class=\"mono\">{_e(m)}</li>" for m in missing[:MAX_MISSING_SHOWN])
+        more = f"<li>&hellip; and {len(missing) - MAX_MISSING_SHOWN} more</li>" if len(missing) > MAX_MISSING_SHOWN else ""
+        missing_html = f"<details><summary>{len(missing)} sample(s) not run</summary><ul>{shown}{more}</ul></details>"
+
+    title = _e(model.get("name")) or "model"
+    return (
+        f"<h1>MIA-Bench report &mdash; {title}</h1>"
+        '<header class="top">'
+        '<div class="headline"><div class="label">total_score</div>'
+        f'<div class="big" id="total-score">{_fmt(total)}</div>{ci_html}{_verdict(report)}</div>'
+        f'<dl class="meta">{dl}</dl>'
+        "</header>"
+        f'<ul class="counts">{"".join(counts)}</ul>{banner_html}{missing_html}'
+    )
+
+
+def _breakdowns(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> str:
+    ci_block = _map(report.get("ci"))
+    n_type, n_ctype = _group_counts(samples)
+    ctype = _bar_rows(_map(report.get("by_component_type")), _map(ci_block.get("by_component_type")), n_ctype, "components")
+    itype = _bar_rows(_map(report.get("by_type")), _map(ci_block.get("by_type")), n_type, "samples")
+    out = [
+        '<section id="breakdowns"><div class="grid2">'
+        f"<div><h2>Mean by component type</h2>{ctype}</div>"
+        f"<div><h2>Mean by instruction type</h2>{itype}</div>"
+        "</div>"
+    ]
+    metrics = _map(report.get("protocol_metrics"))
+    spread = _map(report.get("judge_spread"))
+    if metrics or spread:
+        out.append('<div class="grid2">')
+        if metrics:
+            rows = "".join(
+                f"<tr><th>{_e(k)}</th><td>{_fmt(v) if _num(v) is not None else _e(v)}</td></tr>"
+                for k, v in metrics.items()
+            )
+            out.append(f'<div><h2>Protocol metrics</h2><table class="kv">{rows}</table></div>')
+        if spread:
+            rows = "".join(
+                f"<tr><th>{_e(k)}</th><td>{_fmt(v) if isinstance(v, float) else _e(v)}</td></tr>"
+                for k, v in spread.items()
+            )
+            out.append(f'<div id="judge-spread"><h2>Judge spread (repeated judging)</h2><table class="kv">{rows}</table></div>')
+        out.append("</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _baseline(report: Mapping[str, Any]) -> str:
+    base = _map(report.get("baseline"))
+    if not base:
+        return ""
+    total = _num(report.get("total_score"))
+    delta = _num(base.get("delta"))
+    head = (
+        f'<p>Baseline <span class="mono">{_e(base.get("path"))}</span>: total_score '
+        f'{_fmt(base.get("total_score"))} &rarr; {_fmt(total)} '
+        f'(<b class="{_delta_cls(delta)}" id="baseline-delta">{_signed(delta)}</b>)'
+    )
+    if base.get("max_drop") is not None:
+        head += f" &middot; max allowed drop {_fmt(base.get('max_drop'))}"
+    if base.get("gate_failed") is True:
+        head += ' &middot; <b class="down-t">baseline gate failed</b>'
+    elif base.get("gate_failed") is False:
+        head += ' &middot; <b class="up-t">baseline gate passed</b>'
+    head += "</p>"
+    grids = (
+        '<div class="grid2">'
+        f'<div><h3>Delta by component type</h3>{_delta_rows(_map(base.get("by_component_type")))}</div>'
+        f'<div><h3>Delta by instruction type</h3>{_delta_rows(_map(base.get("by_type")))}</div>'
+        "</div>"
+    )
+    changed = [_map(c) for c in _seq(base.get("changed"))]
+    changed.sort(key=lambda c: -abs(_num(c.get("delta")) or 0.0))
+    if changed:
+        rows = []
+        for c in changed[:MAX_CHANGED_SHOWN]:
+            anchor = _row_anchor(c.get("index"))
+            idx = f'<a href="#{anchor}">{_e(c.get("index"))}</a>' if anchor else _e(c.get("index"))
+            rows.append(
+                f"<tr><td>{idx}</td><td class=\"mono\">{_e(c.get('nodeid'))}</td>"
+                f"<td>{_fmt(c.get('before'))}</td><td>{_fmt(c.get('after'))}</td>"
+                f"<td class=\"{_delta_cls(c.get('delta'))}\">{_signed(c.get('delta'))}</td></tr>"
+            )
+        more = (
+            f'<p class="small">{len(changed) - MAX_CHANGED_SHOWN} more changed samples not listed.</p>'
+            if len(changed) > MAX_CHANGED_SHOWN
+            else ""
+        )
+        table = (
+            f"<h3>Samples whose score changed most</h3>"
+            '<table class="changed"><thead><tr><th>#</th><th>nodeid</th><th>before</th><th>after</th><th>delta</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>{more}"
+        )
+    else:
+        table = '<p class="none">No sample changed its score.</p>'
+    return f'<section id="baseline"><h2>Compared with the baseline</h2>{head}{grids}{table}</section>'
+
+
+def _text_cell(value: Any, empty: str) -> str:
+    if value is None:
+        return f'<span class="none">{_e(empty)}</span>'
+    if value == "":
+        return '<span class="none">(empty)</span>'
+    return f'<div class="txt">{_e(value)}</div>'
+
+
+def _thumb_cell(sample: Mapping[str, Any], index_txt: str) -> str:
+    raw = sample.get("thumbnail")
+    uri = safe_image_uri(raw)
+    if uri is None:
+        note = "no image" if raw is None else "thumbnail withheld"
+        return f'<span class="none small">{note}</span>'
+    return (
+        '<details class="lb"><summary title="click to enlarge">'
+        f'<img src="{_e(uri)}" alt="thumbnail of sample {index_txt}" decoding="async"></summary></details>'
+    )
+
+
+def _sample_row(sample: Mapping[str, Any], position: int) -> str:
+    index = _int(sample.get("index"))
+    index_txt = str(index) if index is not None else _e(sample.get("index"))
+    anchor = f"s-{index}" if index is not None else f"p-{position}"
+    status = sample.get("status")
+    score = _num(sample.get("score"))
+    components = [_map(c) for c in _seq(sample.get("components"))]
+    ctypes = sorted({c.get("type") for c in components if isinstance(c.get("type"), str)})
+
+    comp_items = []
+    for c in components:
+        cscore = _num(c.get("score"))
+        weight = _int(c.get("weight"))
+        comp_items.append(
+            "<li>"
+            f'<span class="tag">{_e(c.get("type"))}</span> '
+            f'<span class="tag" title="weight">w {_e(weight) if weight is not None else "?"}</span> '
+            f'<span class="cscore">{_fmt(cscore, 2) if cscore is not None else "&ndash;"}</span> '
+            f"{_e(c.get('text'))}</li>"
+        )
+    comps = f'<ol class="comps">{"".join(comp_items)}</ol>' if comp_items else ""
+    instruction = sample.get("instruction")
+    instr = f'<div class="txt">{_e(instruction)}</div>' if instruction else '<span class="none">instruction not recorded</span>'
+
+    finish = sample.get("finish_reason")
+    response = _text_cell(sample.get("response"), "no response")
+    if finish is not None and finish != "stop":
+        response += f'<div class="small flag">finish_reason: {_e(finish)}</div>'
+
+    details = []
+    cached = _map(sample.get("cached"))
+    calls = _map(sample.get("calls"))
+    for role in ("model", "judge"):
+        bits = []
+        if cached.get(role) is True:
+            bits.append("cached")
+        if _int(calls.get(role)) is not None:
+            bits.append(f"{calls.get(role)} call{'s' if calls.get(role) != 1 else ''}")
+        if bits:
+            details.append(f"{role}: {', '.join(bits)}")
+    if _int(sample.get("retries")):
+        details.append(f"retries: {sample.get('retries')}")
+    seconds = _num(sample.get("seconds"))
+    if seconds is not None:
+        details.append(f"{seconds:.1f} s")
+    image = _map(sample.get("image"))
+    if image:
+        w, h = _int(image.get("width")), _int(image.get("height"))
+        img_bits = [f"{w}&times;{h}" if w is not None and h is not None else ""]
+        if image.get("format"):
+            img_bits.append(_e(image.get("format")))
+        if image.get("reencoded") is True:
+            img_bits.append("re-encoded")
+        details.append("image " + " ".join(b for b in img_bits if b))
+    reason = sample.get("reason")
+    status_html = (
+        f'<span class="status {_css_token(status)}">{_e(status) or "unknown"}</span>'
+        + (f'<div class="reason">{_e(reason)}</div>' if reason else "")
+        + (f'<div class="small">{"<br>".join(details)}</div>' if details else "")
+    )
+    score_html = _fmt(score)
+    if score is not None:
+        score_html += f'<span class="mini"><span style="width:{_pct(score)}"></span></span>'
+    data_score = repr(score) if score is not None else ""
+    return (
+        f'<tr id="{anchor}" data-index="{_e(index if index is not None else position)}" '
+        f'data-type="{_e(sample.get("type"))}" data-status="{_e(status)}" data-score="{data_score}" '
+        f'data-ctypes="{_e(json.dumps(ctypes))}">'
+        f'<td class="thumb">{_thumb_cell(sample, index_txt)}</td>'
+        f'<td><a href="#{anchor}">{index_txt}</a><div class="nodeid">{_e(sample.get("nodeid"))}</div></td>'
+        f"<td>{_e(sample.get('type'))}</td>"
+        f"<td>{instr}{comps}</td>"
+        f"<td>{response}</td>"
+        f"<td>{_text_cell(sample.get('judge_reply'), 'no judge reply')}</td>"
+        f"<td>{status_html}</td>"
+        f'<td class="score">{score_html}</td>'
+        "</tr>"
+    )
+
+
+def _options(values: Sequence[str]) -> str:
+    return '<option value="">all</option>' + "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
+
+
+def _samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
+    types = sorted({s.get("type") for s in samples if isinstance(s.get("type"), str)})
+    statuses = sorted({s.get("status") for s in samples if isinstance(s.get("status"), str)})
+    ctypes = sorted(
+        {
+            _map(c).get("type")
+            for s in samples
+            for c in _seq(s.get("components"))
+            if isinstance(_map(c).get("type"), str)
+        }
+    )
+    controls = (
+        '<div id="controls" class="controls" hidden>'
+        f'<label>type <select id="f-type">{_options(types)}</select></label>'
+        f'<label>component type <select id="f-ctype">{_options(ctypes)}</select></label>'
+        f'<label>status <select id="f-status">{_options(statuses)}</select></label>'
+        '<label>search <input id="f-q" type="search" placeholder="text in any column"></label>'
+        '<button type="button" id="f-reset">reset</button>'
+        '<span id="f-count" class="muted"></span>'
+        "</div>"
+    )
+    rows = "".join(_sample_row(s, pos) for pos, s in enumerate(samples))
+    return (
+        f'<section id="samples-section"><h2>Samples ({len(samples)})</h2>{controls}'
+        '<div class="tablewrap"><table class="samples" id="samples">'
+        '<colgroup><col style="width:88px"><col style="width:116px"><col style="width:106px">'
+        '<col style="width:26%"><col style="width:29%"><col style="width:21%">'
+        '<col style="width:150px"><col style="width:84px"></colgroup>'
+        "<thead><tr>"
+        "<th>image</th>"
+        '<th aria-sort="none"><button type="button" class="sort" data-sort="index">#</button></th>'
+        '<th aria-sort="none"><button type="button" class="sort" data-sort="type">type</button></th>'
+        "<th>instruction &amp; components</th><th>response</th><th>judge reply</th>"
+        '<th aria-sort="none"><button type="button" class="sort" data-sort="status">status</button></th>'
+        '<th aria-sort="none"><button type="button" class="sort" data-sort="score">score</button></th>'
+        f"</tr></thead><tbody>{rows}</tbody></table></div></section>"
+    )
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The report as one self-contained HTML page (no network needed)."""
+    report = _map(report)
+    samples = [_map(s) for s in _seq(report.get("samples"))]
+    model = _map(report.get("model"))
+    title = f"MIA-Bench {_fmt(report.get('total_score'))}"
+    if model.get("name") is not None:
+        title += f" \u2014 {_e(model.get('name'))}"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">'
+        '<meta name="referrer" content="no-referrer">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title><style>{_CSS}</style></head><body>"
+        f"{_header(report, samples)}{_breakdowns(report, samples)}{_baseline(report)}{_samples_table(samples)}"
+        '<footer>Generated by pytest-miabench. Self-contained: no network access is needed or allowed '
+        "(Content-Security-Policy). Filtering and sorting need JavaScript; everything else does not.</footer>"
+        f"<script>{_JS}</script></body></html>\n"
+    )

@@ -1,0 +1,203 @@
+"""Small statistics for the report: bootstrap intervals and judge spread.
+
+Importing this module is cheap: numpy (present through ``datasets``) is
+imported inside the functions that need it.
+
+Everything here is deterministic: the same values in the same order with the
+same seed give bit-identical intervals on every run and platform, so two
+reports of the same run can be compared with ``==``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "report_cis"]
+
+# Bound on resample-matrix cells held in memory at once (int64 indices):
+# 4M cells = 32 MB, enough for 400 values x 2000 resamples in one go.
+_CHUNK_CELLS = 4_000_000
+
+
+def _check_values(values: Sequence[float]) -> list[float]:
+    out = [float(v) for v in values]
+    for v in out:
+        if not math.isfinite(v):
+            raise ValueError(f"bootstrap_ci needs finite values, got {v!r}")
+    return out
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    *,
+    seed: int = 0,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    ``n_resamples`` resamples of ``len(values)`` values are drawn with
+    replacement (indices from numpy's ``Generator(PCG64(seed))``, values
+    taken in the order given), each resample's mean is computed, and the
+    interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
+    those means (linear interpolation between order statistics).
+
+    Returns None for no values and ``(v, v)`` for a single value.  The
+    interval always lies within ``[min(values), max(values)]``.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be between 0 and 1 (exclusive), got {level!r}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples!r}")
+    data = _check_values(values)
+    n = len(data)
+    if n == 0:
+        return None
+    lo_v, hi_v = min(data), max(data)
+    if lo_v == hi_v:  # one value, or all equal: every resample mean is that value
+        return (lo_v, hi_v)
+
+    import numpy as np
+
+    arr = np.asarray(data, dtype=np.float64)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    means = np.empty(n_resamples, dtype=np.float64)
+    rows = max(1, _CHUNK_CELLS // n)
+    for start in range(0, n_resamples, rows):
+        stop = min(n_resamples, start + rows)
+        idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int64)
+        means[start:stop] = arr[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    # Rounding in the means can stray an ulp outside the data range.
+    return (min(max(float(lo), lo_v), hi_v), min(max(float(hi), lo_v), hi_v))
+
+
+def group_seed(seed: int, name: str) -> int:
+    """A 64-bit seed derived from ``(seed, name)`` by SHA-256 (not ``hash()``,
+    which is salted per process): stable across runs, and independent per
+    group so adding or removing a group never changes another's interval."""
+    digest = hashlib.sha256(f"{int(seed)}\x00{name}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def ci_by_group(
+    groups: Mapping[str, Sequence[float]],
+    *,
+    seed: int = 0,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
+    """``bootstrap_ci`` for each group, seeded with ``group_seed(seed, name)``.
+
+    Keys come back in the order of ``groups``; an empty group maps to None.
+    """
+    return {
+        name: bootstrap_ci(values, seed=group_seed(seed, name), n_resamples=n_resamples, level=level)
+        for name, values in groups.items()
+    }
+
+
+def judge_spread(per_sample_scores: Sequence[Sequence[float | None]], *, tolerance: float = 1e-9) -> dict[str, Any]:
+    """How much repeated judging of the same answers disagrees.
+
+    ``per_sample_scores[i]`` holds the scores the judge gave sample ``i`` on
+    each repeat (None for a repeat that produced no score; those are ignored).
+    Only samples with at least two scores are *compared*; for each, the
+    spread is the population standard deviation (``ddof=0``) of its scores.
+
+    Returns a dict:
+
+    - ``n_samples``: samples given;
+    - ``n_compared``: samples with at least two scores;
+    - ``repeats_max``: most scores any sample had;
+    - ``mean_std``: mean over compared samples of the per-sample population
+      std (None if none compared);
+    - ``max_std``: the largest per-sample population std (None if none);
+    - ``max_std_sample``: position in the input of the sample with
+      ``max_std`` (first one on ties; None if none);
+    - ``n_disagree``: compared samples whose scores are not all equal
+      (max - min greater than ``tolerance``);
+    - ``max_range``: the largest max - min over compared samples (None if none).
+    """
+    stds: list[tuple[int, float]] = []
+    ranges: list[float] = []
+    repeats_max = 0
+    n_disagree = 0
+    for position, repeats in enumerate(per_sample_scores):
+        scores = [float(s) for s in repeats if s is not None]
+        repeats_max = max(repeats_max, len(scores))
+        if len(scores) < 2:
+            continue
+        mean = math.fsum(scores) / len(scores)
+        std = math.sqrt(math.fsum((s - mean) ** 2 for s in scores) / len(scores))
+        spread = max(scores) - min(scores)
+        stds.append((position, std))
+        ranges.append(spread)
+        if spread > tolerance:
+            n_disagree += 1
+    if stds:
+        max_position, max_std = max(stds, key=lambda item: (item[1], -item[0]))
+        mean_std: float | None = math.fsum(s for _, s in stds) / len(stds)
+    else:
+        max_position, max_std, mean_std = None, None, None  # type: ignore[assignment]
+    return {
+        "n_samples": len(per_sample_scores),
+        "n_compared": len(stds),
+        "repeats_max": repeats_max,
+        "mean_std": mean_std,
+        "max_std": max_std,
+        "max_std_sample": max_position,
+        "n_disagree": n_disagree,
+        "max_range": max(ranges) if ranges else None,
+    }
+
+
+def report_cis(
+    samples: Sequence[Mapping[str, Any]],
+    *,
+    seed: int = 0,
+    n_resamples: int = 2000,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """The report's ``ci`` block from per-sample results.
+
+    Counts samples the way ``aggregate.summarize`` does: a sample is in the
+    mean when its status is not ``failed`` and its score is not None; a
+    component counts for its type when its sample counts and its own score
+    is not None.  Samples are taken in index order, so the result does not
+    depend on the order results arrived in.  Intervals are lists (JSON).
+
+    Seeds: the total uses ``seed``; each breakdown uses ``ci_by_group`` with
+    ``group_seed(seed, "by_type")`` / ``group_seed(seed, "by_component_type")``.
+    """
+    ordered = sorted(samples, key=lambda r: r["index"])
+    counted = [r for r in ordered if r.get("status") != "failed" and r.get("score") is not None]
+    by_type: dict[str, list[float]] = {}
+    by_component: dict[str, list[float]] = {}
+    for r in counted:
+        by_type.setdefault(r["type"], []).append(float(r["score"]))
+        for component in r.get("components") or ():
+            if component.get("score") is not None:
+                by_component.setdefault(component["type"], []).append(float(component["score"]))
+    same = {"n_resamples": n_resamples, "level": level}
+
+    def as_list(ci: tuple[float, float] | None) -> list[float] | None:
+        return None if ci is None else [ci[0], ci[1]]
+
+    total = bootstrap_ci([float(r["score"]) for r in counted], seed=seed, **same)
+    types = ci_by_group(dict(sorted(by_type.items())), seed=group_seed(seed, "by_type"), **same)
+    components = ci_by_group(
+        dict(sorted(by_component.items())), seed=group_seed(seed, "by_component_type"), **same
+    )
+    return {
+        "level": level,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "total_score": as_list(total),
+        "by_type": {k: as_list(v) for k, v in types.items()},
+        "by_component_type": {k: as_list(v) for k, v in components.items()},
+    }
