@@ -55,6 +55,8 @@ class CallError(Exception):
     """A call that did not produce a reply, after any retries."""
 
     def __init__(self, endpoint: Endpoint, detail: str, attempts: int) -> None:
+        # Error bodies may echo the Authorization header back at us.
+        detail = scrub(detail, [endpoint.key() or ""])
         self.endpoint = endpoint
         self.detail = detail
         self.attempts = attempts

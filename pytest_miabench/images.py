@@ -54,6 +54,10 @@ def prepare(raw: bytes, max_side: int) -> PreparedImage:
         raise ImageError(f"image bytes are not a recognised image format ({len(raw)} bytes, starting {raw[:8]!r})") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large to decode safely: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        kind = _sniff(raw)
+        what = f"{kind} data" if kind else "image bytes"
+        raise ImageError(f"{what} cannot be read, truncated or corrupt ({len(raw)} bytes): {exc}") from None
     fmt = image.format or "?"
     if fmt not in SUPPORTED:
         raise ImageError(f"unsupported image format {fmt}; supported: {', '.join(SUPPORTED)}")
@@ -100,6 +104,19 @@ def _check_complete(image: object, fmt: str, raw: bytes) -> None:
         # on a freshly opened file (getexif() above already read ahead).
         with Image.open(io.BytesIO(raw)) as fresh:
             fresh.verify()
+
+
+def _sniff(raw: bytes) -> str | None:
+    """The format a file's magic bytes claim, for error messages."""
+    if raw[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if raw[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "WEBP"
+    if raw[:4] in (b"GIF8",):
+        return "GIF"
+    return None
 
 
 def _mpo_first_frame(image: object, raw: bytes) -> bytes | None:

@@ -70,10 +70,17 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
         "by_component_type": summary["by_component_type"],
         "protocol_metrics": summary["protocol_metrics"],
         "usage": summary["usage"],
-        "model": {"name": s.model, "base_url": _endpoint_url(s.base_url), "max_tokens": s.max_tokens, "temperature": s.temperature},
+        "model": {
+            "name": s.model,
+            "base_url": _endpoint_url(s.base_url),
+            "api_key_env": s.api_key_env,
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+        },
         "judge": {
             "name": s.judge_model,
             "base_url": _endpoint_url(s.judge_base_url),
+            "api_key_env": s.judge_api_key_env,
             "sees_image": agg.judge_image,
             "temperature": judge["temperature"] if "temperature" in judge else None,
             "max_tokens": judge.get("max_tokens"),
