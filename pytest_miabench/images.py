@@ -16,13 +16,21 @@ Everything else is decoded once and re-encoded:
   EXIF, so nothing downstream rotates them a second time.
 * Longer side over ``max_side``: scaled to exactly ``max_side``, aspect kept.
   JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``).
-* Animated GIF/WEBP: the first frame is sent as a still.  Vision APIs take
-  one picture per image part (OpenAI documents "non-animated GIF" only) and a
-  model that accepts an animation would look at its first frame anyway.
+* Animated GIF, WEBP and APNG: the first frame is sent as a still.  Vision
+  APIs take one picture per image part (OpenAI documents "non-animated GIF"
+  only) and a model that accepts an animation would look at its first frame.
 
-Re-encoded images with an alpha channel (RGBA, LA, palette with transparency)
-become PNG; the rest JPEG quality 90.  CMYK becomes RGB and 16-bit becomes
-8-bit; an ICC profile is kept when it fits the output colour space.
+Re-encoded images with an alpha channel (RGBA, LA, palette or tRNS
+transparency) become PNG; the rest JPEG quality 90 (greyscale stays
+greyscale).  CMYK becomes RGB (Pillow's conversion; a CMYK ICC profile is
+dropped, it would garble RGB pixels) and 16-bit grey is scaled to 8 bit; an
+ICC profile is kept when it fits the output colour space.  An acceptable CMYK
+JPEG is sent as is, like any other acceptable JPEG.
+
+Refused with :class:`ImageError` (message: what is wrong, format, size): empty
+or unrecognised bytes, formats other than the above (BMP, TIFF, ICO, AVIF...),
+truncated or corrupt files, and images over ``PIL.Image.MAX_IMAGE_PIXELS``
+(Pillow itself only warns below twice that limit).
 """
 
 from __future__ import annotations
@@ -170,8 +178,8 @@ def _check_pixels(fmt: str, width: int, height: int) -> None:
         raise ImageError(f"{fmt} image has no pixels ({width}x{height})")
     if limit is not None and width * height > limit:
         raise ImageError(
-            f"{fmt} image is {width}x{height} ({width * height / 1e6:.0f} MP), over the decode limit of "
-            f"{limit / 1e6:.0f} MP (PIL.Image.MAX_IMAGE_PIXELS): possible decompression bomb"
+            f"{fmt} image is {width}x{height} = {width * height:,} pixels, over the decode limit of "
+            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS): possible decompression bomb"
         )
 
 
