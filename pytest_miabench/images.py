@@ -1,8 +1,36 @@
 """Image bytes -> what goes over the wire: MIME type, orientation, pixel budget.
 
-An image that is already acceptable (supported format, upright, within the
-budget) is sent as its original bytes: re-encoding costs CPU and changes what
-the model sees.  Only MPO, rotated and oversized images are touched.
+An image that is already acceptable (JPEG, PNG, WEBP or GIF; a still; upright;
+longer side within ``max_side``; structurally complete) is sent as its original
+bytes: re-encoding costs CPU and changes what the model sees.  Checking that
+costs no pixel decoding: the header is parsed by Pillow and completeness is
+checked by walking the file's structure (JPEG markers up to EOI, PNG chunks
+and CRCs up to IEND, GIF blocks up to the trailer, the WEBP RIFF length).
+
+Everything else is decoded once and re-encoded:
+
+* MPO (stereo/multi-picture JPEG): the FIRST frame is cut out as a plain JPEG
+  (its own bytes, minus the MPF index segment); re-encoded only if it is
+  rotated or oversized.
+* EXIF orientation 2-8: pixels are transposed to upright; the output has no
+  EXIF, so nothing downstream rotates them a second time.
+* Longer side over ``max_side``: scaled to exactly ``max_side``, aspect kept.
+  JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``).
+* Animated GIF, WEBP and APNG: the first frame is sent as a still.  Vision
+  APIs take one picture per image part (OpenAI documents "non-animated GIF"
+  only) and a model that accepts an animation would look at its first frame.
+
+Re-encoded images with an alpha channel (RGBA, LA, palette or tRNS
+transparency) become PNG; the rest JPEG quality 90 (greyscale stays
+greyscale).  CMYK becomes RGB (Pillow's conversion; a CMYK ICC profile is
+dropped, it would garble RGB pixels) and 16-bit grey is scaled to 8 bit; an
+ICC profile is kept when it fits the output colour space.  An acceptable CMYK
+JPEG is sent as is, like any other acceptable JPEG.
+
+Refused with :class:`ImageError` (message: what is wrong, format, size): empty
+or unrecognised bytes, formats other than the above (BMP, TIFF, ICO, AVIF...),
+truncated or corrupt files, and images over ``PIL.Image.MAX_IMAGE_PIXELS``
+(Pillow itself only warns below twice that limit).
 """
 
 from __future__ import annotations
@@ -10,7 +38,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
+import struct
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 # Formats every major OpenAI-compatible server accepts as-is.
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -44,141 +76,358 @@ class PreparedImage:
 
 def prepare(raw: bytes, max_side: int) -> PreparedImage:
     """Turn stored image bytes into a payload, decoding only when needed."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
     if not raw:
         raise ImageError("image is empty (0 bytes)")
+    if not isinstance(raw, bytes):
+        raw = bytes(raw)
+    sniffed = _sniff(raw)
+    if sniffed is not None and sniffed not in SUPPORTED:
+        raise ImageError(f"unsupported image format {sniffed} ({len(raw)} bytes); supported: {', '.join(SUPPORTED)}")
+    # Structure first: a truncated file gets a message naming what is missing,
+    # whatever Pillow would have said about its header.
+    facts = _check_structure(sniffed, raw) if sniffed else _Facts()
+    image = _open(raw, sniffed)
     try:
-        image = Image.open(io.BytesIO(raw))  # reads the header only
-    except UnidentifiedImageError:
-        raise ImageError(f"image bytes are not a recognised image format ({len(raw)} bytes, starting {raw[:8]!r})") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image too large to decode safely: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        kind = _sniff(raw)
-        what = f"{kind} data" if kind else "image bytes"
-        raise ImageError(f"{what} cannot be read, truncated or corrupt ({len(raw)} bytes): {exc}") from None
-    fmt = image.format or "?"
-    if fmt not in SUPPORTED:
-        raise ImageError(f"unsupported image format {fmt}; supported: {', '.join(SUPPORTED)}")
-    width, height = image.size
-    try:
-        orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # a broken EXIF block must not sink a readable image
-        orientation = 1
-    oversized = max(width, height) > max_side
-    try:
-        if fmt == "MPO" and not oversized and orientation == 1:
-            first = _mpo_first_frame(image, raw)
-            if first is not None:
-                return PreparedImage(first, "image/jpeg", width, height, fmt, False)
-        if fmt != "MPO" and not oversized and orientation == 1:
-            _check_complete(image, fmt, raw)
+        fmt = image.format or "?"
+        if fmt not in SUPPORTED:
+            raise ImageError(f"unsupported image format {fmt} ({len(raw)} bytes); supported: {', '.join(SUPPORTED)}")
+        if sniffed is None:  # Pillow knows a variant _sniff does not: check it now
+            facts = _check_structure(fmt, raw)
+        width, height = image.size
+        _check_pixels(fmt, width, height)
+        orientation = _orientation(image, fmt, facts)
+        oversized = max(width, height) > max_side
+        # GIF: counted by the walk (Pillow would seek through every frame); WEBP
+        # and APNG: from the header.  MPO frames are not an animation.
+        animated = facts.frames > 1 if fmt == "GIF" else (fmt != "MPO" and bool(getattr(image, "is_animated", False)))
+        if fmt in ("JPEG", "MPO"):
+            assert facts.jpeg_end is not None
+            data = raw if fmt == "JPEG" else _strip_mpf(raw[: facts.jpeg_end])
+            if not oversized and orientation == 1:
+                return PreparedImage(data, "image/jpeg", width, height, fmt, False)
+            if fmt == "MPO":  # decode the cut frame: a plain JPEG, so draft() applies
+                image.close()
+                image = _open(data, "JPEG")
+            return _reencode(image, fmt, max_side, orientation, len(raw))
+        if not oversized and orientation == 1 and not animated:
             return PreparedImage(raw, _MIME[fmt], width, height, fmt, False)
-        return _reencode(image, fmt, max_side, orientation)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image too large to decode safely: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"image cannot be decoded ({fmt}, {len(raw)} bytes): {exc}") from None
+        return _reencode(image, fmt, max_side, orientation, len(raw))
     finally:
         image.close()
 
 
-def _check_complete(image: object, fmt: str, raw: bytes) -> None:
-    """Catch truncated files without decoding pixels: a full decode of every
-    image would dominate the per-sample cost, and a server would reject the
-    same bytes anyway."""
-    body = raw.rstrip(b"\x00")
-    if fmt == "JPEG" and not body.endswith(b"\xff\xd9"):
-        raise ImageError(f"JPEG is truncated: no end-of-image marker ({len(raw)} bytes)")
-    if fmt == "WEBP" and int.from_bytes(raw[4:8], "little") + 8 > len(raw):
-        raise ImageError(f"WEBP is truncated: header says {int.from_bytes(raw[4:8], 'little') + 8} bytes, got {len(raw)}")
-    if fmt == "GIF" and not body.endswith(b"\x3b"):
-        raise ImageError(f"GIF is truncated: no trailer ({len(raw)} bytes)")
-    if fmt == "PNG":
-        from PIL import Image
+# -- identification -----------------------------------------------------------
 
-        # verify() walks chunks and CRCs without decoding pixels; it must run
-        # on a freshly opened file (getexif() above already read ahead).
-        with Image.open(io.BytesIO(raw)) as fresh:
-            fresh.verify()
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\x00\x00\x02\x00", "CUR"),
+    (b"8BPS", "PSD"),
+)
 
 
 def _sniff(raw: bytes) -> str | None:
-    """The format a file's magic bytes claim, for error messages."""
-    if raw[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if raw[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
+    """Format from magic bytes (JPEG covers MPO), or None if unknown here."""
     if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
         return "WEBP"
-    if raw[:4] in (b"GIF8",):
-        return "GIF"
+    if raw[4:12] in (b"ftypavif", b"ftypavis"):
+        return "AVIF"
+    if raw[4:8] == b"ftyp" and raw[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
+        return "HEIF"
+    for magic, name in _MAGIC:
+        if raw.startswith(magic):
+            return name
     return None
 
 
-def _mpo_first_frame(image: object, raw: bytes) -> bytes | None:
-    """The first frame of an MPO is a complete JPEG stream at offset 0; its
-    size is in the MP index, so it can be cut out without re-encoding."""
+def _open(raw: bytes, sniffed: str | None) -> Any:
+    """Image.open with every failure turned into an ImageError."""
+    from PIL import Image, UnidentifiedImageError
+
+    what = f"{sniffed} image" if sniffed else "image"
     try:
-        entries = image.mpinfo[0xB002]  # type: ignore[attr-defined]
-        size = int(entries[0]["Size"])
-    except Exception:
-        return None
-    frame = raw[:size]
-    if frame[:2] != b"\xff\xd8" or frame[-2:] != b"\xff\xd9":
-        return None
-    return _strip_mpf(frame)
+        return Image.open(io.BytesIO(raw))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{what} too large to decode safely ({len(raw)} bytes): {exc}") from None
+    except UnidentifiedImageError:
+        if sniffed:
+            raise ImageError(f"{what} is corrupt: header not readable ({len(raw)} bytes)") from None
+        raise ImageError(f"image bytes are not a recognised image format ({len(raw)} bytes, starting {raw[:8]!r})") from None
+    except Exception as exc:  # plugins raise OSError, SyntaxError, ValueError, struct.error...
+        raise ImageError(f"{what} is corrupt: header not readable ({len(raw)} bytes): {exc}") from None
+
+
+def _check_pixels(fmt: str, width: int, height: int) -> None:
+    """Refuse decompression bombs with the size in the message.  Pillow errors
+    only at twice its limit and merely warns between; the limit is read at call
+    time so that ``Image.MAX_IMAGE_PIXELS`` can be raised (or set to None)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if width < 1 or height < 1:
+        raise ImageError(f"{fmt} image has no pixels ({width}x{height})")
+    if limit is not None and width * height > limit:
+        raise ImageError(
+            f"{fmt} image is {width}x{height} = {width * height:,} pixels, over the decode limit of "
+            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS): possible decompression bomb"
+        )
+
+
+# -- structure walks: completeness without decoding pixels --------------------
+
+
+@dataclass
+class _Facts:
+    jpeg_end: int | None = None  # JPEG/MPO: offset just past the first image's EOI
+    png_exif: bytes | None = None  # PNG: eXIf chunk, wherever it is
+    frames: int = 1  # GIF: image descriptors before the trailer
+
+
+def _check_structure(fmt: str, raw: bytes) -> _Facts:
+    if fmt in ("JPEG", "MPO"):
+        return _Facts(jpeg_end=_jpeg_end(raw))
+    if fmt == "PNG":
+        return _Facts(png_exif=_png_walk(raw))
+    if fmt == "GIF":
+        return _Facts(frames=_gif_frames(raw))
+    if fmt == "WEBP":
+        _webp_check(raw)
+    return _Facts()
+
+
+# In entropy-coded data 0xFF is followed by 0x00 (stuffing), RST0-7 or, at a
+# real marker, anything else; fill bytes 0xFF may precede a marker.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RSTn, SOI
+
+
+def _jpeg_end(raw: bytes) -> int:
+    """Offset just past the EOI of the JPEG stream starting at 0.  Segments are
+    skipped by their lengths (so an EXIF thumbnail's EOI does not count) and
+    scans by searching for the next marker, so the cost is one C-level pass.
+    Bytes after EOI (camera trailers, MPO frames) are not looked at."""
+    n = len(raw)
+    pos = 2
+    while True:
+        if pos < n and raw[pos] != 0xFF:  # stray bytes: skip to the next marker, as libjpeg does
+            found = _JPEG_MARKER.search(raw, pos)
+            pos = found.start() if found else n
+        while pos < n and raw[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            raise ImageError(f"JPEG is truncated: no end-of-image marker ({n} bytes)")
+        marker = raw[pos]
+        pos += 1
+        if marker == 0xD9:
+            return pos
+        if marker in _JPEG_STANDALONE:
+            continue
+        if pos + 2 > n:
+            raise ImageError(f"JPEG is truncated: no end-of-image marker ({n} bytes)")
+        end = pos + int.from_bytes(raw[pos : pos + 2], "big")
+        if end > n:
+            raise ImageError(f"JPEG is truncated: segment 0xFF{marker:02X} at offset {pos - 2} runs past the end ({n} bytes)")
+        pos = end
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            found = _JPEG_MARKER.search(raw, pos)
+            if found is None:
+                raise ImageError(f"JPEG is truncated: no end-of-image marker ({n} bytes)")
+            pos = found.start()
 
 
 def _strip_mpf(frame: bytes) -> bytes:
-    """Drop the APP2 "MPF" segment: it indexes frames that are no longer
-    there, and decoders that honour it would treat the cut as a broken MPO."""
+    """The frame without its APP2 "MPF" segment, so that it is a plain JPEG (its
+    MP index points at frames that are no longer there)."""
     pos = 2
-    out = [frame[:2]]
-    while pos + 4 <= len(frame) and frame[pos] == 0xFF:
-        marker = frame[pos + 1]
-        if marker == 0xDA:  # start of scan: the rest is image data
-            break
-        length = int.from_bytes(frame[pos + 2 : pos + 4], "big")
-        segment = frame[pos : pos + 2 + length]
-        if not (marker == 0xE2 and segment[4:8] == b"MPF\x00"):
-            out.append(segment)
-        pos += 2 + length
-    out.append(frame[pos:])
-    return b"".join(out)
+    while pos + 4 <= len(frame) and frame[pos] == 0xFF and frame[pos + 1] != 0xDA:
+        end = pos + 2 + int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        if frame[pos + 1] == 0xE2 and frame[pos + 4 : pos + 8] == b"MPF\x00":
+            return frame[:pos] + frame[end:]
+        pos = end
+    return frame
 
 
-def _reencode(image: object, fmt: str, max_side: int, orientation: int) -> PreparedImage:
-    from PIL import Image, ImageOps
+def _png_walk(raw: bytes) -> bytes | None:
+    """Walk chunks to IEND checking lengths and CRCs (zlib.crc32: C speed);
+    returns the eXIf chunk, which Pillow only reads on a full decode when it
+    comes after the image data."""
+    view = memoryview(raw)
+    n = len(raw)
+    pos = 8
+    exif = None
+    while True:
+        if pos + 12 > n:
+            raise ImageError(f"PNG is truncated: no IEND chunk ({n} bytes)")
+        length, kind = struct.unpack_from(">I4s", raw, pos)
+        end = pos + 12 + length
+        if end > n:
+            name = kind.decode("latin-1")
+            raise ImageError(f"PNG is truncated: {name} chunk at offset {pos} needs {end - n} more bytes ({n} bytes)")
+        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(raw[end - 4 : end], "big"):
+            name = kind.decode("latin-1")
+            raise ImageError(f"PNG is corrupt: CRC mismatch in {name} chunk at offset {pos} ({n} bytes)")
+        if kind == b"eXIf":
+            exif = raw[pos + 8 : end - 4]
+        elif kind == b"IEND":
+            return exif
+        pos = end
 
-    assert isinstance(image, Image.Image)
+
+def _gif_frames(raw: bytes) -> int:
+    """Walk blocks to the trailer; returns the number of frames."""
+    n = len(raw)
+
+    def truncated() -> ImageError:
+        return ImageError(f"GIF is truncated: no trailer ({n} bytes)")
+
+    def skip_sub_blocks(pos: int) -> int:
+        while True:
+            if pos >= n:
+                raise truncated()
+            size = raw[pos]
+            pos += 1 + size
+            if size == 0:
+                return pos
+
+    if n < 13:
+        raise truncated()
+    pos = 13 + (3 << ((raw[10] & 7) + 1) if raw[10] & 0x80 else 0)
+    frames = 0
+    while True:
+        if pos >= n:
+            raise truncated()
+        block = raw[pos]
+        if block == 0x3B:
+            if frames == 0:
+                raise ImageError(f"GIF is corrupt: no image before the trailer ({n} bytes)")
+            return frames
+        if block == 0x21:  # extension: label, then sub-blocks
+            pos = skip_sub_blocks(pos + 2)
+        elif block == 0x2C:  # image descriptor, optional local colour table, LZW size, data
+            if pos + 10 > n:
+                raise truncated()
+            flags = raw[pos + 9]
+            pos = skip_sub_blocks(pos + 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1)
+            frames += 1
+        else:
+            raise ImageError(f"GIF is corrupt: unexpected byte 0x{block:02X} at offset {pos} ({n} bytes)")
+
+
+def _webp_check(raw: bytes) -> None:
+    need = int.from_bytes(raw[4:8], "little") + 8
+    if need > len(raw):
+        raise ImageError(f"WEBP is truncated: its RIFF header says {need} bytes, got {len(raw)}")
+
+
+# -- orientation and re-encoding ------------------------------------------------
+
+
+def _orientation(image: Any, fmt: str, facts: _Facts) -> int:
+    """EXIF orientation 1-8; anything missing, broken or out of range is 1."""
+    from PIL import Image
+
+    try:
+        if fmt == "GIF":
+            return 1
+        if fmt == "PNG":  # PngImageFile.getexif() decodes the whole image
+            data = facts.png_exif or image.info.get("exif")
+            if not data:
+                return 1
+            exif = Image.Exif()
+            exif.load(data)
+        else:
+            exif = image.getexif()
+        value = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a broken EXIF block must not sink a readable image
+        return 1
+    return value if 2 <= value <= 8 else 1
+
+
+def _reencode(image: Any, fmt: str, max_side: int, orientation: int, size: int) -> PreparedImage:
+    from PIL import Image
+
+    try:
+        return _reencode_unchecked(image, fmt, max_side, orientation)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{fmt} image too large to decode safely ({size} bytes): {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+        raise ImageError(f"{fmt} image cannot be decoded ({size} bytes): {exc}") from None
+
+
+def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int) -> PreparedImage:
+    from PIL import Image
+
+    transposed = orientation >= 5  # 5-8 swap width and height
     width, height = image.size
     scale = min(1.0, max_side / max(width, height))
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Exact final size (upright), then the same size in stored orientation.
+    out_w, out_h = (height, width) if transposed else (width, height)
+    target = (max(1, round(out_w * scale)), max(1, round(out_h * scale)))
+    stored_target = (target[1], target[0]) if transposed else target
     if fmt in ("JPEG", "MPO") and scale < 1.0:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: a 16 MP photo then
         # costs a fraction of a full decode.  draft() never goes below target.
-        image.draft("RGB", target)
-    image.load()
-    if fmt == "MPO":
-        image.seek(0)
+        image.draft(None, stored_target)
+    image.load()  # the first frame of an animation
+    icc = image.info.get("icc_profile")
+    image = _eight_bit(image)
+    if image.size != stored_target:
+        image = image.resize(stored_target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if orientation != 1:
-        image = ImageOps.exif_transpose(image)
-        # The transposed image's long side may now be its height.
-        width, height = image.size
-        scale = min(1.0, max_side / max(width, height))
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if image.size != target:
-        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+        image = image.transpose(_transposition(orientation))
     out = io.BytesIO()
-    if has_alpha:
-        image.save(out, "PNG", optimize=False)
-        mime = "image/png"
+    if image.mode in ("RGBA", "LA"):
+        mime, params = "image/png", {"format": "PNG", "compress_level": 6}
     else:
-        image.convert("RGB").save(out, "JPEG", quality=JPEG_QUALITY)
-        mime = "image/jpeg"
+        mime, params = "image/jpeg", {"format": "JPEG", "quality": JPEG_QUALITY}
+    if icc and _icc_space(icc) == ("GRAY" if image.mode in ("L", "LA") else "RGB"):
+        params["icc_profile"] = icc
+    image.save(out, **params)
     return PreparedImage(out.getvalue(), mime, image.size[0], image.size[1], fmt, True)
+
+
+def _eight_bit(image: Any) -> Any:
+    """RGB, RGBA, L or LA, alpha kept (including palette and tRNS transparency)."""
+    mode, transparent = image.mode, "transparency" in image.info
+    if mode.startswith("I"):  # 16-bit grey PNG (I;16, I;16B, I): 0..65535 -> 0..255
+        return image.convert("I").point(lambda v: v / 257).convert("L")
+    if mode == "CMYK":  # libjpeg has already undone Adobe's inverted CMYK
+        return image.convert("RGB")
+    if mode in ("RGBA", "LA") or (mode in ("RGB", "L") and not transparent):
+        return image
+    if mode in ("1", "L", "La"):
+        return image.convert("LA" if transparent or mode == "La" else "L")
+    return image.convert("RGBA" if transparent or mode in ("PA", "RGBa") else "RGB")
+
+
+def _icc_space(icc: bytes) -> str:
+    """Colour space of an ICC profile ("RGB", "GRAY", "CMYK"...), from its header."""
+    return icc[16:20].decode("latin-1").strip() if len(icc) >= 20 else ""
+
+
+def _transposition(orientation: int) -> Any:
+    """The transpose that makes an image with this EXIF orientation upright."""
+    from PIL import Image
+
+    t = Image.Transpose
+    return {
+        2: t.FLIP_LEFT_RIGHT,
+        3: t.ROTATE_180,
+        4: t.FLIP_TOP_BOTTOM,
+        5: t.TRANSPOSE,
+        6: t.ROTATE_270,
+        7: t.TRANSVERSE,
+        8: t.ROTATE_90,
+    }[orientation]

@@ -1,0 +1,107 @@
+"""Benchmark pytest_miabench.images.prepare per format and size class.
+
+    python benchmarks/bench_images.py [--repeat N] [--max-side N] [--formats jpeg,webp,mpo,png] [--sizes tiny,1mp,huge]
+
+Images are made in memory by tests/support/images.py (photo-like content, so
+sizes are realistic); nothing is read from disk or the network.  Prints one
+row per format x size class, then, for the 3264x4928 JPEG, the cost of the
+reduced-size (Image.draft) decode that prepare uses against a full decode +
+resize of the same image, and how far apart their outputs are.
+Timings are wall clock, single thread; the default run takes well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from PIL import Image, ImageChops, ImageStat  # noqa: E402
+
+from pytest_miabench.images import JPEG_QUALITY, prepare  # noqa: E402
+from support import images as mk  # noqa: E402
+
+SIZES = {"tiny": (135, 240), "1mp": (1152, 864), "huge": (3264, 4928)}
+MAKERS = {"jpeg": mk.jpeg, "webp": mk.webp, "mpo": mk.mpo, "png": mk.png}
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    """Mean milliseconds of ``repeat`` calls (after one warm-up call) and the last result."""
+    result = fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.fmean(times) * 1000, result
+
+
+def full_decode_resize(raw: bytes, target: tuple[int, int]) -> bytes:
+    """What prepare would cost without draft(): decode every pixel, then resize."""
+    with Image.open(io.BytesIO(raw)) as im:
+        im = im.convert("RGB").resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        out = io.BytesIO()
+        im.save(out, "JPEG", quality=JPEG_QUALITY)
+        return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls per image (default 10; huge images use max(1, N//2))")
+    parser.add_argument("--max-side", type=int, default=2048, help="prepare's max_side (default 2048, the plugin default)")
+    parser.add_argument("--formats", default=",".join(MAKERS), help=f"comma-separated subset of {','.join(MAKERS)}")
+    parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated subset of {','.join(SIZES)}")
+    args = parser.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f]
+    sizes = [s for s in args.sizes.split(",") if s]
+    unknown = sorted(set(formats) - set(MAKERS)) + sorted(set(sizes) - set(SIZES))
+    if unknown or args.repeat < 1:
+        parser.error(f"unknown format/size {unknown}" if unknown else "--repeat must be >= 1")
+
+    began = time.perf_counter()
+    print(f"prepare(raw, max_side={args.max_side}); mean of {args.repeat} runs (huge: {max(1, args.repeat // 2)})\n")
+    header = f"{'format':<6} {'size':<5} {'pixels':>9} {'in KB':>8} {'out KB':>8} {'re-enc':>6} {'out size':>9} {'ms/image':>9}"
+    print(header)
+    print("-" * len(header))
+    huge_jpeg = None
+    for fmt in formats:
+        for size in sizes:
+            w, h = SIZES[size]
+            raw = MAKERS[fmt](w, h)
+            if fmt == "jpeg" and size == "huge":
+                huge_jpeg = raw
+            repeat = max(1, args.repeat // 2) if size == "huge" else args.repeat
+            ms, p = timed(lambda: prepare(raw, args.max_side), repeat)
+            print(
+                f"{fmt:<6} {size:<5} {f'{w}x{h}':>9} {len(raw) / 1024:8.1f} {len(p.data) / 1024:8.1f} "
+                f"{'yes' if p.reencoded else 'no':>6} {f'{p.width}x{p.height}':>9} {ms:9.2f}"
+            )
+
+    if huge_jpeg is None and "jpeg" in formats:
+        huge_jpeg = mk.jpeg(*SIZES["huge"])
+    if huge_jpeg is not None:
+        repeat = max(1, args.repeat // 2)
+        draft_ms, p = timed(lambda: prepare(huge_jpeg, args.max_side), repeat)
+        if p.reencoded:
+            target = (p.width, p.height)
+            full_ms, full = timed(lambda: full_decode_resize(huge_jpeg, target), repeat)
+            a, b = Image.open(io.BytesIO(p.data)), Image.open(io.BytesIO(full))
+            diff = sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
+            w, h = SIZES["huge"]
+            print(f"\n{w}x{h} JPEG -> {target[0]}x{target[1]} (decode + resize + JPEG q{JPEG_QUALITY}):")
+            print(f"  draft (libjpeg reduced-size decode): {draft_ms:8.1f} ms")
+            print(f"  full decode + resize:                {full_ms:8.1f} ms")
+            print(f"  full / draft: {full_ms / draft_ms:.2f}x; mean |pixel difference| between outputs: {diff:.2f} / 255")
+
+    print(f"\n(total {time.perf_counter() - began:.1f} s including image generation)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
