@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .result import blank_result
+from .result import TOKEN_FIELDS, blank_result
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
 from .settings import Settings
 
@@ -83,8 +83,7 @@ def _usage(results: list[dict[str, Any]]) -> dict[str, Any]:
         usage[role] = {
             "api_calls": sum(r["calls"][role] for r in results),
             "cache_hits": sum(1 for r in results if r["cached"][role]),
-            "prompt_tokens": sum(r["usage"][role]["prompt_tokens"] for r in results),
-            "completion_tokens": sum(r["usage"][role]["completion_tokens"] for r in results),
+            **{name: sum(r["usage"][role].get(name, 0) for r in results) for name in TOKEN_FIELDS},
         }
     usage["retries"] = sum(r["retries"] for r in results)
     usage["judge_reasks"] = sum(r.get("judge_reasks", 0) for r in results)
@@ -105,6 +104,14 @@ class Aggregator:
         self._summary: dict[str, Any] | None = None
         self.gate_failed = False
         self.interrupted = False
+        self.baseline: dict[str, Any] | None = None
+        if settings.baseline:
+            from .baseline import BaselineError, load
+
+            try:
+                self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split)
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--mia-baseline: {exc}") from None
 
     # -- inputs ------------------------------------------------------------
 
@@ -140,10 +147,28 @@ class Aggregator:
 
     def summary(self) -> dict[str, Any]:
         if self._summary is None:
+            from . import stats
+
+            results = list(self.results.values())
             expected = len(self.expected) or len(self.results)
-            self._summary = summarize(list(self.results.values()), expected, self.protocol)
+            summary = summarize(results, expected, self.protocol)
             done = set(self.results)
-            self._summary["missing"] = [nodeid for nodeid in self.expected if nodeid not in done]
+            summary["missing"] = [nodeid for nodeid in self.expected if nodeid not in done]
+            summary["ci"] = stats.report_cis(results, seed=self.settings.seed)
+            if self.settings.judge_repeats > 1:
+                ordered = sorted(results, key=lambda r: r["index"])
+                summary["judge_spread"] = stats.judge_spread(
+                    [r.get("judge_scores") or [] for r in ordered if r["status"] != "failed"]
+                )
+            summary["cost"] = cost(summary["usage"], self.settings)
+            if self.baseline is not None:
+                from .baseline import compare
+
+                samples = [{"nodeid": nodeid, **r} for nodeid, r in self.results.items()]
+                summary["baseline"] = compare(
+                    summary, samples, self.baseline, str(self.settings.baseline), self.settings.max_drop
+                )
+            self._summary = summary
         return self._summary
 
     @pytest.hookimpl(wrapper=True)
@@ -153,11 +178,22 @@ class Aggregator:
         try:
             return (yield)
         finally:
-            threshold = self.settings.threshold
-            total = self.summary()["total_score"]
-            if threshold is not None and (total is None or total < threshold):
+            summary = self.summary()
+            if self.gate_reasons(summary):
                 self.gate_failed = True
                 session.testsfailed += 1
+
+    def gate_reasons(self, summary: dict[str, Any]) -> list[str]:
+        """Why the aggregate gates fail (empty: they hold or none is set)."""
+        reasons = []
+        threshold = self.settings.threshold
+        total = summary["total_score"]
+        if threshold is not None and (total is None or total < threshold):
+            reasons.append("threshold")
+        baseline = summary.get("baseline")
+        if baseline is not None and baseline["gate_failed"]:
+            reasons.append("baseline")
+        return reasons
 
     def pytest_keyboard_interrupt(self) -> None:
         self.interrupted = True
@@ -165,10 +201,14 @@ class Aggregator:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.interrupted = True
-        if self.settings.report:
-            from .report import write_json
+        if self.settings.report or self.settings.html:
+            from .report import write_html, write_json
 
-            write_json(self.settings.report, self.report())
+            report = self.report()
+            if self.settings.report:
+                write_json(self.settings.report, report)
+            if self.settings.html:
+                write_html(self.settings.html, report)
 
     def report(self) -> dict[str, Any]:
         from .report import build_report
@@ -181,6 +221,29 @@ class Aggregator:
         terminalreporter.section("MIA-Bench")
         for line, markup in terminal_lines(self):
             terminalreporter.write_line(line, **markup)
+
+
+def cost(usage: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """Estimated dollars from --mia-price; None without prices.  Only this
+    run's API calls cost money; cached answers are shown separately."""
+    if not settings.price:
+        return None
+    prices = {name: (inp, out) for name, inp, out in settings.price}
+    out: dict[str, Any] = {}
+    for role, name in (("model", settings.model), ("judge", settings.judge_model)):
+        if name not in prices:
+            out[role] = None
+            continue
+        inp, outp = prices[name]
+        tokens = usage[role]
+        out[role] = {
+            "model": name,
+            "spent": (tokens["prompt_tokens"] * inp + tokens["completion_tokens"] * outp) / 1e6,
+            "saved_by_cache": (tokens["cached_prompt_tokens"] * inp + tokens["cached_completion_tokens"] * outp) / 1e6,
+        }
+    known = [v["spent"] for v in out.values() if v is not None]
+    out["total_spent"] = math.fsum(known) if known else None
+    return out
 
 
 def _crashed(index: int, reason: str) -> dict[str, Any]:

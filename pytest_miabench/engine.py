@@ -54,7 +54,9 @@ def _empty_result(sample: Sample) -> dict[str, Any]:
             {"text": text, "type": ctype, "weight": weight, "score": None}
             for text, ctype, weight in zip(spec.components, spec.component_types, spec.weights)
         ]
-    return blank_result(sample.index, sample.type, components)
+    result = blank_result(sample.index, sample.type, components)
+    result["instruction"] = spec.instruction if spec is not None else None
+    return result
 
 
 class Engine:
@@ -180,7 +182,7 @@ class Engine:
         spec = sample.spec
         loop = asyncio.get_running_loop()
         try:
-            image = await loop.run_in_executor(self._image_pool, self._prepare_image, sample.index)
+            image, thumbnail = await loop.run_in_executor(self._image_pool, self._prepare_image, sample.index)
         except (ImageError, SampleDataError) as exc:
             text = str(exc)
             prefix = f"row {sample.index}: "
@@ -193,6 +195,7 @@ class Engine:
             "reencoded": image.reencoded,
             "bytes": len(image.data),
         }
+        result["thumbnail"] = thumbnail
         model_caller, judge_caller = self._get_callers()
 
         completion = await self._model_answer(model_caller, spec, image, result)
@@ -241,8 +244,16 @@ class Engine:
         assert verdict is not None
         return reply, verdict
 
-    def _prepare_image(self, index: int) -> PreparedImage:
-        return prepare(self.source.image_bytes(index), self.settings.image_max_side)
+    def _prepare_image(self, index: int) -> tuple[PreparedImage, str | None]:
+        image = prepare(self.source.image_bytes(index), self.settings.image_max_side)
+        thumbnail = None
+        if self.settings.html:
+            # Made here, on the process that has the image: an xdist
+            # controller writing the HTML never sees image bytes.
+            from .html import thumbnail_uri
+
+            thumbnail = thumbnail_uri(image.data)
+        return image, thumbnail
 
     async def _cached_call(
         self,
@@ -258,7 +269,11 @@ class Engine:
             hit = self.cache.get(layer, key)
             if hit is not None:
                 result["cached"][layer] = True
-                return Completion.from_json(hit)
+                completion = Completion.from_json(hit)
+                usage = result["usage"][layer]
+                usage["cached_prompt_tokens"] += completion.prompt_tokens
+                usage["cached_completion_tokens"] += completion.completion_tokens
+                return completion
         stats = CallStats()
         try:
             completion = await caller.complete(params, stats)

@@ -30,11 +30,13 @@ SAMPLE_FIELDS = (
     "judge_replies",
     "judge_scores",
     "judge_reasks",
+    "instruction",
     "cached",
     "calls",
     "retries",
     "usage",
     "image",
+    "thumbnail",
     "seconds",
 )
 
@@ -68,8 +70,12 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
         "passed": passed,
         "by_type": summary["by_type"],
         "by_component_type": summary["by_component_type"],
+        "ci": summary["ci"],
         "protocol_metrics": summary["protocol_metrics"],
+        "judge_spread": summary.get("judge_spread"),
+        "baseline": summary.get("baseline"),
         "usage": summary["usage"],
+        "cost": summary["cost"],
         "model": {
             "name": s.model,
             "base_url": _endpoint_url(s.base_url),
@@ -87,7 +93,11 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
             "retries": s.judge_retries,
             "repeats": s.judge_repeats,
         },
-        "protocol": {"name": agg.protocol.name, "prompt_version": agg.protocol.prompt_version},
+        "protocol": {
+            "name": agg.protocol.name,
+            "prompt_version": agg.protocol.prompt_version,
+            "headline": agg.protocol.headline,
+        },
         "dataset": {"source": s.dataset, "split": s.split, "limit": s.limit},
         "image_max_side": s.image_max_side,
         "wall_seconds": round(_now() - agg.started, 3),
@@ -116,22 +126,29 @@ def _endpoint_url(url: str | None) -> str:
 
 
 def _passed(agg: Aggregator, summary: dict[str, Any]) -> bool:
-    if agg.gate_failed or summary["n_failed"] or summary["missing"] or agg.interrupted:
+    if summary["n_failed"] or summary["missing"] or agg.interrupted:
         return False
-    total = summary["total_score"]
-    threshold = agg.settings.threshold
-    return not (threshold is not None and (total is None or total < threshold))
+    return not agg.gate_reasons(summary)
+
+
+def write_html(path: str, report: dict[str, Any]) -> None:
+    from .html import render_html
+
+    _write_atomic(path, render_html(report))
 
 
 def write_json(path: str, data: dict[str, Any]) -> None:
+    _write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_atomic(path: str, text: str) -> None:
     """Write atomically: a reader never sees half a report."""
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".mia-report-", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -142,41 +159,66 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _ci(pair: list[float] | None) -> str:
+    return "" if not pair else f"  95% CI [{pair[0]:.4f}, {pair[1]:.4f}]"
+
+
 def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
-    """The summary block: headline, counts, breakdowns, gate verdict."""
+    """The summary block: headline, counts, breakdowns, comparisons, gate verdict."""
     summary = agg.summary()
     plain: dict[str, bool] = {}
     lines: list[tuple[str, dict[str, bool]]] = []
-    lines.append((f"total_score: {_fmt(summary['total_score'])}  (protocol {agg.protocol.name}, {summary['n_counted']} samples in the mean)", {"bold": True}))
-    counts = (
-        f"samples: {summary['n_samples']}  scored: {summary['n_scored']}  failed: {summary['n_failed']}"
-    )
-    if summary["n_zero"]:
-        counts += f"  zero by policy: {summary['n_zero']}"
-    if summary["n_dropped"]:
-        counts += f"  dropped by policy: {summary['n_dropped']}"
-    if summary["n_excluded"]:
-        counts += f"  excluded by policy: {summary['n_excluded']}"
-    if summary["n_missing"]:
-        counts += f"  not run: {summary['n_missing']}"
-    lines.append((counts, plain))
-    if summary["n_zero"] or summary["n_dropped"] or summary["n_excluded"]:
-        lines.append(
-            (
-                "note: the protocol's failure policy moved the number: unparseable judge replies were "
-                + ("counted as 0" if summary["n_zero"] else "left out of the mean"),
-                {"yellow": True},
-            )
-        )
-    usage = summary["usage"]
+    protocol = agg.protocol
+    alias = f"; its {protocol.headline}" if protocol.headline != "total_score" else ""
     lines.append(
         (
-            f"api calls: model {usage['model']['api_calls']}, judge {usage['judge']['api_calls']}"
-            f"  cache hits: model {usage['model']['cache_hits']}, judge {usage['judge']['cache_hits']}"
-            f"  retries: {usage['retries']}",
-            plain,
+            f"total_score: {_fmt(summary['total_score'])}{_ci(summary['ci']['total_score'])}"
+            f"  (protocol {protocol.name}{alias}, {summary['n_counted']} samples in the mean)",
+            {"bold": True},
         )
     )
+    counts = f"samples: {summary['n_samples']}  scored: {summary['n_scored']}  failed: {summary['n_failed']}"
+    for key, label in (("n_zero", "zero by policy"), ("n_dropped", "dropped by policy"), ("n_excluded", "excluded by policy"), ("n_missing", "not run")):
+        if summary[key]:
+            counts += f"  {label}: {summary[key]}"
+    lines.append((counts, plain))
+    if summary["n_zero"] or summary["n_dropped"] or summary["n_excluded"]:
+        how = "counted as 0" if summary["n_zero"] else "left out of the mean"
+        lines.append((f"note: the protocol's failure policy moved the number: unparseable judge replies were {how}", {"yellow": True}))
+    usage = summary["usage"]
+    calls = (
+        f"api calls: model {usage['model']['api_calls']}, judge {usage['judge']['api_calls']}"
+        f"  cache hits: model {usage['model']['cache_hits']}, judge {usage['judge']['cache_hits']}"
+        f"  retries: {usage['retries']}"
+    )
+    if usage.get("judge_reasks"):
+        calls += f"  judge re-asks: {usage['judge_reasks']}"
+    lines.append((calls, plain))
+    tokens = "  ".join(
+        f"{role} {usage[role]['prompt_tokens']} in / {usage[role]['completion_tokens']} out"
+        + (f" (+{usage[role]['cached_prompt_tokens']} / {usage[role]['cached_completion_tokens']} from cache)" if usage[role]["cache_hits"] else "")
+        for role in ("model", "judge")
+    )
+    lines.append((f"tokens: {tokens}", plain))
+    cost = summary.get("cost")
+    if cost:
+        parts = [f"{role} ${cost[role]['spent']:.4f}" for role in ("model", "judge") if cost[role]]
+        unknown = [role for role in ("model", "judge") if not cost[role]]
+        text = f"estimated cost: {'  '.join(parts)}"
+        if cost["total_spent"] is not None:
+            text += f"  total ${cost['total_spent']:.4f}"
+        if unknown:
+            text += f"  (no price for the {' and '.join(unknown)})"
+        lines.append((text, plain))
+    spread = summary.get("judge_spread")
+    if spread and spread["n_compared"]:
+        lines.append(
+            (
+                f"judge disagreement over {agg.settings.judge_repeats} repeats: mean per-sample std {_fmt(spread['mean_std'])}, "
+                f"max {_fmt(spread['max_std'])}, {spread['n_disagree']} of {spread['n_compared']} samples disagree",
+                plain,
+            )
+        )
     if summary["by_component_type"]:
         parts = "  ".join(f"{k} {_fmt(v)}" for k, v in summary["by_component_type"].items())
         lines.append((f"by component type: {parts}", plain))
@@ -187,13 +229,44 @@ def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
         shown = ", ".join(summary["missing"][:10])
         more = f" (+{len(summary['missing']) - 10} more)" if len(summary["missing"]) > 10 else ""
         lines.append((f"not run: {shown}{more}", {"yellow": True}))
+    baseline = summary.get("baseline")
+    if baseline is not None:
+        lines.extend(_baseline_lines(baseline))
+    reasons = agg.gate_reasons(summary)
     threshold = agg.settings.threshold
+    total = summary["total_score"]
     if threshold is not None:
-        total = summary["total_score"]
-        if agg.gate_failed or total is None or total < threshold:
+        if "threshold" in reasons:
             lines.append((f"FAIL: total_score {_fmt(total)} is below the threshold {threshold:g}", {"red": True, "bold": True}))
         else:
             lines.append((f"PASS: total_score {_fmt(total)} meets the threshold {threshold:g}", {"green": True, "bold": True}))
-    if agg.settings.report:
-        lines.append((f"JSON report: {agg.settings.report}", plain))
+    if baseline is not None and baseline["max_drop"] is not None:
+        drop = None if baseline["delta"] is None else -baseline["delta"]
+        if "baseline" in reasons:
+            lines.append((f"FAIL: total_score dropped by {_fmt(drop)} against the baseline (max allowed {baseline['max_drop']:g})", {"red": True, "bold": True}))
+        else:
+            lines.append((f"PASS: total_score changed by {_fmt(baseline['delta'])} against the baseline (max allowed drop {baseline['max_drop']:g})", {"green": True, "bold": True}))
+    for path, label in ((agg.settings.report, "JSON report"), (agg.settings.html, "HTML report")):
+        if path:
+            lines.append((f"{label}: {path}", plain))
+    return lines
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
+def _baseline_lines(baseline: dict[str, Any]) -> list[tuple[str, dict[str, bool]]]:
+    lines: list[tuple[str, dict[str, bool]]] = [
+        (f"baseline {baseline['path']}: total_score {_fmt(baseline['total_score'])} -> delta {_signed(baseline['delta'])}", {}),
+    ]
+    for key, label in (("by_component_type", "component type"), ("by_type", "instruction type")):
+        parts = "  ".join(f"{k} {_signed(v)}" for k, v in baseline[key].items())
+        if parts:
+            lines.append((f"  delta by {label}: {parts}", {}))
+    if baseline["changed"]:
+        movers = ", ".join(
+            f"{c['nodeid']} {_fmt(c['before'])}->{_fmt(c['after'])}" for c in baseline["changed"][:5]
+        )
+        lines.append((f"  most changed ({baseline['n_changed']} samples changed): {movers}", {}))
     return lines

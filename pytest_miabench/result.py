@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens")
+
 
 def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A result with nothing obtained yet (status ``failed`` until judged)."""
@@ -26,10 +28,10 @@ def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None
         "cached": {"model": False, "judge": False},
         "calls": {"model": 0, "judge": 0},
         "retries": 0,
-        "usage": {
-            "model": {"prompt_tokens": 0, "completion_tokens": 0},
-            "judge": {"prompt_tokens": 0, "completion_tokens": 0},
-        },
+        # Tokens of this run's API calls, and of answers served from the cache.
+        "usage": {role: dict.fromkeys(TOKEN_FIELDS, 0) for role in ("model", "judge")},
+        "instruction": None,
         "image": None,
+        "thumbnail": None,
         "seconds": 0.0,
     }

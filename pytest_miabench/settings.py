@@ -91,6 +91,36 @@ def _bool(text: str) -> bool:
     raise OptionError(f"expected true or false, got {text!r}")
 
 
+def _prices(text: str) -> tuple[tuple[str, float, float], ...]:
+    """``NAME=IN/OUT[,NAME=IN/OUT...]``: dollars per million input/output tokens."""
+    prices = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, pair = item.rpartition("=")
+        inp, slash, out = pair.partition("/")
+        try:
+            if not (sep and slash and name.strip()):
+                raise ValueError
+            values = (float(inp), float(out))
+        except ValueError:
+            raise OptionError(f"expected NAME=IN/OUT (dollars per million tokens), got {item!r}") from None
+        if min(values) < 0:
+            raise OptionError(f"prices cannot be negative, got {item!r}")
+        prices.append((name.strip(), values[0], values[1]))
+    if not prices:
+        raise OptionError("expected at least one NAME=IN/OUT")
+    return tuple(prices)
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise OptionError(f"expected a whole number, got {text!r}") from None
+
+
 def _env_name(text: str) -> str:
     text = _text(text)
     if not text.replace("_", "a").isalnum():
@@ -143,6 +173,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-judge-max-tokens", _positive_int, None, "judge max_tokens (default: the protocol's)", "N"),
     Option("--mia-judge-retries", _non_negative_int, 0, "re-ask the judge up to N times when its reply cannot be parsed (default 0: as the references)", "N"),
     Option("--mia-judge-repeats", _positive_int, 1, "judge each response K times and average the verdicts (default 1)", "K"),
+    Option("--mia-html", _text, None, "write a self-contained HTML report to PATH", "PATH"),
+    Option("--mia-baseline", _text, None, "JSON report of an earlier run to compare with (same protocol and dataset)", "PATH"),
+    Option("--mia-max-drop", _unit_float, None, "fail the session when total_score fell by more than X against --mia-baseline", "X"),
+    Option("--mia-price", _prices, None, "estimate cost: NAME=IN/OUT dollars per million input/output tokens, comma-separated", "NAME=IN/OUT"),
+    Option("--mia-seed", _seed, 0, "seed of the bootstrap confidence intervals (default 0)", "N"),
 )
 
 OPTIONS_BY_DEST = {option.dest: option for option in OPTIONS}
@@ -206,6 +241,11 @@ class Settings:
     judge_max_tokens: int | None = None
     judge_retries: int = 0
     judge_repeats: int = 1
+    html: str | None = None
+    baseline: str | None = None
+    max_drop: float | None = None
+    price: tuple[tuple[str, float, float], ...] | None = None
+    seed: int = 0
 
     def public(self) -> dict[str, Any]:
         """The settings that reproduce a run, for reports.  Holds no secret:
@@ -227,6 +267,8 @@ def resolve(config: pytest.Config) -> Settings:
         except OptionError as exc:
             raise pytest.UsageError(f"{where}: {exc}") from None
     settings = Settings(**values)
+    if settings.max_drop is not None and not settings.baseline:
+        raise pytest.UsageError("--mia-max-drop needs --mia-baseline PATH (the report to compare with)")
     if settings.enabled and not settings.model:
         raise pytest.UsageError(
             "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file)"
