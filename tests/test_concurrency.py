@@ -138,7 +138,8 @@ def test_collection_calls_nothing_and_decodes_no_image(pytester: pytest.Pytester
                 PIL.Image.open = _refuse
             """
         )
-        result = bench.run("--collect-only", "-q")
+        # A subprocess: the conftest patches Pillow for the whole process.
+        result = bench.run("--collect-only", "-q", subprocess=True)
         assert result.ret == 0
         result.stdout.fnmatch_lines(["mia-bench::0000", "*16 tests collected*"])
         assert server.requests == []
