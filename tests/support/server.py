@@ -176,6 +176,8 @@ class OpenAIServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if len(raw) < length:
+                    return  # the client hung up mid-request (a cancelled call): not a request
                 now = time.perf_counter()
                 found = _MODEL_RE.search(raw)
                 model = found.group(1).decode() if found else ""
