@@ -28,24 +28,21 @@ class OptionError(ValueError):
     """A value that does not parse; the message says what was expected."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise OptionError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise OptionError(f"expected a number >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise OptionError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise OptionError(f"expected a number >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise OptionError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise OptionError(f"expected a number >= 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _unit_float(text: str) -> float:

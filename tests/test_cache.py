@@ -123,43 +123,52 @@ def test_many_xdist_workers_share_one_cache(pytester: pytest.Pytester, rows: lis
         assert server.requests == []
 
 
-def _slow_server_script(answered: set[str], judged: set[str], lock: threading.Lock) -> Any:
-    def script(request: Request) -> Reply:
+class Slow:
+    """A server script answering every call after 0.15 s, remembering which
+    prompts reached the judge (a judge call starts only once the model's
+    answer is committed to the cache)."""
+
+    def __init__(self) -> None:
+        self.judged: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Reply:
         if request.role == "model":
-            with lock:
-                answered.add(request.text)
             return Reply("an answer", delay=0.15)
-        with lock:
-            judged.add(request.text)
+        with self.lock:
+            self.judged.add(request.text)
         return Reply("score of component 1: 1/1, total score: 6/10.", delay=0.15)
 
-    return script
+    def interrupt(self, bench: Bench, sig: signal.Signals, after_judged: int, *args: str) -> tuple[int, str]:
+        """Run pytest in a real process (pytester's helper cannot signal it
+        mid-run) and send ``sig`` once ``after_judged`` samples reached the judge."""
+        cmd = [sys.executable, "-m", "pytest", *bench.args(*args), "-q"]
+        proc = subprocess.Popen(cmd, cwd=bench.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.judged) >= after_judged:
+                    break
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+        return proc.returncode, out.decode(errors="replace")
+
+
+def _parquet(tmp_path: Path, rows: list[dict[str, Any]], n: int, fmt: str) -> Path:
+    images = [data.image_bytes(fmt, 40, 30, seed=i) for i in range(n)]
+    return data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
 
 
 def test_sigkill_then_rerun_only_asks_what_was_not_answered(pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path) -> None:
     n = 16
-    images = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(n)]
-    dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
-    answered: set[str] = set()
-    judged: set[str] = set()
-    lock = threading.Lock()
-    with OpenAIServer(_slow_server_script(answered, judged, lock), judge_model="judge") as server:
-        bench = Bench(pytester, server, dataset)
-        # A real process we can kill -9: pytester's subprocess helper waits for the end.
-        cmd = [sys.executable, "-m", "pytest", *bench.args("--mia-concurrency=2"), "-q"]
-        proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with lock:
-                if len(judged) >= 6:
-                    break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
-        with lock:
-            # A judge call starts only after the model answer is committed.
-            safe = {text for text in judged}
+    slow = Slow()
+    with OpenAIServer(slow, judge_model="judge") as server:
+        bench = Bench(pytester, server, _parquet(tmp_path, rows, n, "jpeg"))
+        code, _ = slow.interrupt(bench, signal.SIGKILL, 6, "--mia-concurrency=2")
+        assert code == -signal.SIGKILL
+        with slow.lock:
+            safe = set(slow.judged)
             first_model_calls = len(server.by_role("model"))
         assert 6 <= len(safe) < n
         server.requests.clear()
@@ -178,24 +187,11 @@ def test_sigkill_then_rerun_only_asks_what_was_not_answered(pytester: pytest.Pyt
 
 def test_ctrl_c_writes_an_incomplete_report_and_a_rerun_resumes(pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path) -> None:
     n = 12
-    images = [data.image_bytes("webp", 40, 30, seed=i) for i in range(n)]
-    dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
-    answered: set[str] = set()
-    judged: set[str] = set()
-    lock = threading.Lock()
-    with OpenAIServer(_slow_server_script(answered, judged, lock), judge_model="judge") as server:
-        bench = Bench(pytester, server, dataset)
-        cmd = [sys.executable, "-m", "pytest", *bench.args("--mia-concurrency=1"), "-q"]
-        proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with lock:
-                if len(judged) >= 4:
-                    break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode()
+    slow = Slow()
+    with OpenAIServer(slow, judge_model="judge") as server:
+        bench = Bench(pytester, server, _parquet(tmp_path, rows, n, "webp"))
+        code, out = slow.interrupt(bench, signal.SIGINT, 4, "--mia-concurrency=1")
+        assert code == pytest.ExitCode.INTERRUPTED, out
         report = bench.report()
         assert report["complete"] is False and report["passed"] is False
         done = [s for s in report["samples"] if s["status"] == "scored"]
