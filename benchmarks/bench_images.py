@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from PIL import Image, ImageChops, ImageStat  # noqa: E402
+from support import images as mk  # noqa: E402
 
 from pytest_miabench.images import JPEG_QUALITY, prepare  # noqa: E402
-from support import images as mk  # noqa: E402
 
 SIZES = {"tiny": (135, 240), "1mp": (1152, 864), "huge": (3264, 4928)}
 MAKERS = {"jpeg": mk.jpeg, "webp": mk.webp, "mpo": mk.mpo, "png": mk.png}
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             if fmt == "jpeg" and size == "huge":
                 huge_jpeg = raw
             repeat = max(1, args.repeat // 2) if size == "huge" else args.repeat
-            ms, p = timed(lambda: prepare(raw, args.max_side), repeat)
+            ms, p = timed(lambda raw=raw: prepare(raw, args.max_side), repeat)
             print(
                 f"{fmt:<6} {size:<5} {f'{w}x{h}':>9} {len(raw) / 1024:8.1f} {len(p.data) / 1024:8.1f} "
                 f"{'yes' if p.reencoded else 'no':>6} {f'{p.width}x{p.height}':>9} {ms:9.2f}"

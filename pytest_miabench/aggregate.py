@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from .result import TOKEN_FIELDS, blank_result
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
+from .result import TOKEN_FIELDS, blank_result
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
@@ -139,7 +139,9 @@ class Aggregator:
             # setup error, or an xdist worker that crashed mid-item ("???")
             index = _index_of(report.nodeid)
             if index is not None:
-                reason = "the xdist worker running it crashed" if report.when == "???" else f"error in {report.when}"
+                # xdist reports a crashed worker's item with when="???"
+                when = str(report.when)
+                reason = "the xdist worker running it crashed" if when == "???" else f"error in {when}"
                 self.results[report.nodeid] = _crashed(index, reason)
                 self._summary = None
 

@@ -377,7 +377,7 @@ def combine(verdicts: list[Verdict]) -> Verdict:
     positions = len(usable[0].components)
     components = []
     for i in range(positions):
-        values = [v.components[i] for v in usable if i < len(v.components) and v.components[i] is not None]
+        values = [c for v in usable if i < len(v.components) and (c := v.components[i]) is not None]
         components.append(mean(values) if values else None)
     keys = sorted({key for v in usable for key in v.metrics})
     metrics = {key: mean([v.metrics[key] for v in usable if key in v.metrics]) for key in keys}

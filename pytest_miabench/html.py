@@ -68,7 +68,7 @@ def thumbnail_uri(image_bytes: bytes, max_side: int = 160, quality: int = 70) ->
             image.draft("RGB", (max_side, max_side))
             image.load()
             try:
-                image = ImageOps.exif_transpose(image) or image
+                image = ImageOps.exif_transpose(image) or image  # type: ignore[assignment]
             except Exception:  # a broken EXIF block must not cost the thumbnail
                 pass
             # Flatten first: resizing is not defined for every mode (I;16, P...).
@@ -744,7 +744,7 @@ def _sample_row(sample: Mapping[str, Any], position: int) -> str:
     status = sample.get("status")
     score = _num(sample.get("score"))
     components = [_map(c) for c in _seq(sample.get("components"))]
-    ctypes = sorted({c.get("type") for c in components if isinstance(c.get("type"), str)})
+    ctypes = sorted({str(c["type"]) for c in components if isinstance(c.get("type"), str)})
 
     comp_items = []
     for c in components:
@@ -822,11 +822,11 @@ def _options(values: Sequence[str]) -> str:
 
 
 def _samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
-    types = sorted({s.get("type") for s in samples if isinstance(s.get("type"), str)})
-    statuses = sorted({s.get("status") for s in samples if isinstance(s.get("status"), str)})
+    types = sorted({str(s["type"]) for s in samples if isinstance(s.get("type"), str)})
+    statuses = sorted({str(s["status"]) for s in samples if isinstance(s.get("status"), str)})
     ctypes = sorted(
         {
-            _map(c).get("type")
+            str(_map(c)["type"])
             for s in samples
             for c in _seq(s.get("components"))
             if isinstance(_map(c).get("type"), str)

@@ -76,7 +76,6 @@ class PreparedImage:
 
 def prepare(raw: bytes, max_side: int) -> PreparedImage:
     """Turn stored image bytes into a payload, decoding only when needed."""
-    from PIL import Image
 
     if max_side < 1:
         raise ValueError(f"max_side must be at least 1, got {max_side}")

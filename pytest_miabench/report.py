@@ -112,9 +112,9 @@ def _now() -> float:
 
 
 def _endpoint_url(url: str | None) -> str:
-    from .client import DEFAULT_BASE_URL
-
     from urllib.parse import urlsplit, urlunsplit
+
+    from .client import DEFAULT_BASE_URL
 
     value = url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     parts = urlsplit(value)
@@ -219,12 +219,10 @@ def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
                 plain,
             )
         )
-    if summary["by_component_type"]:
-        parts = "  ".join(f"{k} {_fmt(v)}" for k, v in summary["by_component_type"].items())
-        lines.append((f"by component type: {parts}", plain))
-    if summary["by_type"]:
-        parts = "  ".join(f"{k} {_fmt(v)}" for k, v in summary["by_type"].items())
-        lines.append((f"by instruction type: {parts}", plain))
+    for key, label in (("by_component_type", "component type"), ("by_type", "instruction type")):
+        if summary[key]:
+            means = "  ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items())
+            lines.append((f"by {label}: {means}", plain))
     if summary["missing"]:
         shown = ", ".join(summary["missing"][:10])
         more = f" (+{len(summary['missing']) - 10} more)" if len(summary["missing"]) > 10 else ""

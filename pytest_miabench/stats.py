@@ -80,7 +80,7 @@ def group_seed(seed: int, name: str) -> int:
     """A 64-bit seed derived from ``(seed, name)`` by SHA-256 (not ``hash()``,
     which is salted per process): stable across runs, and independent per
     group so adding or removing a group never changes another's interval."""
-    digest = hashlib.sha256(f"{int(seed)}\x00{name}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{int(seed)}\x00{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
@@ -143,7 +143,7 @@ def judge_spread(per_sample_scores: Sequence[Sequence[float | None]], *, toleran
         max_position, max_std = max(stds, key=lambda item: (item[1], -item[0]))
         mean_std: float | None = math.fsum(s for _, s in stds) / len(stds)
     else:
-        max_position, max_std, mean_std = None, None, None  # type: ignore[assignment]
+        max_position, max_std, mean_std = None, None, None
     return {
         "n_samples": len(per_sample_scores),
         "n_compared": len(stds),
@@ -183,7 +183,7 @@ def report_cis(
         for component in r.get("components") or ():
             if component.get("score") is not None:
                 by_component.setdefault(component["type"], []).append(float(component["score"]))
-    same = {"n_resamples": n_resamples, "level": level}
+    same: dict[str, Any] = {"n_resamples": n_resamples, "level": level}
 
     def as_list(ci: tuple[float, float] | None) -> list[float] | None:
         return None if ci is None else [ci[0], ci[1]]

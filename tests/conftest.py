@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support import data
 from support.server import OpenAIServer, Reply, Request
 

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Bench
 from support import data
 from support.server import OpenAIServer, Reply, Request
+
+from conftest import Bench
 
 
 def test_a_rerun_makes_no_api_call_and_gives_the_same_score(bench: Bench) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Bench
 from support import data
 from support.server import OpenAIServer, Reply, Request
+
+from conftest import Bench
 
 N_SAMPLES = 16
 

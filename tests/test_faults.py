@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Bench
 from support import data
 from support.server import OpenAIServer, Reply, Request
+
+from conftest import Bench
 
 VERDICT = "score of component 1: 4/4, score of component 2: 2/3, total score: 8/10."
 

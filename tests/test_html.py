@@ -172,7 +172,7 @@ def make_sample(i: int, rng: random.Random, hostile: bool = False, thumb: str | 
         "components": comps,
         "response": None if status == "failed" else f"Answer {i}.\nSecond line." + (f" {HOSTILE_TEXT}" if hostile else ""),
         "finish_reason": "length" if i % 5 == 3 else "stop",
-        "judge_reply": None if status == "failed" else f"Score of component 1: 4/4\n" + (HOSTILE_TEXT if hostile else ""),
+        "judge_reply": None if status == "failed" else "Score of component 1: 4/4\n" + (HOSTILE_TEXT if hostile else ""),
         "cached": {"model": i % 2 == 0, "judge": False},
         "calls": {"model": 1, "judge": 1},
         "retries": i % 3,

@@ -16,20 +16,20 @@ import struct
 import time
 import warnings
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageFile, ImageStat, JpegImagePlugin, WebPImagePlugin
+from support import images as mk
 
 from pytest_miabench.images import ImageError, PreparedImage, prepare
-from support import images as mk
 
 PIL_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP", "image/gif": "GIF"}
 NAMED = {"R": mk.RED, "G": mk.GREEN, "B": mk.BLUE, "W": mk.WHITE}
 HUGE = (3264, 4928)  # the largest image in the real data
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def made(name: str, *args, **kwargs) -> bytes:
     """support.images.<name>(*args, **kwargs), made once per session."""
     return getattr(mk, name)(*args, **kwargs)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import SMALL_ROWS, Bench
 from support.server import Reply, Request
+
+from conftest import SMALL_ROWS, Bench
 
 # Six samples: rows 0 [4,3,3] d/ll/li, 2 [6,4] d/m, 11 [4,3,3] d/m/m,
 # 241 [4,2,2] (sum 8), 255 [5,5] g/g, 286 [4,2,1,2,1].

@@ -8,8 +8,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from conftest import SMALL_ROWS, Bench
 from support.server import Reply, Request
+
+from conftest import SMALL_ROWS, Bench
 
 # Judge replies by the dataset position of the sample they grade, and the
 # score evalscope's rules give each (hand-computed from the reply text).

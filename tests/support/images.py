@@ -31,7 +31,7 @@ import io
 import random
 import struct
 import zlib
-from typing import Any, Union
+from typing import Any
 
 from PIL import ExifTags, Image, ImageChops
 
@@ -41,7 +41,7 @@ QUADRANTS = (RED, GREEN, BLUE, WHITE)
 #: Colours of the frames :func:`mpo`, :func:`gif` and :func:`webp` make when animated.
 FRAME_COLOURS = (RED, BLUE, GREEN, WHITE)
 
-Content = Union[str, tuple, Image.Image]
+Content = str | tuple | Image.Image
 
 
 def picture(w: int, h: int, content: Content = "photo", *, seed: int = 0) -> Image.Image:
