@@ -3,6 +3,7 @@ server, small real datasets, and a runner for ``pytest --mia-bench``."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,12 @@ from typing import Any
 import pytest
 from support import data
 from support.server import OpenAIServer, Reply, Request
+
+# pytester's in-process runs forget modules first imported inside them, and
+# numpy cannot be imported twice in one process: import the plugin's heavy
+# dependencies here, before any in-process run, whatever order tests run in.
+for _module in ("numpy", "pyarrow.parquet", "datasets", "openai", "PIL.Image"):
+    importlib.import_module(_module)
 
 # Rows of the real instruction file used by the small end-to-end dataset:
 # 3 components, 2 components, duplicated types (11, 255), weights summing to 8 (241).

@@ -268,7 +268,7 @@ def test_the_api_key_appears_nowhere(bench: Bench, monkeypatch: pytest.MonkeyPat
     bench.server.script = leaky
     outputs = []
     codes = []
-    for extra in (["-v", "--tb=long"], ["-n", "2", "-vv", "--showlocals"]):
+    for extra in (["-v", "--tb=long"], ["-n", "2", "-vv", "--showlocals"], ["--log-cli-level=DEBUG", "--mia-no-cache"]):
         result = bench.run(
             "--mia-api-key-env=MIA_CANARY_KEY",
             "--mia-judge-api-key-env=MIA_CANARY_KEY",

@@ -249,3 +249,24 @@ def test_a_huge_image_arrives_downscaled(pytester: pytest.Pytester, server: Any,
     bench.run("-p", "no:cacheprovider", "--mia-image-max-side=1000").assert_outcomes(passed=2)
     sizes = sorted(_decode(r.images[0][1]).size for r in server.by_role("model"))
     assert sizes == [(662, 1000), (800, 600)]
+
+
+def test_jsonl_in_the_release_row_format(pytester: pytest.Pytester, server: Any, rows: list[dict[str, Any]], tmp_path: Any) -> None:
+    import json
+
+    from support import data
+
+    images = [data.image_bytes("png", 30, 20, seed=i) for i in range(3)]
+    path = data.write_json_dataset(tmp_path / "rel", rows[:3], images)
+    records = json.loads(path.read_text())
+    jsonl = path.with_suffix(".jsonl")
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    bench = Bench(pytester, server, jsonl)
+    bench.run("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    assert [s["instruction"] for s in bench.report()["samples"]] == [r["instruction"] for r in rows[:3]]
+
+
+def test_a_keyless_local_server_works(bench: Bench) -> None:
+    bench.run("--mia-limit=1", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    # no OPENAI_API_KEY in the environment: the client still talks to the server
+    assert {r.headers.get("authorization") for r in bench.server.requests} == {"Bearer EMPTY"}
