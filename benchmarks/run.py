@@ -207,6 +207,8 @@ class Measurement:
     cpu: float
     peak_rss_mib: float
     first_request: float | None
+    busy: float | None  # first request reaching the server -> last reply sent
+    tail: float | None  # last reply sent -> process exit (report, teardown)
     mean_in_flight: float
     max_in_flight: int
     model_calls: int
@@ -363,6 +365,10 @@ def measure(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Meas
             log.parent.mkdir(parents=True, exist_ok=True)
             proc = run_process(cmd, tmp, child_env(hf_home), log, args.timeout)
             first = None if server.first_request_at is None else server.first_request_at - proc.started
+            busy = tail = None
+            if server.first_request_at is not None and server.last_reply_at is not None:
+                busy = server.last_reply_at - server.first_request_at
+                tail = proc.started + proc.wall - server.last_reply_at
             model_calls, judge_calls = len(server.by_role("model")), len(server.by_role("judge"))
             mean_in_flight, max_in_flight = server.mean_in_flight(), server.max_in_flight
         score = None
@@ -381,6 +387,8 @@ def measure(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Meas
         cpu=proc.cpu,
         peak_rss_mib=proc.peak_rss_kib / 1024,
         first_request=first,
+        busy=busy,
+        tail=tail,
         mean_in_flight=mean_in_flight,
         max_in_flight=max_in_flight,
         model_calls=model_calls,
@@ -443,7 +451,7 @@ def render_table(results: Sequence[Measurement]) -> str:
     """A fixed-width table, one row per run."""
     headers = [
         "run", "tool", "data", "lat s", "conc", "wall s", "ideal s", "ratio", "CPU s",
-        "RSS MiB", "1st req s", "in-flight mean/max", "calls/sample m+j", "exit", "score",
+        "RSS MiB", "1st req s", "busy s", "tail s", "in-flight mean/max", "calls/sample m+j", "exit", "score",
     ]  # fmt: skip
     rows = []
     for m in results:
@@ -452,7 +460,7 @@ def render_table(results: Sequence[Measurement]) -> str:
         conc = f"-n {s.workers}" if s.workers else str(s.concurrency)
         rows.append([
             s.name, s.tool, data, f"{s.latency:g}", conc, f"{m.wall:.2f}", _fmt(s.ideal if s.ideal else None),
-            _fmt(m.ratio), f"{m.cpu:.1f}", f"{m.peak_rss_mib:.0f}", _fmt(m.first_request),
+            _fmt(m.ratio), f"{m.cpu:.1f}", f"{m.peak_rss_mib:.0f}", _fmt(m.first_request), _fmt(m.busy), _fmt(m.tail),
             f"{m.mean_in_flight:.1f}/{m.max_in_flight}",
             f"{m.model_calls / s.samples:.2f}+{m.judge_calls / s.samples:.2f}",
             str(m.exit_code), _fmt(m.total_score, ".3f"),
@@ -588,7 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"python {machine.get('python', '?')}")  # fmt: skip
     print(f"dataset: {args.samples} samples, {data.total_bytes / 2**20:.1f} MiB of images ({', '.join(f'{k}: {v}' for k, v in sorted(data.formats.items()))})")
     print("ideal = samples x 2 calls x latency / parallel (parallel = --mia-concurrency, or the xdist worker count); "
-          "CPU = user+sys of the process tree; RSS = largest single process (under xdist: the max over controller and workers)")  # fmt: skip
+          "CPU = user+sys of the process tree; RSS = largest single process (under xdist: the max over controller and workers); "
+          "1st req = process start -> first request at the server; busy = first request -> last reply; tail = last reply -> exit")  # fmt: skip
     print()
     print(render_table(results))
     targets = render_targets(results)
