@@ -220,6 +220,7 @@ class Measurement:
     judge_calls: int
     total_score: float | None
     note: str = ""
+    walls: tuple[float, ...] = ()  # every repeat's wall, when --repeat > 1
 
     @property
     def ratio(self) -> float | None:
@@ -348,7 +349,7 @@ def warm_hf_cache(python: str, data: DatasetPaths, hf_home: Path, timeout: float
     marker.write_text("ok", encoding="utf-8")
 
 
-def measure(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Measurement | None:
+def measure(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Measurement:
     """Start a fresh loopback server, run one spec against it, stop it."""
     from support.server import OpenAIServer
 
@@ -404,20 +405,22 @@ def measure(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Meas
     )
 
 
-def measure_repeated(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Measurement | None:
+def measure_repeated(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Measurement:
     """Run a spec ``--repeat`` times and keep the run with the median wall."""
     runs = []
     for attempt in range(args.repeat):
         label = f" ({attempt + 1}/{args.repeat})" if args.repeat > 1 else ""
         print(f"running {spec.name}{label} ...", flush=True)
         result = measure(spec, data, args)
-        if result is not None:
-            runs.append(result)
-            print(f"  wall {result.wall:.2f} s, exit {result.exit_code}", flush=True)
-    if not runs:
-        return None
+        runs.append(result)
+        print(f"  wall {result.wall:.2f} s, exit {result.exit_code}", flush=True)
     runs.sort(key=lambda m: m.wall)
-    return runs[(len(runs) - 1) // 2]
+    median = runs[(len(runs) - 1) // 2]
+    if len(runs) > 1:
+        median.walls = tuple(m.wall for m in runs)
+        spread = "walls " + " / ".join(f"{w:.2f}" for w in median.walls)
+        median.note = f"{median.note}; {spread}" if median.note else spread
+    return median
 
 
 # --------------------------------------------------------------------------
@@ -472,8 +475,8 @@ def render_table(results: Sequence[Measurement]) -> str:
             str(m.exit_code), _fmt(m.total_score, ".3f"),
         ])  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     notes = [f"  {m.spec.name}: {m.note}" for m in results if m.note]
     return "\n".join(lines + (["notes:", *notes] if notes else []))
 
@@ -593,9 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_description(args.python)
     results = []
     for spec in scenario_specs(args, peer):
-        result = measure_repeated(spec, data, args)
-        if result is not None:
-            results.append(result)
+        results.append(measure_repeated(spec, data, args))
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print()
     print(f"pytest-miabench benchmark, {stamp}; {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu']}; "
