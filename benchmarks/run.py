@@ -60,11 +60,6 @@ JUDGE_REPLY = "score of component 1: 3/4, score of component 2: 2/3, total score
 # 1 is within every weight, so every sample scores 1 * k / sum(weights).
 PEER_JUDGE_REPLY = json.dumps({"reasoning": "mostly on task", **{f"component_{i}": 1 for i in range(1, 6)}})
 PEER_JSON_MARKER = "Reply with a single JSON object"
-# The test server listens with socketserver's default backlog of 5.  A burst
-# of 32 new connections then overflows it: the kernel drops the extra SYNs and
-# the client retries after the 1 s SYN timeout, which would be charged to the
-# tool under test.  Real servers (uvicorn, vLLM) listen with 2048.
-LISTEN_BACKLOG = 512
 
 # The issue's targets.
 TARGET_SINGLE_RATIO = 1.15
@@ -363,7 +358,6 @@ def measure(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Meas
             warm_hf_cache(args.python, data, hf_home, args.timeout)
         report = tmp / "report.json"
         with OpenAIServer(server_script, judge_model=JUDGE, latency=spec.latency, keep_raw=False) as server:
-            server._server.socket.listen(LISTEN_BACKLOG)  # see LISTEN_BACKLOG
             if spec.tool == "plugin":
                 cmd = plugin_command(args.python, spec, data, server.url, report)
             else:

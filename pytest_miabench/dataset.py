@@ -136,7 +136,8 @@ class _ParquetSource(Source):
         self._groups: list[tuple[Any, int, int]] = []  # (file, row group, first row)
         self._files = []
         for path in files:
-            pf = pq.ParquetFile(path)
+            # buffer_size: stream column chunks instead of reading each whole.
+            pf = pq.ParquetFile(path, buffer_size=1 << 20)
             names = set(pf.schema_arrow.names)
             if "image" not in names:
                 raise DatasetError(f"{path} has no 'image' column (columns: {sorted(names)})")
@@ -150,18 +151,37 @@ class _ParquetSource(Source):
                 self._groups.append((pf, group, first))
                 first += pf.metadata.row_group(group).num_rows
         self._lock = threading.Lock()
-        self._cached: tuple[int, list[Any]] | None = None
+        # A forward cursor over the current row group, plus the last two
+        # small batches: samples are read in (nearly) increasing order, and
+        # a whole row group of images (~100 x 1 MB) must not sit in memory.
+        self._cursor: tuple[int, Any, int] | None = None  # (group pos, batch iterator, next row)
+        self._batches: list[tuple[int, list[Any]]] = []  # (first row, images)
 
     def image_bytes(self, index: int) -> bytes:
+        with self._lock:
+            value = self._lookup(index)
+        return _struct_bytes(value, index)
+
+    def _lookup(self, index: int) -> Any:
+        for first, values in self._batches:
+            if first <= index < first + len(values):
+                return values[index - first]
         pos = max(i for i, (_, _, first) in enumerate(self._groups) if first <= index)
         pf, group, first = self._groups[pos]
-        with self._lock:
-            # Samples run in order, so one cached row group serves ~100 reads.
-            if self._cached is None or self._cached[0] != pos:
-                column = pf.read_row_group(group, columns=["image"]).column("image")
-                self._cached = (pos, column.to_pylist())
-            value = self._cached[1][index - first]
-        return _struct_bytes(value, index)
+        if self._cursor is None or self._cursor[0] != pos or self._cursor[2] > index:
+            batches = pf.iter_batches(batch_size=self.BATCH, row_groups=[group], columns=["image"])
+            self._cursor = (pos, batches, first)
+        _, batches, start = self._cursor
+        for batch in batches:
+            values = batch.column(0).to_pylist()
+            self._batches = [*self._batches[-1:], (start, values)]
+            start += len(values)
+            self._cursor = (pos, batches, start)
+            if index < start:
+                return values[index - (start - len(values))]
+        raise SampleDataError(f"row {index}: not found in {self.description}")
+
+    BATCH = 8
 
 
 class _JsonSource(Source):

@@ -78,6 +78,7 @@ class Engine:
         self.model_endpoint = model_endpoint(settings)
         self.judge_endpoint = judge_endpoint(settings)
         self._futures: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._images: dict[int, concurrent.futures.Future[tuple[PreparedImage, str | None]]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -137,6 +138,23 @@ class Engine:
                 self._futures[sample.index] = future
             return future
 
+    def prefetch_image(self, sample: Sample) -> None:
+        """Prepare a sample's image ahead of its API calls.  Costs no API
+        call, so it may run further ahead than the call window: a slow decode
+        then no longer holds the window up."""
+        if sample.problem is not None:
+            return
+        with self._lock:
+            if sample.index not in self._images and sample.index not in self._futures:
+                self._images[sample.index] = self._image_pool.submit(self._prepare_image, sample.index)
+
+    def _image_future(self, sample: Sample) -> concurrent.futures.Future[tuple[PreparedImage, str | None]]:
+        with self._lock:
+            future = self._images.pop(sample.index, None)
+        if future is None:
+            future = self._image_pool.submit(self._prepare_image, sample.index)
+        return future
+
     def result(self, sample: Sample) -> dict[str, Any]:
         """Wait for a sample's result; raises ``SampleFailure``."""
         return self.submit(sample).result()
@@ -180,9 +198,8 @@ class Engine:
         if sample.problem is not None or sample.spec is None:
             raise SampleFailure("dataset", sample.problem or f"row {sample.index}: unusable", result)
         spec = sample.spec
-        loop = asyncio.get_running_loop()
         try:
-            image, thumbnail = await loop.run_in_executor(self._image_pool, self._prepare_image, sample.index)
+            image, thumbnail = await asyncio.wrap_future(self._image_future(sample))
         except (ImageError, SampleDataError) as exc:
             text = str(exc)
             prefix = f"row {sample.index}: "

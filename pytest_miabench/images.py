@@ -40,6 +40,7 @@ import hashlib
 import io
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -352,10 +353,20 @@ def _orientation(image: Any, fmt: str, facts: _Facts) -> int:
     return value if 2 <= value <= 8 else 1
 
 
+# Decoding a 16 MP photo costs ~50-250 MB for a moment (WEBP has no reduced
+# decode); two at once on parallel threads double the peak for no gain on
+# two cores.  Big decodes take turns; small ones never wait.
+BIG_DECODE_PIXELS = 8_000_000
+_big_decode = threading.Lock()
+
+
 def _reencode(image: Any, fmt: str, max_side: int, orientation: int, size: int) -> PreparedImage:
     from PIL import Image
 
     try:
+        if image.size[0] * image.size[1] > BIG_DECODE_PIXELS:
+            with _big_decode:
+                return _reencode_unchecked(image, fmt, max_side, orientation)
         return _reencode_unchecked(image, fmt, max_side, orientation)
     except ImageError:
         raise

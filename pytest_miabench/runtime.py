@@ -121,6 +121,10 @@ class BenchRuntime:
         for ahead in self._items[pos : pos + window]:
             if isinstance(ahead, MiaItem):
                 engine.submit(ahead.sample)
+        # Images of the next window are prepared meanwhile (no API call).
+        for ahead in self._items[pos + window : pos + 2 * window]:
+            if isinstance(ahead, MiaItem):
+                engine.prefetch_image(ahead.sample)
         return None
 
     def engine(self) -> Any:
