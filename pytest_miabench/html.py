@@ -6,7 +6,7 @@ by whoever made the dataset), so it is hostile input.
 - Every piece of report text goes through ``html.escape(..., quote=True)``,
   in element content and in attribute values alike; numbers are formatted
   from floats/ints, never copied as strings.
-- The only script is the constant ``_JS`` below: no report text is ever
+- The only script is the static ``assets/report.js``: no report text is ever
   interpolated into it.  What it needs is read from escaped ``data-*``
   attributes.  The Content-Security-Policy allows exactly that script (by
   its SHA-256), so even a hypothetical injection could not run code, and
@@ -182,200 +182,17 @@ _STATUSES = ("scored", "zero", "dropped", "excluded", "failed")
 
 # -- page pieces ------------------------------------------------------------
 
-_CSS = """
-:root{--fg:#1d2330;--muted:#5d6677;--line:#d8dce4;--bg:#fff;--alt:#f6f7f9;--accent:#3b6fd8;
---good:#1f8a4c;--bad:#c0392b;--warn:#b7791f;--ci:#1d2330}
-*{box-sizing:border-box}
-[hidden]{display:none!important}
-html{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--fg);background:var(--bg)}
-body{margin:0;padding:18px 22px 40px}
-h1{font-size:20px;margin:0 0 4px}
-h2{font-size:16px;margin:26px 0 8px;border-bottom:1px solid var(--line);padding-bottom:4px}
-h3{font-size:14px;margin:14px 0 6px}
-a{color:var(--accent)}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
-.muted,.small{color:var(--muted)}
-.small{font-size:12px}
-.top{display:flex;flex-wrap:wrap;gap:18px 36px;align-items:flex-start}
-.headline{min-width:240px}
-.headline .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.06em}
-.headline .big{font-size:40px;font-weight:650;line-height:1.1;font-variant-numeric:tabular-nums}
-.headline .ci{color:var(--muted);font-variant-numeric:tabular-nums}
-.verdict{display:inline-block;margin-top:8px;padding:3px 12px;border-radius:4px;font-weight:700;color:#fff;letter-spacing:.04em}
-.verdict.pass{background:var(--good)}.verdict.fail{background:var(--bad)}
-.why{margin:6px 0 0;padding-left:18px;color:var(--fg);font-size:13px}
-dl.meta{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:2px 14px;margin:0;max-width:760px}
-dl.meta dt{color:var(--muted)}dl.meta dd{margin:0;overflow-wrap:anywhere}
-.counts{display:flex;flex-wrap:wrap;gap:8px;margin:14px 0 0;padding:0;list-style:none}
-.counts li{border:1px solid var(--line);border-radius:4px;padding:3px 10px;background:var(--alt)}
-.counts b{font-variant-numeric:tabular-nums}
-.counts .nz{border-color:var(--warn)}
-.banner{margin:12px 0 0;padding:8px 12px;border-left:4px solid var(--warn);background:#fdf6e7}
-.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:8px 40px}
-.bars{display:grid;grid-template-columns:max-content minmax(140px,1fr) max-content;gap:5px 12px;align-items:center}
-.bar-label{overflow-wrap:anywhere}
-.track{position:relative;height:16px;background:#eceff4;border-radius:3px}
-.fill{position:absolute;left:0;top:0;bottom:0;background:#7ea3e6;border-radius:3px}
-.whisker{position:absolute;top:50%;height:2px;margin-top:-1px;background:var(--ci)}
-.whisker::before,.whisker::after{content:"";position:absolute;top:-4px;width:2px;height:10px;background:var(--ci)}
-.whisker::before{left:0}.whisker::after{right:0}
-.bar-val{font-variant-numeric:tabular-nums;white-space:nowrap}
-.bar-val small{color:var(--muted)}
-.dtrack{position:relative;height:14px;background:#eceff4;border-radius:3px}
-.dtrack::after{content:"";position:absolute;left:50%;top:-2px;bottom:-2px;width:1px;background:var(--muted)}
-.dfill{position:absolute;top:0;bottom:0}
-.dfill.up{background:var(--good)}.dfill.down{background:var(--bad)}
-.up-t{color:var(--good)}.down-t{color:var(--bad)}
-table{border-collapse:collapse}
-table.kv td,table.kv th,table.changed td,table.changed th{padding:3px 12px 3px 0;text-align:left;border-bottom:1px solid var(--line);font-variant-numeric:tabular-nums}
-.controls{display:flex;flex-wrap:wrap;gap:10px 16px;align-items:center;margin:8px 0 10px;padding:8px 10px;background:var(--alt);border:1px solid var(--line);border-radius:4px}
-.controls select,.controls input,.controls button{font:inherit;padding:2px 6px}
-.controls input[type=search]{width:260px}
-.tablewrap{overflow-x:auto;border:1px solid var(--line);border-radius:4px}
-table.samples{width:100%;min-width:1200px;table-layout:fixed}
-table.samples th{position:sticky;top:0;z-index:2;background:#e9edf3;text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);font-weight:600}
-table.samples td{padding:6px 8px;vertical-align:top;border-bottom:1px solid var(--line)}
-table.samples tbody tr:nth-child(even){background:var(--alt)}
-table.samples tbody tr:target{outline:2px solid var(--accent);outline-offset:-2px}
-th .sort{font:inherit;font-weight:600;color:inherit;background:none;border:0;padding:0;cursor:default;text-align:left}
-.js th .sort{cursor:pointer}
-.js th .sort::after{content:" \\2195";color:var(--muted)}
-.js th[aria-sort=ascending] .sort::after{content:" \\25B2";color:var(--fg)}
-.js th[aria-sort=descending] .sort::after{content:" \\25BC";color:var(--fg)}
-.txt{white-space:pre-wrap;overflow-wrap:anywhere;max-height:15em;overflow:auto;margin:0;font-size:13px}
-.none{color:var(--muted);font-style:italic}
-ol.comps{margin:6px 0 0;padding-left:20px;font-size:12.5px}
-ol.comps li{margin:2px 0;overflow-wrap:anywhere}
-.tag{display:inline-block;padding:0 5px;border-radius:3px;background:#e4e9f2;font-size:11.5px;white-space:nowrap}
-.cscore{font-variant-numeric:tabular-nums;font-weight:600}
-.status{display:inline-block;padding:1px 7px;border-radius:3px;font-size:12px;font-weight:600;color:#fff;background:var(--muted)}
-.status.scored{background:var(--good)}.status.zero{background:var(--warn)}.status.failed{background:var(--bad)}
-.status.dropped,.status.excluded{background:#7b8494}
-.reason{margin-top:4px;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere;max-height:8em;overflow:auto}
-td.score{font-variant-numeric:tabular-nums;font-weight:600}
-.mini{display:block;height:5px;background:#e1e5ec;border-radius:2px;margin-top:4px}
-.mini span{display:block;height:5px;background:#7ea3e6;border-radius:2px}
-.nodeid{font-size:11px;color:var(--muted);overflow-wrap:anywhere}
-td.thumb{text-align:center}
-td.thumb img{max-width:72px;max-height:72px;display:block;margin:0 auto;border-radius:2px}
-details.lb>summary{list-style:none;cursor:zoom-in}
-details.lb>summary::-webkit-details-marker{display:none}
-details.lb[open]>summary{cursor:zoom-out}
-details.lb[open]>summary::before{content:"";position:fixed;inset:0;background:rgba(15,18,25,.75);z-index:20}
-details.lb[open]>summary img{position:fixed;z-index:21;left:50%;top:50%;transform:translate(-50%,-50%);
-width:auto;height:min(80vh,520px);max-width:92vw;max-height:none;object-fit:contain;background:#fff;box-shadow:0 6px 30px rgba(0,0,0,.5)}
-.flag{color:var(--warn);font-weight:600}
-footer{margin-top:28px;color:var(--muted);font-size:12px}
-"""
+def _asset(name: str) -> str:
+    from importlib.resources import files
 
-_JS = """
-(function () {
-  "use strict";
-  var doc = document;
-  doc.documentElement.className += " js";
-  var table = doc.getElementById("samples");
-  if (!table || !table.tBodies.length) { return; }
-  var tbody = table.tBodies[0];
-  var items = Array.prototype.map.call(tbody.rows, function (row, pos) {
-    var ctypes = [];
-    try { ctypes = JSON.parse(row.getAttribute("data-ctypes") || "[]"); } catch (err) { ctypes = []; }
-    var score = parseFloat(row.getAttribute("data-score"));
-    var index = parseFloat(row.getAttribute("data-index"));
-    return {
-      row: row, pos: pos,
-      index: isFinite(index) ? index : pos,
-      score: isFinite(score) ? score : null,
-      type: row.getAttribute("data-type") || "",
-      status: row.getAttribute("data-status") || "",
-      ctypes: Array.isArray(ctypes) ? ctypes : [],
-      text: (row.textContent || "").toLowerCase()
-    };
-  });
-  var fType = doc.getElementById("f-type");
-  var fCtype = doc.getElementById("f-ctype");
-  var fStatus = doc.getElementById("f-status");
-  var fQ = doc.getElementById("f-q");
-  var fReset = doc.getElementById("f-reset");
-  var fCount = doc.getElementById("f-count");
-  var controls = doc.getElementById("controls");
+    return files("pytest_miabench").joinpath("assets", name).read_text(encoding="utf-8")
 
-  function apply() {
-    var t = fType ? fType.value : "", c = fCtype ? fCtype.value : "", s = fStatus ? fStatus.value : "";
-    var q = fQ ? fQ.value.trim().toLowerCase() : "";
-    var shown = 0;
-    items.forEach(function (it) {
-      var ok = (!t || it.type === t) && (!s || it.status === s) &&
-        (!c || it.ctypes.indexOf(c) >= 0) && (!q || it.text.indexOf(q) >= 0);
-      it.row.hidden = !ok;
-      if (ok) { shown += 1; }
-    });
-    if (fCount) { fCount.textContent = shown + " of " + items.length + " samples shown"; }
-  }
-  [fType, fCtype, fStatus].forEach(function (el) { if (el) { el.addEventListener("change", apply); } });
-  if (fQ) { fQ.addEventListener("input", apply); }
-  if (fReset) {
-    fReset.addEventListener("click", function () {
-      [fType, fCtype, fStatus, fQ].forEach(function (el) { if (el) { el.value = ""; } });
-      apply();
-    });
-  }
-  if (controls) { controls.hidden = false; }
-  apply();
 
-  var state = {key: null, dir: 1};
-  function value(it, key) {
-    if (key === "score") { return it.score; }
-    if (key === "type") { return it.type; }
-    if (key === "status") { return it.status; }
-    return it.index;
-  }
-  function sortBy(key, dir) {
-    var sorted = items.slice().sort(function (a, b) {
-      var va = value(a, key), vb = value(b, key);
-      if (va === null && vb === null) { return a.pos - b.pos; }
-      if (va === null) { return 1; }
-      if (vb === null) { return -1; }
-      if (va < vb) { return -dir; }
-      if (va > vb) { return dir; }
-      return a.pos - b.pos;
-    });
-    var frag = doc.createDocumentFragment();
-    sorted.forEach(function (it) { frag.appendChild(it.row); });
-    tbody.appendChild(frag);
-  }
-  Array.prototype.forEach.call(table.querySelectorAll("button.sort"), function (btn) {
-    btn.addEventListener("click", function () {
-      var key = btn.getAttribute("data-sort") || "index";
-      state.dir = state.key === key ? -state.dir : (key === "score" ? -1 : 1);
-      state.key = key;
-      sortBy(key, state.dir);
-      Array.prototype.forEach.call(table.querySelectorAll("th[aria-sort]"), function (th) {
-        th.setAttribute("aria-sort", "none");
-      });
-      var th = btn.parentNode;
-      if (th) { th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending"); }
-    });
-  });
-
-  function reveal() {
-    var id = decodeURIComponent((location.hash || "").slice(1));
-    var row = id ? doc.getElementById(id) : null;
-    if (row && row.hidden && fReset) { fReset.click(); row.scrollIntoView(); }
-  }
-  window.addEventListener("hashchange", reveal);
-  doc.addEventListener("keydown", function (ev) {
-    if (ev.key !== "Escape") { return; }
-    Array.prototype.forEach.call(doc.querySelectorAll("details.lb[open]"), function (d) { d.open = false; });
-  });
-  doc.addEventListener("toggle", function (ev) {
-    var d = ev.target;
-    if (!d || !d.open || !d.classList || !d.classList.contains("lb")) { return; }
-    Array.prototype.forEach.call(doc.querySelectorAll("details.lb[open]"), function (o) {
-      if (o !== d) { o.open = false; }
-    });
-  }, true);
-})();
-"""
+# The page's stylesheet and its one script are static files next to this
+# module; the script's hash goes into the Content-Security-Policy, so no
+# other script (e.g. one smuggled in through report text) can run.
+_CSS = _asset("report.css")
+_JS = _asset("report.js")
 
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(_JS.encode("utf-8")).digest()).decode("ascii")
 CSP = (

@@ -7,10 +7,15 @@ runs exactly as before.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from . import hookspecs
 from .settings import OPTIONS_BY_DEST, Settings, add_options, raw_value, resolve
+
+if TYPE_CHECKING:
+    from .protocols import Protocol
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 
@@ -51,7 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(runtime, "miabench-runtime")
 
 
-def _protocol(config: pytest.Config, settings: Settings):  # type: ignore[no-untyped-def]
+def _protocol(config: pytest.Config, settings: Settings) -> Protocol:
+    """The chosen protocol: a built-in one or one a conftest registered."""
     from .protocols import Protocol, builtin_protocols
 
     available = builtin_protocols()
