@@ -44,6 +44,14 @@ def pytest_configure(config: pytest.Config) -> None:
     judge_image = protocol.judge_sees_image if settings.judge_image is None else settings.judge_image
     is_worker = hasattr(config, "workerinput")
     uses_xdist = bool(getattr(config.option, "numprocesses", None)) and not is_worker
+    if uses_xdist and getattr(config.option, "dist", None) in ("loadscope", "loadfile"):
+        # Both group items by file/scope, and every sample shares one.
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"--dist {config.option.dist} sends every MIA-Bench sample to one worker; use --dist load or worksteal"
+            ),
+            stacklevel=2,
+        )
     if not is_worker:
         # Fail fast with one clear message, before any xdist worker starts.
         load_source(config, settings)

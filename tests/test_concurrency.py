@@ -144,3 +144,10 @@ def test_collection_calls_nothing_and_decodes_no_image(pytester: pytest.Pytester
         assert result.ret == 0
         result.stdout.fnmatch_lines(["mia-bench::0000", "*16 tests collected*"])
         assert server.requests == []
+
+
+def test_loadscope_is_warned_about(pytester: pytest.Pytester, dataset: Path) -> None:
+    with OpenAIServer(judge_model="judge") as server:
+        result = Bench(pytester, server, dataset).run("-n", "2", "--dist=loadscope", "--mia-limit=2", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=2)
+        result.stdout.fnmatch_lines(["*--dist loadscope sends every MIA-Bench sample to one worker; use --dist load or worksteal*"])
