@@ -104,12 +104,17 @@ class Aggregator:
         self._summary: dict[str, Any] | None = None
         self.gate_failed = False
         self.interrupted = False
+        self.write_errors: list[str] = []
         self.baseline: dict[str, Any] | None = None
+        from .runtime import SOURCE_KEY
+
+        source = config.stash.get(SOURCE_KEY, None)
+        self.fingerprint = source.fingerprint if source is not None else None
         if settings.baseline:
             from .baseline import BaselineError, load
 
             try:
-                self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split)
+                self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split, self.fingerprint)
             except BaselineError as exc:
                 raise pytest.UsageError(f"--mia-baseline: {exc}") from None
 
@@ -158,10 +163,11 @@ class Aggregator:
             summary["missing"] = [nodeid for nodeid in self.expected if nodeid not in done]
             summary["ci"] = stats.report_cis(results, seed=self.settings.seed)
             if self.settings.judge_repeats > 1:
-                ordered = sorted(results, key=lambda r: r["index"])
-                summary["judge_spread"] = stats.judge_spread(
-                    [r.get("judge_scores") or [] for r in ordered if r["status"] != "failed"]
-                )
+                judged = [r for r in sorted(results, key=lambda r: r["index"]) if r["status"] != "failed"]
+                spread = stats.judge_spread([r.get("judge_scores") or [] for r in judged])
+                if spread["max_std_sample"] is not None:  # a position in ``judged``: name the sample
+                    spread["max_std_sample"] = judged[spread["max_std_sample"]]["index"]
+                summary["judge_spread"] = spread
             summary["cost"] = cost(summary["usage"], self.settings)
             if self.baseline is not None:
                 from .baseline import compare
@@ -203,14 +209,20 @@ class Aggregator:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.interrupted = True
+        if self.config.option.collectonly:
+            return  # nothing ran: an earlier run's report must not be overwritten
         if self.settings.report or self.settings.html:
             from .report import write_html, write_json
 
             report = self.report()
-            if self.settings.report:
-                write_json(self.settings.report, report)
-            if self.settings.html:
-                write_html(self.settings.html, report)
+            for path, write in ((self.settings.report, write_json), (self.settings.html, write_html)):
+                if not path:
+                    continue
+                try:
+                    write(path, report)
+                except OSError as exc:
+                    # One report failing must not cost the other, nor end in a traceback.
+                    self.write_errors.append(f"cannot write {path}: {exc.strerror or exc}")
 
     def report(self) -> dict[str, Any]:
         from .report import build_report
@@ -220,9 +232,13 @@ class Aggregator:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report import terminal_lines
 
+        if self.config.option.collectonly:
+            return
         terminalreporter.section("MIA-Bench")
         for line, markup in terminal_lines(self):
             terminalreporter.write_line(line, **markup)
+        for error in self.write_errors:
+            terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
 
 
 def cost(usage: dict[str, Any], settings: Settings) -> dict[str, Any] | None:

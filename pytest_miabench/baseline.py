@@ -20,7 +20,7 @@ class BaselineError(ValueError):
     """The baseline report cannot be used; the message says why."""
 
 
-def load(path: str, protocol: str, dataset: str, split: str) -> dict[str, Any]:
+def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | None = None) -> dict[str, Any]:
     """Read and check a baseline report."""
     try:
         data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
@@ -36,14 +36,42 @@ def load(path: str, protocol: str, dataset: str, split: str) -> dict[str, Any]:
     if theirs != protocol:
         raise BaselineError(f"{path}: made with protocol {theirs!r}, this run uses {protocol!r}; scores are not comparable")
     their_data = data.get("dataset") or {}
-    if (their_data.get("source"), their_data.get("split")) != (dataset, split):
+    same_source = (their_data.get("source"), their_data.get("split")) == (dataset, split)
+    # The same rows under another path (a CI checkout, a relative path) match too.
+    same_rows = fingerprint is not None and their_data.get("fingerprint") == fingerprint
+    if not (same_source or same_rows):
         raise BaselineError(
             f"{path}: made on dataset {their_data.get('source')!r} split {their_data.get('split')!r}, "
-            f"this run uses {dataset!r} split {split!r}"
+            f"this run uses {dataset!r} split {split!r} (and the rows differ)"
         )
-    if data.get("total_score") is None:
-        raise BaselineError(f"{path}: has no total_score to compare with")
+    _check_shape(data, path)
     return data
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_shape(data: dict[str, Any], path: str) -> None:
+    """Every field the comparison reads has the type a report gives it: a
+    hand-edited or foreign file must fail here, at start-up, not after
+    every sample has been paid for."""
+    if not _number(data.get("total_score")):
+        raise BaselineError(f"{path}: total_score is {data.get('total_score')!r}, not a number")
+    for key in ("by_type", "by_component_type"):
+        block = data.get(key, {})
+        if not isinstance(block, dict) or not all(v is None or _number(v) for v in block.values()):
+            raise BaselineError(f"{path}: {key} must map names to numbers")
+    samples = data.get("samples", [])
+    if not isinstance(samples, list):
+        raise BaselineError(f"{path}: samples must be a list")
+    for sample in samples:
+        if not (
+            isinstance(sample, dict)
+            and isinstance(sample.get("index"), int)
+            and (sample.get("score") is None or _number(sample.get("score")))
+        ):
+            raise BaselineError(f"{path}: every sample needs an integer index and a numeric or null score")
 
 
 def _deltas(now: dict[str, Any], before: dict[str, Any]) -> dict[str, float | None]:
@@ -61,6 +89,7 @@ def compare(summary: dict[str, Any], samples: list[dict[str, Any]], baseline: di
     before_total = baseline["total_score"]
     delta = None if total is None else total - before_total
     before_scores = {s.get("index"): s.get("score") for s in baseline.get("samples") or []}
+    run_indexes = {sample["index"] for sample in samples}
     changed = []
     for sample in samples:
         index = sample["index"]
@@ -91,6 +120,9 @@ def compare(summary: dict[str, Any], samples: list[dict[str, Any]], baseline: di
         "by_type": _deltas(summary["by_type"], baseline.get("by_type") or {}),
         "by_component_type": _deltas(summary["by_component_type"], baseline.get("by_component_type") or {}),
         "n_changed": len(changed),
+        # A delta of means over different sample sets is worth a warning.
+        "n_only_baseline": len(set(before_scores) - run_indexes),
+        "n_only_run": len(run_indexes - set(before_scores)),
         "changed": changed[:CHANGED_LISTED],
         "max_drop": max_drop,
         "gate_failed": gate_failed,

@@ -35,6 +35,11 @@ class Endpoint:
     model: str
     base_url: str | None
     api_key_env: str
+    # Whether the user named the key variable.  The default variable
+    # (OPENAI_API_KEY) holds an OpenAI key: it is not sent to another host
+    # given with --mia-base-url (a local vLLM or Ollama server, say) unless
+    # the user asks for it, so a key is never handed to a host by accident.
+    key_env_explicit: bool = True
 
     @property
     def url(self) -> str:
@@ -48,7 +53,19 @@ class Endpoint:
         return f"{host}:{parts.port}" if parts.port else host
 
     def key(self) -> str | None:
+        if self.key_withheld():
+            return None
+        return self.env_key()
+
+    def env_key(self) -> str | None:
         return os.environ.get(self.api_key_env) or None
+
+    def key_withheld(self) -> bool:
+        """True when the default key exists but this host must not get it."""
+        if self.key_env_explicit or self.base_url is None or self.env_key() is None:
+            return False
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return not (host == "api.openai.com" or host.endswith(".openai.com"))
 
 
 class CallError(Exception):
@@ -56,7 +73,7 @@ class CallError(Exception):
 
     def __init__(self, endpoint: Endpoint, detail: str, attempts: int) -> None:
         # Error bodies may echo the Authorization header back at us.
-        detail = scrub(detail, [endpoint.key() or ""])
+        detail = scrub(detail, [endpoint.env_key() or ""])
         self.endpoint = endpoint
         self.detail = detail
         self.attempts = attempts
@@ -130,7 +147,11 @@ class Caller:
             stats.attempts += 1
             try:
                 reply = await self._client.chat.completions.create(**params)
-                return _completion(reply)
+                completion = _completion(reply)
+                if completion.text:
+                    # A server that echoes the key must not get it into reports or the cache.
+                    completion.text = scrub(completion.text, [self.endpoint.env_key() or ""])
+                return completion
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 detail = _status_detail(exc, self.endpoint)
@@ -144,7 +165,7 @@ class Caller:
                 detail, delay = f"connection failed ({type(cause).__name__}: {_short(str(cause))})", None
             except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError, IndexError) as exc:
                 detail, delay = f"malformed reply ({type(exc).__name__}: {_short(str(exc))})", None
-            detail = scrub(detail, [self.endpoint.key() or ""])
+            detail = scrub(detail, [self.endpoint.env_key() or ""])
             if attempt > self.max_retries:
                 raise CallError(self.endpoint, detail, attempt)
             stats.retried_errors.append(detail)
@@ -152,21 +173,34 @@ class Caller:
 
 
 def _completion(reply: Any) -> Completion:
+    """The first choice of a reply.  The SDK does not validate replies, so a
+    server's garbage arrives as odd attribute types: anything but a choice
+    with a message is malformed (and so retried, never cached)."""
     choices = getattr(reply, "choices", None)
-    if not choices:
+    if not isinstance(choices, list) or not choices:
+        error = getattr(reply, "error", None)
+        if error:
+            raise ValueError(f"reply carries an error instead of choices: {_short(str(error))}")
         raise ValueError("reply has no choices")
     choice = choices[0]
     message = getattr(choice, "message", None)
-    text = getattr(message, "content", None) if message is not None else None
+    if message is None or isinstance(message, (str, int, float, list, dict)):
+        raise ValueError("reply's first choice has no message")
+    text = getattr(message, "content", None)
     if text is not None and not isinstance(text, str):
         raise TypeError(f"message content is {type(text).__name__}, not text")
     usage = getattr(reply, "usage", None)
     return Completion(
         text=text,
         finish_reason=getattr(choice, "finish_reason", None),
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        prompt_tokens=_tokens(usage, "prompt_tokens"),
+        completion_tokens=_tokens(usage, "completion_tokens"),
     )
+
+
+def _tokens(usage: Any, name: str) -> int:
+    value = getattr(usage, name, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -181,12 +215,24 @@ def _status_detail(exc: Any, endpoint: Endpoint) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         message = str(inner.get("message", "")) if isinstance(inner, dict) else str(inner)
+    elif body is not None:
+        message = str(body)
+    if not message:
+        try:  # a plain-text or HTML error page: its own words beat "Error code: 400"
+            message = exc.response.text
+        except Exception:
+            message = ""
     if not message:
         message = str(getattr(exc, "message", "") or "")
     detail = f"HTTP {status}"
     if message:
         detail += f": {_short(message)}"
-    if status == 401 and endpoint.key() is None:
+    if status == 401 and endpoint.key_withheld():
+        detail += (
+            f" (no key sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it"
+            f" with --mia-{'judge-' if endpoint.role == 'judge' else ''}api-key-env)"
+        )
+    elif status == 401 and endpoint.key() is None:
         detail += f" (no key: ${endpoint.api_key_env} is not set)"
     return detail
 

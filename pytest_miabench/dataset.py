@@ -111,6 +111,19 @@ class Source:
     def image_bytes(self, index: int) -> bytes:
         raise NotImplementedError
 
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the rows' text (not images): the same benchmark under
+        another path or name has the same fingerprint."""
+        import hashlib
+
+        parts = [
+            [s.index, s.type, s.problem]
+            + ([] if s.spec is None else [s.spec.instruction, s.spec.components, s.spec.weights, s.spec.component_types])
+            for s in self.samples
+        ]
+        return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
 
 class _TableSource(Source):
     """Images from a pyarrow Table column of ``{bytes, path}`` structs."""
@@ -229,6 +242,8 @@ def load(source: str, split: str) -> Source:
     if path.is_dir():
         return _load_with_datasets(str(path), split, local=True)
     if path.is_file():
+        if split != "test":
+            raise DatasetError(f"{path} is a single file with no splits; --mia-split applies to hub ids and hub-layout directories")
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             return _ParquetSource(str(path), [path])

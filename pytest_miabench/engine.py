@@ -39,11 +39,13 @@ class SampleFailure(Exception):
 
 def model_endpoint(settings: Settings) -> Endpoint:
     assert settings.model is not None
-    return Endpoint("model", settings.model, settings.base_url, settings.api_key_env)
+    return Endpoint("model", settings.model, settings.base_url, settings.api_key_env, settings.api_key_env_explicit)
 
 
 def judge_endpoint(settings: Settings) -> Endpoint:
-    return Endpoint("judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env)
+    return Endpoint(
+        "judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit
+    )
 
 
 def _empty_result(sample: Sample) -> dict[str, Any]:

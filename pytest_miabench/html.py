@@ -114,11 +114,17 @@ def safe_image_uri(value: Any) -> str | None:
 # -- value helpers (defensive: any field may be missing or of a wrong type) --
 
 
+# Bidirectional-override and isolate controls let model text reorder what
+# a reader sees ("evil" shown as "live"); they are shown as visible codes.
+_BIDI = {cp: f"<U+{cp:04X}>" for cp in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+
+
 def _e(value: Any) -> str:
     """Escaped text of any value; None is empty."""
     if value is None:
         return ""
-    return escape(value if isinstance(value, str) else str(value), quote=True)
+    text = (value if isinstance(value, str) else str(value)).translate(_BIDI)
+    return escape(text, quote=True)
 
 
 def _num(value: Any) -> float | None:

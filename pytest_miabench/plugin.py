@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from . import hookspecs
-from .settings import OPTIONS_BY_DEST, Settings, add_options, raw_value, resolve
+from .settings import OPTIONS_BY_DEST, Settings, add_options, enabled, raw_value, resolve
 
 if TYPE_CHECKING:
     from .protocols import Protocol
@@ -33,10 +33,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve settings; with --mia-bench, register the run's plugin objects."""
+    if not enabled(config):
+        config.stash[SETTINGS_KEY] = Settings()
+        return
     settings = resolve(config)
     config.stash[SETTINGS_KEY] = settings
-    if not settings.enabled:
-        return
     from .aggregate import AGGREGATOR_KEY, Aggregator
     from .runtime import RUNTIME_KEY, BenchRuntime, load_source
 
@@ -53,7 +54,9 @@ def pytest_configure(config: pytest.Config) -> None:
             stacklevel=2,
         )
     if not is_worker:
+        _warn_separate_path_values(config)
         # Fail fast with one clear message, before any xdist worker starts.
+        _check_output_paths(settings)
         load_source(config, settings)
         aggregator = Aggregator(config, settings, protocol, judge_image)
         config.stash[AGGREGATOR_KEY] = aggregator
@@ -62,6 +65,36 @@ def pytest_configure(config: pytest.Config) -> None:
         runtime = BenchRuntime(config, settings, protocol, judge_image)
         config.stash[RUNTIME_KEY] = runtime
         config.pluginmanager.register(runtime, "miabench-runtime")
+
+
+_PATH_FLAGS = ("--mia-dataset", "--mia-cache-dir", "--mia-baseline", "--mia-report", "--mia-html")
+
+
+def _warn_separate_path_values(config: pytest.Config) -> None:
+    """pytest picks its rootdir (and so its cache directory) before plugin
+    options are known, so in ``--mia-dataset /data/x.parquet`` it takes the
+    existing path for a test path.  ``--mia-dataset=/data/x.parquet`` is safe."""
+    from pathlib import Path
+
+    args = list(config.invocation_params.args)
+    for flag, value in zip(args, args[1:]):
+        if flag in _PATH_FLAGS and Path(value).expanduser().exists():
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"write {flag}={value} (with '='): given as a separate argument, pytest also takes the path "
+                    f"into account for its rootdir ({config.rootpath}), which moves the response cache"
+                ),
+                stacklevel=2,
+            )
+
+
+def _check_output_paths(settings: Settings) -> None:
+    """A report path that cannot be written is found before any API call."""
+    from pathlib import Path
+
+    for flag, value in (("--mia-report", settings.report), ("--mia-html", settings.html)):
+        if value and Path(value).expanduser().is_dir():
+            raise pytest.UsageError(f"{flag}: {value} is a directory; give a file path")
 
 
 def _protocol(config: pytest.Config, settings: Settings) -> Protocol:

@@ -98,7 +98,7 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
             "prompt_version": agg.protocol.prompt_version,
             "headline": agg.protocol.headline,
         },
-        "dataset": {"source": s.dataset, "split": s.split, "limit": s.limit},
+        "dataset": {"source": s.dataset, "split": s.split, "limit": s.limit, "fingerprint": agg.fingerprint},
         "image_max_side": s.image_max_side,
         "wall_seconds": round(_now() - agg.started, 3),
         "samples": samples,
@@ -266,6 +266,14 @@ def _baseline_lines(baseline: dict[str, Any]) -> list[tuple[str, dict[str, bool]
         parts = "  ".join(f"{k} {_signed(v)}" for k, v in baseline[key].items())
         if parts:
             lines.append((f"  delta by {label}: {parts}", {}))
+    if baseline["n_only_baseline"] or baseline["n_only_run"]:
+        lines.append(
+            (
+                f"  warning: the sample sets differ ({baseline['n_only_baseline']} only in the baseline, "
+                f"{baseline['n_only_run']} only in this run): the delta compares different means",
+                {"yellow": True},
+            )
+        )
     if baseline["changed"]:
         movers = ", ".join(
             f"{c['nodeid']} {_fmt(c['before'])}->{_fmt(c['after'])}" for c in baseline["changed"][:5]

@@ -8,6 +8,7 @@ value is a ``pytest.UsageError`` that names the flag or ini key it came from.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise OptionError(f"expected a number, got {text!r}") from None
-    if value < 0 or value != value:
+    if not math.isfinite(value):
+        raise OptionError(f"expected a finite number, got {text!r}")
+    if value < 0:
         raise OptionError(f"expected a number >= 0, got {value}")
     return value
 
@@ -189,7 +192,8 @@ def add_options(parser: pytest.Parser) -> None:
             group.addoption(option.flag, action="store_true", default=None, dest=option.dest, help=option.help)
             if option.negative:
                 group.addoption(option.negative, action="store_false", default=None, dest=option.dest, help=f"see {option.flag}")
-            parser.addini(option.dest, option.help, type="bool", default=None)
+            # Read as text and parsed here, so a bad value names its key.
+            parser.addini(option.dest, option.help + " (true/false)", type="string", default=None)
         else:
             group.addoption(option.flag, action="store", default=None, dest=option.dest, metavar=option.metavar, help=option.help)
             parser.addini(option.dest, option.help, type="string", default=None)
@@ -201,11 +205,17 @@ def raw_value(config: pytest.Config, option: Option) -> tuple[Any, str]:
     if value is not None:
         flag = option.negative if value is False and option.negative else option.flag
         return value, f"{flag} on the command line"
-    ini_value = config.getini(option.dest)
+    try:
+        ini_value = config.getini(option.dest)
+    except ValueError as exc:  # pytest's own bool parsing of ini values
+        raise pytest.UsageError(f"{option.dest} in {_ini_name(config)}: {exc}") from None
     if ini_value not in (None, ""):
-        where = config.inipath.name if config.inipath else "the ini file"
-        return ini_value, f"{option.dest} in {where}"
+        return ini_value, f"{option.dest} in {_ini_name(config)}"
     return option.default, "default"
+
+
+def _ini_name(config: pytest.Config) -> str:
+    return config.inipath.name if config.inipath else "the ini file"
 
 
 @dataclass(frozen=True)
@@ -244,6 +254,9 @@ class Settings:
     max_drop: float | None = None
     price: tuple[tuple[str, float, float], ...] | None = None
     seed: int = 0
+    # Not options: whether the key variables were named by the user.
+    api_key_env_explicit: bool = False
+    judge_api_key_env_explicit: bool = False
 
     def public(self) -> dict[str, Any]:
         """The settings that reproduce a run, for reports.  Holds no secret:
@@ -251,12 +264,31 @@ class Settings:
         return dataclasses.asdict(self)
 
 
+def enabled(config: pytest.Config) -> bool:
+    """Whether --mia-bench (or ``mia_bench`` in the ini file) is on.  Only
+    then are the other options read: a stray ``mia_*`` ini value must not
+    break a plain test run."""
+    option = OPTIONS_BY_DEST["mia_bench"]
+    value, where = raw_value(config, option)
+    if isinstance(value, str):
+        try:
+            return _bool(value)
+        except OptionError as exc:
+            raise pytest.UsageError(f"{where}: {exc}") from None
+    return bool(value)
+
+
 def resolve(config: pytest.Config) -> Settings:
     """Read every option (command line > ini > default) and validate it."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for field in dataclasses.fields(Settings):
-        option = OPTIONS_BY_DEST[_DEST_OF_FIELD.get(field.name, "mia_" + field.name)]
+        dest = _DEST_OF_FIELD.get(field.name, "mia_" + field.name)
+        if dest not in OPTIONS_BY_DEST:
+            continue  # derived below
+        option = OPTIONS_BY_DEST[dest]
         raw, where = raw_value(config, option)
+        sources[field.name] = where
         if raw is None or where == "default" or isinstance(raw, bool):
             values[field.name] = raw if raw is not None else option.default
             continue
@@ -264,9 +296,11 @@ def resolve(config: pytest.Config) -> Settings:
             values[field.name] = option.parse(str(raw))
         except OptionError as exc:
             raise pytest.UsageError(f"{where}: {exc}") from None
+    values["api_key_env_explicit"] = sources["api_key_env"] != "default"
+    values["judge_api_key_env_explicit"] = sources["judge_api_key_env"] != "default"
     settings = Settings(**values)
     if settings.max_drop is not None and not settings.baseline:
-        raise pytest.UsageError("--mia-max-drop needs --mia-baseline PATH (the report to compare with)")
+        raise pytest.UsageError(f"{sources['max_drop']}: needs --mia-baseline PATH (the report to compare with)")
     if settings.enabled and not settings.model:
         raise pytest.UsageError(
             "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file)"

@@ -175,7 +175,7 @@ def test_baseline_of_another_protocol_or_dataset_is_refused(bench: Bench, tmp_pa
     result.stderr.fnmatch_lines(["*made on dataset 'lmms-lab/MIA-Bench' split 'test', this run uses*"])
     result = bench.run("--mia-max-drop=0.1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--mia-max-drop needs --mia-baseline PATH*"])
+    result.stderr.fnmatch_lines(["*--mia-max-drop on the command line: needs --mia-baseline PATH*"])
 
 
 def test_usage_and_cost_sum_what_the_server_sent(bench: Bench) -> None:

@@ -144,15 +144,20 @@ def regex_parse(reply: str | None, keys: Sequence[str]) -> RegexResult:
     matched = False
     total: float | None = None
     if isinstance(reply, str) and reply:
-        for k, num, den in _COMPONENT_RE.findall(reply):
-            k_int = int(k)
-            if 1 <= k_int <= len(keys):
-                scores[keys[k_int - 1]] = _ratio(num, den)
+        try:
+            for k, num, den in _COMPONENT_RE.findall(reply):
+                k_int = int(k)
+                if 1 <= k_int <= len(keys):
+                    scores[keys[k_int - 1]] = _ratio(num, den)
+                    matched = True
+            found = _TOTAL_RE.search(reply)
+            if found:
+                total = _ratio(found.group(1), found.group(2))
                 matched = True
-        found = _TOTAL_RE.search(reply)
-        if found:
-            total = _ratio(found.group(1), found.group(2))
-            matched = True
+        except (OverflowError, ValueError):
+            # Absurd numbers (hundreds of digits) make the references' int
+            # arithmetic raise, and their broad except scores everything 0.
+            return RegexResult(dict.fromkeys(keys, 0.0), 0.0, False)
     if total is None:
         total = sum(scores.values()) / len(scores) if scores else 0.0
     for key in keys:
