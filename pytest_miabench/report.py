@@ -186,6 +186,8 @@ def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
         if summary[key]:
             counts += f"  {label}: {summary[key]}"
     lines.append((counts, plain))
+    if summary["n_results"] and summary["total_score"] is None:
+        lines.append(("warning: no sample counted in the mean (every one failed or was left out by the protocol)", {"yellow": True}))
     if summary["n_zero"] or summary["n_dropped"] or summary["n_excluded"]:
         how = "counted as 0" if summary["n_zero"] else "left out of the mean"
         lines.append((f"note: the protocol's failure policy moved the number: unparseable judge replies were {how}", {"yellow": True}))
