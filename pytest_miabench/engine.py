@@ -97,6 +97,9 @@ class Engine:
             thread = threading.Thread(target=loop.run_forever, name="mia-bench-loop", daemon=True)
             thread.start()
             self._loop, self._thread = loop, thread
+            # Build the clients (importing openai takes ~0.4 s) while the
+            # first images are read and prepared on the image threads.
+            loop.call_soon_threadsafe(self._get_callers)
         return self._loop
 
     def close(self) -> None:
