@@ -77,7 +77,7 @@ TARGET_PEAK_RSS_MIB = 240.0
 class DatasetPaths:
     """The two forms of one generated dataset."""
 
-    hub_dir: Path  # hub layout: <dir>/data/test-00000-of-00001.parquet, loaded through `datasets`
+    hub_dir: Path  # hub layout: <dir>/data/test-00000-of-00001.parquet, read in place with pyarrow
     parquet: Path  # the same table as one file, read in place with pyarrow
     total_bytes: int
     formats: dict[str, int]
@@ -560,7 +560,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=400, help="samples in the dataset (default 400, the real rows)")
     parser.add_argument("--workers", type=int, default=0, help="pytest-xdist -n W (default 0: one process)")
     parser.add_argument("--dataset-form", choices=("dir", "parquet"), default="dir",
-                        help="dir: hub layout loaded through datasets; parquet: one file read with pyarrow")  # fmt: skip
+                        help="dir: hub-layout directory; parquet: one file (both read in place with pyarrow)")  # fmt: skip
     parser.add_argument("--hf-cache", choices=("warm", "cold"), default="warm",
                         help="warm: reuse datasets' arrow cache of the dir form; cold: a fresh HF_HOME per run")  # fmt: skip
     parser.add_argument("--scenario", choices=("custom", "all"), default="custom",

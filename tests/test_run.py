@@ -270,3 +270,36 @@ def test_a_keyless_local_server_works(bench: Bench) -> None:
     bench.run("--mia-limit=1", "-p", "no:cacheprovider").assert_outcomes(passed=1)
     # no OPENAI_API_KEY in the environment: the client still talks to the server
     assert {r.headers.get("authorization") for r in bench.server.requests} == {"Bearer EMPTY"}
+
+
+def test_other_hub_layouts_go_through_datasets(pytester: pytest.Pytester, server: Any, small_dataset: Any, rows: list[dict[str, Any]], tmp_path: Any) -> None:
+    """``data/<split>-*.parquet`` is read in place; any other layout the
+    ``datasets`` library understands (here a ``test/`` folder) is loaded by it."""
+    import shutil
+
+    from pytest_miabench import dataset
+
+    other = tmp_path / "other"
+    (other / "test").mkdir(parents=True)
+    shutil.copy(next((small_dataset / "data").glob("*.parquet")), other / "test" / "part-0.parquet")
+    assert type(dataset.load(str(small_dataset), "test")).__name__ == "_ParquetSource"
+    assert type(dataset.load(str(other), "test")).__name__ == "_TableSource"
+
+    server.script = scripted(rows)
+    reports = []
+    for path in (small_dataset, other):
+        bench = Bench(pytester, server, path)
+        bench.run("-p", "no:cacheprovider").assert_outcomes(passed=6)
+        reports.append([(s["score"], s["instruction"], s["image"]) for s in bench.report()["samples"]])
+    assert reports[0] == reports[1]
+    assert bench.report()["total_score"] == pytest.approx(HAND_TOTAL, abs=1e-12)
+
+
+def test_a_git_lfs_pointer_instead_of_parquet_is_a_clear_error(pytester: pytest.Pytester, tmp_path: Any) -> None:
+    (tmp_path / "mia" / "data").mkdir(parents=True)
+    (tmp_path / "mia" / "data" / "test-00000-of-00001.parquet").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 186000000\n"
+    )
+    result = pytester.runpytest("--mia-bench", "--mia-model=vlm", f"--mia-dataset={tmp_path / 'mia'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test-00000-of-00001.parquet: not a readable parquet file (a Git LFS pointer? run 'git lfs pull')*"])
