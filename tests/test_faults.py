@@ -79,7 +79,7 @@ def test_a_hung_request_times_out_and_the_retry_succeeds(bench: Bench) -> None:
         return good(request)
 
     bench.server.script = hang_once
-    result = bench.run("--mia-limit=1", "--mia-timeout=1", "-p", "no:cacheprovider")
+    result = bench.run("--mia-limit=1", "--mia-timeout=3", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     sample = bench.report()["samples"][0]
     assert sample["calls"]["model"] == 2 and sample["retries"] == 1 and sample["status"] == "scored"

@@ -201,12 +201,20 @@ class OpenAIServer:
                 with server._lock:
                     server.requests.append(request)
                 server._enter(now)
-                try:
-                    self._answer(request)
-                finally:
-                    server._leave(time.perf_counter())
+                left = False
 
-            def _answer(self, request: Request) -> None:
+                def leave() -> None:
+                    nonlocal left
+                    if not left:
+                        left = True
+                        server._leave(time.perf_counter())
+
+                try:
+                    self._answer(request, leave)
+                finally:
+                    leave()
+
+            def _answer(self, request: Request, leave: Callable[[], None]) -> None:
                 try:
                     reply = server.script(request)
                 except Exception as exc:  # a broken script shows up as a 500
@@ -243,6 +251,10 @@ class OpenAIServer:
                             },
                         }
                     ).encode()
+                # Out of flight once the answer is ready: the client may send
+                # its next request the moment the reply arrives, possibly
+                # before this thread runs again, and must not be counted twice.
+                leave()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
