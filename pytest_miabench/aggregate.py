@@ -121,6 +121,7 @@ class Aggregator:
     # -- inputs ------------------------------------------------------------
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """In one process: the items left after -k, --deselect, --lf."""
         if session.items:
             self.expected = [item.nodeid for item in session.items]
 
@@ -130,10 +131,6 @@ class Aggregator:
         same ids, which are the samples the run must account for."""
         if not self.expected:
             self.expected = list(ids)
-
-    def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        gone = {item.nodeid for item in items}
-        self.expected = [nodeid for nodeid in self.expected if nodeid not in gone]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "mia_result", None)

@@ -164,10 +164,6 @@ class Engine:
         """Wait for a sample's result; raises ``SampleFailure``."""
         return self.submit(sample).result()
 
-    @property
-    def submitted(self) -> int:
-        return len(self._futures)
-
     # -- the pipeline ------------------------------------------------------
 
     def _get_callers(self) -> tuple[Caller, Caller]:

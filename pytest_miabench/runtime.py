@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .dataset import DatasetError, Sample, Source
+from .dataset import DatasetError, Source
 from .items import COLLECTOR_NAME, RESULT_KEY, BenchCollector, MiaItem
 from .protocols.base import Protocol
 from .settings import Settings
@@ -157,6 +157,3 @@ class BenchRuntime:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
-
-    def sample_of(self, item: pytest.Item) -> Sample | None:
-        return item.sample if isinstance(item, MiaItem) else None
