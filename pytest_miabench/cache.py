@@ -40,15 +40,33 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 60000")
-        self._db.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a committed answer survives a process kill;
         # only a power cut can lose the last few, which are then re-asked.
         self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses ("
-            " layer TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL,"
-            " PRIMARY KEY (layer, key))"
-        )
+        self._setup()
+
+    def _setup(self) -> None:
+        """Switch to WAL and create the table.  xdist workers start together
+        and race here on a new file; switching the journal mode does not wait
+        on the busy timeout, so a worker that loses retries for a while."""
+        deadline = time.monotonic() + 60
+        delay = 0.01
+        while True:
+            try:
+                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS responses ("
+                    " layer TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL,"
+                    " PRIMARY KEY (layer, key))"
+                )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def get(self, layer: str, key: str) -> dict[str, Any] | None:
         with self._lock:

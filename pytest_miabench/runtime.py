@@ -6,6 +6,8 @@ xdist worker), never on an xdist controller, which runs nothing.
 
 from __future__ import annotations
 
+import sqlite3
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -133,7 +135,16 @@ class BenchRuntime:
             from .engine import Engine
 
             directory = cache_directory(self.config, self.settings)
-            response_cache = ResponseCache(directory) if directory is not None else None
+            response_cache = None
+            if directory is not None:
+                try:
+                    response_cache = ResponseCache(directory)
+                except (OSError, sqlite3.Error) as exc:
+                    # Answers are worth more than the cache: run without it, loudly.
+                    warnings.warn(
+                        pytest.PytestWarning(f"mia-bench: response cache in {directory} unusable ({exc}); running without it"),
+                        stacklevel=1,
+                    )
             source = load_source(self.config, self.settings)
             self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image)
         return self._engine

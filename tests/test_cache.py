@@ -230,3 +230,31 @@ def test_sqlite_cache_survives_a_killed_writer(tmp_path: Path) -> None:
     assert cache.get("model", "k300") == {"text": "x" * 500}
     cache.put("model", "after", {"text": "y"})
     assert cache.get("model", "after") == {"text": "y"}
+
+
+def test_many_processes_opening_a_new_cache_at_once(tmp_path: Path) -> None:
+    """xdist workers start together and all open the (new) cache file: none
+    may fail to switch it to WAL mode because another one holds the lock."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from pytest_miabench.cache import ResponseCache\n"
+        "start = float(sys.argv[2])\n"
+        "while time.time() < start: pass\n"
+        "c = ResponseCache(Path(sys.argv[1]))\n"
+        "for i in range(50):\n"
+        "    c.put('model', f'{sys.argv[3]}-{i}', {'text': 'x'})\n"
+        "print('ok')\n"
+    )
+    for attempt in range(3):
+        directory = tmp_path / f"cache{attempt}"
+        start = time.time() + 1.0  # every process opens the file at the same moment
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, str(directory), str(start), str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for n in range(8)
+        ]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 8, [err.decode()[-300:] for _, err in outputs]
+        from pytest_miabench.cache import ResponseCache
+
+        assert ResponseCache(directory).count("model") == 8 * 50
