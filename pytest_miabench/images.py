@@ -36,6 +36,7 @@ truncated or corrupt files, and images over ``PIL.Image.MAX_IMAGE_PIXELS``
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import re
@@ -67,8 +68,10 @@ class PreparedImage:
     source_format: str
     reencoded: bool
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
+        # Part of the model key and of every judge key that carries the
+        # image (once per repeat and re-ask): hash the bytes once.
         return hashlib.sha256(self.data).hexdigest()
 
     def data_uri(self) -> str:
