@@ -144,6 +144,7 @@ class _ParquetSource(Source):
     """Images read row group by row group from parquet files, never whole."""
 
     def __init__(self, description: str, files: list[Path]) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         rows: list[dict[str, Any]] = []
@@ -151,8 +152,10 @@ class _ParquetSource(Source):
         self._files = []
         for path in files:
             try:
-                # buffer_size: stream column chunks instead of reading each whole.
-                pf = pq.ParquetFile(path, buffer_size=1 << 20)
+                # Stream pages: pyarrow's default pre-buffering reads a row
+                # group's whole column chunk (every image in it) at the
+                # first row, ~75 MB for a datasets-written file of 400 rows.
+                pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
             except Exception as exc:  # pyarrow raises several types for "not parquet"
                 hint = " (a Git LFS pointer? run 'git lfs pull')" if path.stat().st_size < 1024 else ""
                 raise DatasetError(f"{path}: not a readable parquet file{hint}: {exc}") from None
@@ -169,6 +172,7 @@ class _ParquetSource(Source):
                 self._groups.append((pf, group, first))
                 first += pf.metadata.row_group(group).num_rows
         self._lock = threading.Lock()
+        self._pool = pa.default_memory_pool()
         # A forward cursor over the current row group, plus the last two
         # small batches: samples are read in (nearly) increasing order, and
         # a whole row group of images (~100 x 1 MB) must not sit in memory.
@@ -192,6 +196,10 @@ class _ParquetSource(Source):
         _, batches, start = self._cursor
         for batch in batches:
             values = batch.column(0).to_pylist()
+            del batch
+            # mimalloc keeps freed page buffers (~40 MB over a run); hand
+            # them back, it costs ~0.2 ms a batch.
+            self._pool.release_unused()
             self._batches = [*self._batches[-1:], (start, values)]
             start += len(values)
             self._cursor = (pos, batches, start)
