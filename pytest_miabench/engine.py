@@ -82,6 +82,11 @@ class Engine:
         self._futures: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
         self._images: dict[int, concurrent.futures.Future[tuple[PreparedImage, str | None]]] = {}
         self._lock = threading.Lock()
+        # Until the API clients exist, only the first sample's image is
+        # prepared: the openai import is pure Python and every other image
+        # would compete with it for the GIL, delaying the first request.
+        self._clients_ready = False
+        self._deferred: list[int] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._callers: tuple[Caller, Caller] | None = None
@@ -91,14 +96,17 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def _start(self) -> asyncio.AbstractEventLoop:
+    def _start(self, first: Sample) -> asyncio.AbstractEventLoop:
         if self._loop is None:
+            # The first sample's image is read and prepared on an image
+            # thread while the loop thread builds the clients (importing
+            # openai takes ~0.4 s): the two make the first request's path.
+            if first.problem is None:  # the caller holds self._lock
+                self._images[first.index] = self._image_pool.submit(self._prepare_image, first.index)
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="mia-bench-loop", daemon=True)
             thread.start()
             self._loop, self._thread = loop, thread
-            # Build the clients (importing openai takes ~0.4 s) while the
-            # first images are read and prepared on the image threads.
             loop.call_soon_threadsafe(self._get_callers)
         return self._loop
 
@@ -138,7 +146,9 @@ class Engine:
         with self._lock:
             future = self._futures.get(sample.index)
             if future is None:
-                loop = self._start()
+                loop = self._start(sample)
+                if not self._clients_ready and sample.problem is None and sample.index not in self._images:
+                    self._deferred.append(sample.index)
                 future = asyncio.run_coroutine_threadsafe(self._run(sample), loop)
                 self._futures[sample.index] = future
             return future
@@ -150,12 +160,30 @@ class Engine:
         if sample.problem is not None:
             return
         with self._lock:
-            if sample.index not in self._images and sample.index not in self._futures:
+            if sample.index in self._images or sample.index in self._futures:
+                return
+            if self._clients_ready:
                 self._images[sample.index] = self._image_pool.submit(self._prepare_image, sample.index)
+            else:
+                self._deferred.append(sample.index)
+
+    def _release_deferred(self) -> None:
+        """The clients exist: start the images held back, in run order
+        (the submitted window first, then the prefetched ones)."""
+        with self._lock:
+            if self._clients_ready:
+                return
+            self._clients_ready = True
+            for index in self._deferred:
+                if index not in self._images:
+                    self._images[index] = self._image_pool.submit(self._prepare_image, index)
+            self._deferred = []
 
     def _image_future(self, sample: Sample) -> concurrent.futures.Future[tuple[PreparedImage, str | None]]:
         with self._lock:
             future = self._images.pop(sample.index, None)
+            if sample.index in self._deferred:
+                self._deferred.remove(sample.index)
         if future is None:
             future = self._image_pool.submit(self._prepare_image, sample.index)
         return future
@@ -169,10 +197,13 @@ class Engine:
     def _get_callers(self) -> tuple[Caller, Caller]:
         if self._callers is None:
             s = self.settings
-            self._callers = (
-                Caller(self.model_endpoint, s.timeout, s.max_retries),
-                Caller(self.judge_endpoint, s.timeout, s.max_retries),
-            )
+            try:
+                self._callers = (
+                    Caller(self.model_endpoint, s.timeout, s.max_retries),
+                    Caller(self.judge_endpoint, s.timeout, s.max_retries),
+                )
+            finally:
+                self._release_deferred()
         return self._callers
 
     async def _run(self, sample: Sample) -> dict[str, Any]:

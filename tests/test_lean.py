@@ -1,5 +1,6 @@
 """What keeps a run lean, checked as behaviour (no timings): images are read
-page by page."""
+page by page, the first request waits for nothing but its own image and the
+clients."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from support import data
+from support.server import OpenAIServer
 
 from pytest_miabench import dataset as dataset_mod
+from pytest_miabench.engine import Engine
+from pytest_miabench.protocols.evalscope import EvalscopeProtocol
+from pytest_miabench.settings import Settings
 
 IMAGE_BYTES = 150_000
 N_IMAGES = 80
@@ -34,3 +39,43 @@ def test_reading_one_image_does_not_load_its_row_group(wide_dataset: Path) -> No
     # pyarrow's pre-buffering would hold the whole 12 MB column chunk here.
     assert held < N_IMAGES * IMAGE_BYTES / 3, held
     assert [len(source.image_bytes(i)) for i in range(N_IMAGES)] == [IMAGE_BYTES] * N_IMAGES
+
+
+class RecordingSource(dataset_mod.Source):
+    """Real rows and images; notes each read and whether the API clients existed."""
+
+    def __init__(self, rows: list[dict[str, Any]], images: list[bytes]) -> None:
+        super().__init__("recording", rows)
+        self.images = images
+        self.engine: Engine | None = None
+        self.reads: list[tuple[int, bool]] = []
+
+    def image_bytes(self, index: int) -> bytes:
+        assert self.engine is not None
+        self.reads.append((index, self.engine._callers is not None))
+        return self.images[index]
+
+
+def test_only_the_first_image_is_prepared_before_the_clients_exist(rows: list[dict[str, Any]]) -> None:
+    images = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(8)]
+    source = RecordingSource(rows[:8], images)
+    with OpenAIServer(judge_model="judge") as server:
+        settings = Settings(
+            enabled=True, model="vlm", base_url=server.url, judge_model="judge", judge_base_url=server.url, concurrency=4, no_cache=True
+        )
+        engine = Engine(settings, source, EvalscopeProtocol(), None, judge_image=False)
+        source.engine = engine
+        try:
+            samples = source.samples
+            for sample in samples[:4]:  # the window, as the runtime submits it
+                engine.submit(sample)
+            for sample in samples[4:]:  # the next window's images
+                engine.prefetch_image(sample)
+            results = [engine.result(sample) for sample in samples[:4]]
+        finally:
+            engine.close()
+    assert [r["status"] for r in results] == ["scored"] * 4
+    # The first image is read while the clients are built; no other before.
+    assert all(ready for index, ready in source.reads if index != 0), source.reads
+    # Held-back images start in run order: the window, then the prefetched ones.
+    assert [index for index, _ in source.reads] == list(range(8))
