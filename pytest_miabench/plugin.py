@@ -30,6 +30,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Before any plugin is configured: a cleanup registered now runs after
+    every other plugin's cleanup (see ``runtime.freeze_heap``)."""
+    if enabled(config):
+        from .runtime import register_thaw
+
+        register_thaw(config)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve settings; with --mia-bench, register the run's plugin objects."""

@@ -1,9 +1,11 @@
 """What keeps a run lean, checked as behaviour (no timings): images are read
 page by page, the first request waits for nothing but its own image and the
-clients."""
+clients, the garbage collector's freeze is undone."""
 
 from __future__ import annotations
 
+import gc
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from support import data
 from support.server import OpenAIServer
 
+from conftest import Bench
 from pytest_miabench import dataset as dataset_mod
 from pytest_miabench.engine import Engine
 from pytest_miabench.protocols.evalscope import EvalscopeProtocol
@@ -79,3 +82,27 @@ def test_only_the_first_image_is_prepared_before_the_clients_exist(rows: list[di
     assert all(ready for index, ready in source.reads if index != 0), source.reads
     # Held-back images start in run order: the window, then the prefetched ones.
     assert [index for index, _ in source.reads] == list(range(8))
+
+
+CONFTEST_RECORDING_FREEZES = """
+import gc, json, pathlib
+
+counts = []
+
+def pytest_runtest_call(item):
+    counts.append(gc.get_freeze_count())
+
+def pytest_unconfigure(config):
+    pathlib.Path("freeze.json").write_text(json.dumps(counts))
+"""
+
+
+def test_the_heap_is_frozen_during_the_run_and_thawed_after_it(bench: Bench) -> None:
+    assert gc.get_freeze_count() == 0
+    bench.pytester.makeconftest(CONFTEST_RECORDING_FREEZES)
+    bench.run("-p", "no:cacheprovider").assert_outcomes(passed=6)
+    counts = json.loads((bench.pytester.path / "freeze.json").read_text())
+    # Frozen once the first sample is done, so from the second item on.
+    assert counts[0] == 0 and all(count > 0 for count in counts[1:]), counts
+    # This process ran that session in-process: nothing of it stays frozen.
+    assert gc.get_freeze_count() == 0
