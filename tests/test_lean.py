@@ -1,6 +1,7 @@
 """What keeps a run lean, checked as behaviour (no timings): images are read
 page by page, the first request waits for nothing but its own image and the
-clients, the garbage collector's freeze is undone."""
+clients, the garbage collector's freeze is undone, the report is written
+with the C JSON encoder's layout."""
 
 from __future__ import annotations
 
@@ -106,3 +107,15 @@ def test_the_heap_is_frozen_during_the_run_and_thawed_after_it(bench: Bench) -> 
     assert counts[0] == 0 and all(count > 0 for count in counts[1:]), counts
     # This process ran that session in-process: nothing of it stays frozen.
     assert gc.get_freeze_count() == 0
+
+
+def test_the_json_report_has_one_line_per_sample(bench: Bench) -> None:
+    bench.run("-p", "no:cacheprovider").assert_outcomes(passed=6)
+    text = bench.report_path.read_text(encoding="utf-8")
+    report = json.loads(text)
+    lines = text.splitlines()
+    start = lines.index('  "samples": [')
+    sample_lines = lines[start + 1 : start + 1 + len(report["samples"])]
+    assert [json.loads(line.strip().rstrip(",")) for line in sample_lines] == report["samples"]
+    assert lines[start + 1 + len(report["samples"])] == "  ]"
+    assert text.startswith('{\n  "schema_version": 1,\n') and text.endswith("\n}\n")
