@@ -15,7 +15,8 @@ Everything else is decoded once and re-encoded:
 * EXIF orientation 2-8: pixels are transposed to upright; the output has no
   EXIF, so nothing downstream rotates them a second time.
 * Longer side over ``max_side``: scaled to exactly ``max_side``, aspect kept.
-  JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``).
+  JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``); a
+  still WebP is scaled by libwebp while it decodes (``webp.py``).
 * Animated GIF, WEBP and APNG: the first frame is sent as a still.  Vision
   APIs take one picture per image part (OpenAI documents "non-animated GIF"
   only) and a model that accepts an animation would look at its first frame.
@@ -115,10 +116,10 @@ def prepare(raw: bytes, max_side: int) -> PreparedImage:
             if fmt == "MPO":  # decode the cut frame: a plain JPEG, so draft() applies
                 image.close()
                 image = _open(data, "JPEG")
-            return _reencode(image, fmt, max_side, orientation, len(raw))
+            return _reencode(image, fmt, max_side, orientation, raw)
         if not oversized and orientation == 1 and not animated:
             return PreparedImage(raw, _MIME[fmt], width, height, fmt, False)
-        return _reencode(image, fmt, max_side, orientation, len(raw))
+        return _reencode(image, fmt, max_side, orientation, raw)
     finally:
         image.close()
 
@@ -363,14 +364,15 @@ BIG_DECODE_PIXELS = 8_000_000
 _big_decode = threading.Lock()
 
 
-def _reencode(image: Any, fmt: str, max_side: int, orientation: int, size: int) -> PreparedImage:
+def _reencode(image: Any, fmt: str, max_side: int, orientation: int, raw: bytes) -> PreparedImage:
     from PIL import Image
 
+    size = len(raw)
     try:
         if image.size[0] * image.size[1] > BIG_DECODE_PIXELS:
             with _big_decode:
-                return _reencode_unchecked(image, fmt, max_side, orientation)
-        return _reencode_unchecked(image, fmt, max_side, orientation)
+                return _reencode_unchecked(image, fmt, max_side, orientation, raw)
+        return _reencode_unchecked(image, fmt, max_side, orientation, raw)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -379,7 +381,7 @@ def _reencode(image: Any, fmt: str, max_side: int, orientation: int, size: int) 
         raise ImageError(f"{fmt} image cannot be decoded ({size} bytes): {exc}") from None
 
 
-def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int) -> PreparedImage:
+def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int, raw: bytes) -> PreparedImage:
     from PIL import Image
 
     transposed = orientation >= 5  # 5-8 swap width and height
@@ -389,12 +391,21 @@ def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int) -
     out_w, out_h = (height, width) if transposed else (width, height)
     target = (max(1, round(out_w * scale)), max(1, round(out_h * scale)))
     stored_target = (target[1], target[0]) if transposed else target
+    icc = image.info.get("icc_profile")
     if fmt in ("JPEG", "MPO") and scale < 1.0:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: a 16 MP photo then
         # costs a fraction of a full decode.  draft() never goes below target.
         image.draft(None, stored_target)
-    image.load()  # the first frame of an animation
-    icc = image.info.get("icc_profile")
+    scaled = None
+    if fmt == "WEBP" and scale < 1.0:
+        # libwebp scales while decoding: no full-size copy (see webp.py).
+        from . import webp
+
+        scaled = webp.decode_scaled(raw, stored_target)
+    if scaled is not None:
+        image = scaled
+    else:
+        image.load()  # the first frame of an animation
     image = _eight_bit(image)
     if image.size != stored_target:
         image = image.resize(stored_target, Image.Resampling.LANCZOS, reducing_gap=3.0)

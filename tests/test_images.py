@@ -13,6 +13,8 @@ import hashlib
 import io
 import re
 import struct
+import subprocess
+import sys
 import time
 import warnings
 import zlib
@@ -483,3 +485,77 @@ def test_corrupt_pixels_of_an_image_that_must_be_decoded():
     assert prepare(raw, 2048).data == raw  # acceptable: a structurally valid PNG is sent as is
     assert re.search(r"PNG image cannot be decoded \(\d+ bytes\)", error_of(raw, 100))
 
+
+
+# -- WebP scaled while decoded (libwebp's rescaler, see webp.py) ------------------
+
+
+def pillow_downscale(raw: bytes, size: tuple[int, int]) -> Image.Image:
+    """The reference: Pillow's full decode, then Lanczos."""
+    with Image.open(io.BytesIO(raw)) as im:
+        im.load()
+        return im.resize(size, Image.Resampling.LANCZOS)
+
+
+def without_libwebp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_miabench import webp
+
+    webp._library.cache_clear()
+    monkeypatch.setattr(webp, "_candidates", lambda: [])
+    monkeypatch.setattr(webp, "_library", functools.lru_cache(maxsize=1)(webp._library.__wrapped__))
+
+
+def test_libwebp_is_found_next_to_pillow():
+    from pytest_miabench import webp
+
+    assert webp.available()  # on every platform CI runs; elsewhere prepare() falls back to Pillow
+
+
+@pytest.mark.parametrize(
+    ("kind", "make", "mode"),
+    [
+        ("lossy photo", lambda: mk.webp(1800, 1200), "RGB"),
+        ("lossless with alpha", lambda: mk.webp(1800, 1200, lossless=True, alpha=True), "RGBA"),
+    ],
+)
+def test_an_oversized_webp_is_scaled_while_decoded_like_pillow_would(kind, make, mode, monkeypatch):
+    from pytest_miabench import webp
+
+    raw = make()
+    direct = webp.decode_scaled(raw, (900, 600))
+    assert direct is not None and direct.mode == mode and direct.size == (900, 600)
+    reference = pillow_downscale(raw, (900, 600)).convert(mode)
+    assert max(ImageStat.Stat(ImageChops.difference(direct, reference)).mean) < 2.5  # of 255: a photo's downscale either way
+    scaled = decoded(prepare(raw, 900))
+    without_libwebp(monkeypatch)
+    fallback = decoded(prepare(raw, 900))
+    assert scaled.size == fallback.size == (900, 600) and scaled.mode == fallback.mode
+    assert max(ImageStat.Stat(ImageChops.difference(scaled, fallback)).mean) < 3
+
+
+def test_webp_the_scaler_cannot_take_falls_back_to_pillow():
+    from pytest_miabench import webp
+
+    animation = mk.webp(600, 400, frames=3)
+    assert webp.decode_scaled(animation, (300, 200)) is None  # Pillow takes its first frame
+    p = prepare(animation, 300)
+    assert (p.width, p.height) == (300, 200)
+    half = mk.truncated(mk.webp(600, 400), 2000)
+    assert webp.decode_scaled(half, (300, 200)) is None
+    with pytest.raises(ImageError, match="WEBP is truncated"):
+        prepare(half, 300)  # the message the Pillow path gives
+
+
+def test_a_16mp_webp_is_prepared_without_a_full_size_copy(tmp_path):
+    """Peak memory of prepare() in a fresh interpreter: a full decode of a
+    3264x4928 WebP needs > 128 MB (Pillow: canvas, frame and image copies)."""
+    path = tmp_path / "huge.webp"
+    path.write_bytes(mk.webp(*HUGE))
+    code = (
+        "import resource, sys; from pytest_miabench.images import prepare; import PIL.Image, PIL.WebPImagePlugin;"
+        "raw = open(sys.argv[1], 'rb').read(); before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "p = prepare(raw, 2048); assert (p.width, p.height) == (1356, 2048);"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
+    )
+    grown = int(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout)
+    assert grown < 64, f"prepare() grew the process by {grown} MiB"
