@@ -45,7 +45,10 @@ def test_a_key_echoed_in_a_successful_reply_is_scrubbed(bench: Bench, monkeypatc
             assert CANARY.encode() not in path.read_bytes(), path
 
 
-@pytest.mark.parametrize("body", [b'{"choices": "garbage"}', b'{"choices": [{}]}', b'{"error": {"message": "overloaded"}}'])
+@pytest.mark.parametrize(
+    "body",
+    [b'{"choices": "garbage"}', b'{"choices": [{}]}', b'{"error": {"message": "overloaded"}}', b"[1, 2]", b"not json at all", b'{"choices": [{"message": {"content": ["parts"]}}]}'],
+)
 def test_malformed_successful_replies_are_retried_and_never_cached(bench: Bench, body: bytes) -> None:
     bench.server.script = lambda r: Reply(raw_body=body) if r.role == "model" else Reply("total score: 5/10")
     result = bench.run("--mia-limit=1", "--mia-max-retries=1")
