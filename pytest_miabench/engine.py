@@ -15,6 +15,7 @@ import concurrent.futures
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import cache as cache_mod
@@ -82,11 +83,14 @@ class Engine:
         self._futures: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
         self._images: dict[int, concurrent.futures.Future[tuple[PreparedImage, str | None]]] = {}
         self._lock = threading.Lock()
-        # Until the API clients exist, only the first sample's image is
-        # prepared: the openai import is pure Python and every other image
-        # would compete with it for the GIL, delaying the first request.
-        self._clients_ready = False
-        self._deferred: list[int] = []
+        # The first request waits on the openai import (~0.4 s of pure
+        # Python), the clients and the SDK's first-call set-up; image work
+        # on other threads competes with them for the GIL.  So images start
+        # in stages: the first sample's at once, the rest of the call window
+        # once the clients exist, the prefetched next window once the first
+        # call has come back.
+        self._stage = 0
+        self._deferred: tuple[list[int], list[int]] = ([], [])  # (window, prefetch)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._callers: tuple[Caller, Caller] | None = None
@@ -147,8 +151,8 @@ class Engine:
             future = self._futures.get(sample.index)
             if future is None:
                 loop = self._start(sample)
-                if not self._clients_ready and sample.problem is None and sample.index not in self._images:
-                    self._deferred.append(sample.index)
+                if self._stage < 1 and sample.problem is None and sample.index not in self._images:
+                    self._deferred[0].append(sample.index)
                 future = asyncio.run_coroutine_threadsafe(self._run(sample), loop)
                 self._futures[sample.index] = future
             return future
@@ -162,28 +166,30 @@ class Engine:
         with self._lock:
             if sample.index in self._images or sample.index in self._futures:
                 return
-            if self._clients_ready:
+            if self._stage >= 2:
                 self._images[sample.index] = self._image_pool.submit(self._prepare_image, sample.index)
             else:
-                self._deferred.append(sample.index)
+                self._deferred[1].append(sample.index)
 
-    def _release_deferred(self) -> None:
-        """The clients exist: start the images held back, in run order
-        (the submitted window first, then the prefetched ones)."""
+    def _advance(self, stage: int) -> None:
+        """Start the images held back until ``stage``, in run order."""
+        if self._stage >= stage:
+            return
         with self._lock:
-            if self._clients_ready:
-                return
-            self._clients_ready = True
-            for index in self._deferred:
-                if index not in self._images:
-                    self._images[index] = self._image_pool.submit(self._prepare_image, index)
-            self._deferred = []
+            while self._stage < stage:
+                held = self._deferred[self._stage]
+                self._stage += 1
+                for index in held:
+                    if index not in self._images:
+                        self._images[index] = self._image_pool.submit(self._prepare_image, index)
+                held.clear()
 
     def _image_future(self, sample: Sample) -> concurrent.futures.Future[tuple[PreparedImage, str | None]]:
         with self._lock:
             future = self._images.pop(sample.index, None)
-            if sample.index in self._deferred:
-                self._deferred.remove(sample.index)
+            for held in self._deferred:
+                if sample.index in held:
+                    held.remove(sample.index)
         if future is None:
             future = self._image_pool.submit(self._prepare_image, sample.index)
         return future
@@ -198,12 +204,17 @@ class Engine:
         if self._callers is None:
             s = self.settings
             try:
+                import openai
+
+                # One connection pool and one TLS context (loading the CA
+                # bundle costs ~20 ms a client) for both roles.
+                http_client = openai.DefaultAsyncHttpxClient()
                 self._callers = (
-                    Caller(self.model_endpoint, s.timeout, s.max_retries),
-                    Caller(self.judge_endpoint, s.timeout, s.max_retries),
+                    Caller(self.model_endpoint, s.timeout, s.max_retries, http_client),
+                    Caller(self.judge_endpoint, s.timeout, s.max_retries, http_client),
                 )
             finally:
-                self._release_deferred()
+                self._advance(1)
         return self._callers
 
     async def _run(self, sample: Sample) -> dict[str, Any]:
@@ -224,6 +235,7 @@ class Engine:
             raise SampleFailure("internal", message, result) from exc
         finally:
             result["seconds"] = round(time.perf_counter() - started, 4)
+            self._advance(2)  # e.g. every call answered from the cache
         return result
 
     async def _pipeline(self, sample: Sample, result: dict[str, Any]) -> None:
@@ -295,6 +307,8 @@ class Engine:
 
     def _prepare_image(self, index: int) -> tuple[PreparedImage, str | None]:
         image = prepare(self.source.image_bytes(index), self.settings.image_max_side)
+        if self.cache is not None:
+            image.sha256  # noqa: B018 - hashed here, not on the thread that drives the requests
         thumbnail = None
         if self.settings.html:
             # Made here, on the process that has the image: an xdist
@@ -308,12 +322,13 @@ class Engine:
         self,
         layer: str,
         caller: Caller,
-        key_parts: dict[str, Any],
+        key_parts: Callable[[], dict[str, Any]],
         params: dict[str, Any],
         result: dict[str, Any],
         read_cache: bool = True,
     ) -> Completion:
-        key = cache_mod.cache_key(key_parts)
+        # Keys (hashes of the image and the prompt) only when there is a cache.
+        key = cache_mod.cache_key(key_parts()) if self.cache is not None else ""
         if self.cache is not None and read_cache:
             hit = self.cache.get(layer, key)
             if hit is not None:
@@ -327,9 +342,11 @@ class Engine:
         try:
             completion = await caller.complete(params, stats)
         except CallError as exc:
+            self._advance(2)
             result["calls"][layer] += stats.attempts
             result["retries"] += max(0, stats.attempts - 1)
             raise SampleFailure(layer, f"row {result['index']}: {exc}", result) from None
+        self._advance(2)
         result["calls"][layer] += stats.attempts
         result["retries"] += stats.attempts - 1
         usage = result["usage"][layer]
@@ -353,14 +370,17 @@ class Engine:
             {"type": "text", "text": spec.instruction},
         ]
         params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
-        key_parts = {
-            "v": cache_mod.SCHEMA_VERSION,
-            "url": caller.endpoint.url,
-            "model": caller.endpoint.model,
-            "settings": settings,
-            "image": {"sha256": image.sha256, "mime": image.mime},
-            "text": spec.instruction,
-        }
+
+        def key_parts() -> dict[str, Any]:
+            return {
+                "v": cache_mod.SCHEMA_VERSION,
+                "url": caller.endpoint.url,
+                "model": caller.endpoint.model,
+                "settings": settings,
+                "image": {"sha256": image.sha256, "mime": image.mime},
+                "text": spec.instruction,
+            }
+
         completion = await self._cached_call(cache_mod.MODEL, caller, key_parts, params, result)
         result["response"] = completion.text
         result["finish_reason"] = completion.finish_reason
@@ -379,21 +399,25 @@ class Engine:
         settings = judge_settings(self.settings, protocol)
         content = protocol.judge_content(prompt, image.data_uri() if image is not None else None)
         params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
-        key_parts: dict[str, Any] = {
-            "v": cache_mod.SCHEMA_VERSION,
-            "url": caller.endpoint.url,
-            "model": caller.endpoint.model,
-            "protocol": protocol.name,
-            "prompt_version": protocol.prompt_version,
-            "settings": settings,
-            "prompt": prompt,
-            "image": None if image is None else {"sha256": image.sha256, "detail": protocol.image_detail},
-        }
-        # The first verdict keeps the plain key, so K=1 and K=3 share it.
-        if repeat:
-            key_parts["repeat"] = repeat
-        if reask:
-            key_parts["reask"] = reask
+
+        def key_parts() -> dict[str, Any]:
+            parts: dict[str, Any] = {
+                "v": cache_mod.SCHEMA_VERSION,
+                "url": caller.endpoint.url,
+                "model": caller.endpoint.model,
+                "protocol": protocol.name,
+                "prompt_version": protocol.prompt_version,
+                "settings": settings,
+                "prompt": prompt,
+                "image": None if image is None else {"sha256": image.sha256, "detail": protocol.image_detail},
+            }
+            # The first verdict keeps the plain key, so K=1 and K=3 share it.
+            if repeat:
+                parts["repeat"] = repeat
+            if reask:
+                parts["reask"] = reask
+            return parts
+
         return await self._cached_call(
             cache_mod.JUDGE, caller, key_parts, params, result, read_cache=not self.settings.rejudge
         )
