@@ -93,6 +93,8 @@ class BenchRuntime:
         self._positions: dict[str, int] = {}
         self._items: list[pytest.Item] = []
         self._started = 0
+        self._submitted_to = 0  # positions below this were submitted
+        self._prefetched_to = 0  # ... or their images prefetched
 
     # -- collection --------------------------------------------------------
 
@@ -129,6 +131,7 @@ class BenchRuntime:
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         self._items = list(session.items)
         self._positions = {item.nodeid: i for i, item in enumerate(self._items)}
+        self._submitted_to = self._prefetched_to = 0
         return (yield)
 
     @pytest.hookimpl(tryfirst=True)
@@ -153,17 +156,22 @@ class BenchRuntime:
             if window > 1 and isinstance(nextitem, MiaItem):
                 engine.submit(nextitem.sample)
             return None
+        engine.submit(item.sample)
         pos = self._positions.get(item.nodeid)
         if pos is None:
-            engine.submit(item.sample)
             return None
-        for ahead in self._items[pos : pos + window]:
+        # The window moves one item per item: submit only what entered it
+        # (the main thread's time per item paces how fast a wave refills).
+        end = pos + window
+        for ahead in self._items[max(pos + 1, self._submitted_to) : end]:
             if isinstance(ahead, MiaItem):
                 engine.submit(ahead.sample)
+        self._submitted_to = max(self._submitted_to, end)
         # Images of the next window are prepared meanwhile (no API call).
-        for ahead in self._items[pos + window : pos + 2 * window]:
+        for ahead in self._items[max(end, self._prefetched_to) : end + window]:
             if isinstance(ahead, MiaItem):
                 engine.prefetch_image(ahead.sample)
+        self._prefetched_to = max(self._prefetched_to, end + window)
         return None
 
     def engine(self) -> Any:
