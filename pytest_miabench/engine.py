@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import cache as cache_mod
-from .client import Caller, CallError, CallStats, Completion, Endpoint
+from .client import IMAGE_SLOT, Caller, CallError, CallStats, Completion, Endpoint, encode_body
 from .dataset import Sample, SampleDataError, Source
 from .images import ImageError, PreparedImage, prepare
 from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
@@ -323,7 +323,7 @@ class Engine:
         layer: str,
         caller: Caller,
         key_parts: Callable[[], dict[str, Any]],
-        params: dict[str, Any],
+        body: Callable[[], bytes],
         result: dict[str, Any],
         read_cache: bool = True,
     ) -> Completion:
@@ -340,7 +340,7 @@ class Engine:
                 return completion
         stats = CallStats()
         try:
-            completion = await caller.complete(params, stats)
+            completion = await caller.complete(body(), stats)
         except CallError as exc:
             self._advance(2)
             result["calls"][layer] += stats.attempts
@@ -366,7 +366,7 @@ class Engine:
         if s.temperature is not None:
             settings["temperature"] = s.temperature
         content = [
-            {"type": "image_url", "image_url": {"url": image.data_uri()}},
+            {"type": "image_url", "image_url": {"url": IMAGE_SLOT}},
             {"type": "text", "text": spec.instruction},
         ]
         params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
@@ -381,7 +381,7 @@ class Engine:
                 "text": spec.instruction,
             }
 
-        completion = await self._cached_call(cache_mod.MODEL, caller, key_parts, params, result)
+        completion = await self._cached_call(cache_mod.MODEL, caller, key_parts, lambda: encode_body(params, image), result)
         result["response"] = completion.text
         result["finish_reason"] = completion.finish_reason
         return completion
@@ -397,7 +397,7 @@ class Engine:
     ) -> Completion:
         protocol = self.protocol
         settings = judge_settings(self.settings, protocol)
-        content = protocol.judge_content(prompt, image.data_uri() if image is not None else None)
+        content = protocol.judge_content(prompt, IMAGE_SLOT if image is not None else None)
         params = {"model": caller.endpoint.model, "messages": [{"role": "user", "content": content}], **settings}
 
         def key_parts() -> dict[str, Any]:
@@ -419,7 +419,7 @@ class Engine:
             return parts
 
         return await self._cached_call(
-            cache_mod.JUDGE, caller, key_parts, params, result, read_cache=not self.settings.rejudge
+            cache_mod.JUDGE, caller, key_parts, lambda: encode_body(params, image), result, read_cache=not self.settings.rejudge
         )
 
 

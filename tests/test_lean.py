@@ -119,3 +119,25 @@ def test_the_json_report_has_one_line_per_sample(bench: Bench) -> None:
     assert [json.loads(line.strip().rstrip(",")) for line in sample_lines] == report["samples"]
     assert lines[start + 1 + len(report["samples"])] == "  ]"
     assert text.startswith('{\n  "schema_version": 1,\n') and text.endswith("\n}\n")
+
+
+def test_the_request_body_splices_the_image_in_as_json() -> None:
+    from pytest_miabench.client import IMAGE_SLOT, encode_body
+    from pytest_miabench.images import prepare
+
+    image = prepare(data.image_bytes("webp", 64, 48, seed=2), 2048)
+    text = "Décris l'image « en bref » \ud800 \"quoted\" " + IMAGE_SLOT[:-1]  # unicode, a lone surrogate, a near miss
+    params = {
+        "model": "vlm",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": IMAGE_SLOT}}, {"type": "text", "text": text}]}],
+        "max_tokens": 5,
+    }
+    body = encode_body(params, image)
+    assert body.isascii()
+    sent = json.loads(body)
+    assert sent["messages"][0]["content"][0]["image_url"]["url"] == image.data_uri()
+    assert sent["messages"][0]["content"][1]["text"] == text
+    assert json.loads(encode_body({"model": "judge", "messages": [{"role": "user", "content": text}]})) == {
+        "model": "judge",
+        "messages": [{"role": "user", "content": text}],
+    }
