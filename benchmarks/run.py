@@ -31,11 +31,9 @@ import platform
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -240,25 +238,30 @@ class ProcessResult:
     timed_out: bool
 
 
-def run_process(cmd: Sequence[str], cwd: Path, env: dict[str, str], log: Path, timeout: float) -> ProcessResult:
-    """Run ``cmd`` and wait for it with ``os.wait4``: its rusage covers this
-    child and the descendants it reaped (xdist workers), the per-run share of
-    ``getrusage(RUSAGE_CHILDREN)``; ``ru_maxrss`` is then the largest single
-    process, not a sum.  After ``timeout`` seconds the whole process group is
-    killed."""
-    with open(log, "wb") as sink:
+# Runs each measured process.  Linux records, at exec, the high-water RSS
+# of the memory the new program replaces, and for a child spawned with
+# vfork (as subprocess does) that is the spawning process's memory: every
+# child then reports ``ru_maxrss`` >= the peak RSS of whoever spawned it.
+# This script holds a threaded server, the run history and once the
+# generated dataset, so it spawns through this launcher, started while the
+# script is still small (~10 MB).  ``time.perf_counter`` is CLOCK_MONOTONIC,
+# shared with the server's timestamps in this process.
+_LAUNCHER = r"""
+import json, os, signal, subprocess, sys, threading, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["log"], "wb") as sink:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(job["cmd"], cwd=job["cwd"], env=job["env"], stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         expired = threading.Event()
-
-        def kill() -> None:
+        def kill(pid=proc.pid):
             expired.set()
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-        timer = threading.Timer(timeout, kill)
+        timer = threading.Timer(job["timeout"], kill)
         timer.daemon = True
         timer.start()
         try:
@@ -266,15 +269,37 @@ def run_process(cmd: Sequence[str], cwd: Path, env: dict[str, str], log: Path, t
         finally:
             timer.cancel()
         wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen from waiting again
-    return ProcessResult(
-        exit_code=proc.returncode,
-        started=started,
-        wall=wall,
-        cpu=usage.ru_utime + usage.ru_stime,
-        peak_rss_kib=usage.ru_maxrss,
-        timed_out=expired.is_set(),
-    )
+    print(json.dumps({"exit_code": os.waitstatus_to_exitcode(status), "started": started, "wall": wall,
+                      "cpu": usage.ru_utime + usage.ru_stime, "peak_rss_kib": usage.ru_maxrss,
+                      "timed_out": expired.is_set()}), flush=True)
+"""
+
+
+class Launcher:
+    """The small process that spawns and reaps the measured runs."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def run(self, cmd: Sequence[str], cwd: Path, env: dict[str, str], log: Path, timeout: float) -> ProcessResult:
+        """Run ``cmd`` and wait for it with ``os.wait4``: its rusage covers this
+        child and the descendants it reaped (xdist workers), the per-run share
+        of ``getrusage(RUSAGE_CHILDREN)``; ``ru_maxrss`` is then the largest
+        single process, not a sum.  After ``timeout`` seconds the whole
+        process group is killed."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        job = {"cmd": list(cmd), "cwd": str(cwd), "env": env, "log": str(log), "timeout": timeout}
+        self._proc.stdin.write(json.dumps(job) + "\n")
+        self._proc.stdin.flush()
+        reply = json.loads(self._proc.stdout.readline())
+        return ProcessResult(**reply)
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait(timeout=10)
 
 
 def server_script(request: Any) -> Any:
@@ -364,7 +389,7 @@ def measure(spec: RunSpec, data: DatasetPaths, args: argparse.Namespace) -> Meas
                 cmd = peer_command(args.peer_python, spec, data, server.url, tmp / "evalscope", report)
             log = out / "logs" / f"{spec.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            proc = run_process(cmd, tmp, child_env(hf_home), log, args.timeout)
+            proc = args.launcher.run(cmd, tmp, child_env(hf_home), log, args.timeout)
             first = None if server.first_request_at is None else server.first_request_at - proc.started
             busy = tail = None
             if server.first_request_at is not None and server.last_reply_at is not None:
@@ -579,6 +604,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.launcher = Launcher()  # first, while this process is small
+    try:
+        return _main(args)
+    finally:
+        args.launcher.close()
+
+
+def _main(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     peer = False
     if args.peer_evalscope:
