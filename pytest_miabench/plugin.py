@@ -63,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             stacklevel=2,
         )
+    if not uses_xdist and not config.option.collectonly:
+        _import_client_library()
     if not is_worker:
         _warn_separate_path_values(config)
         # Fail fast with one clear message, before any xdist worker starts.
@@ -75,6 +77,16 @@ def pytest_configure(config: pytest.Config) -> None:
         runtime = BenchRuntime(config, settings, protocol, judge_image)
         config.stash[RUNTIME_KEY] = runtime
         config.pluginmanager.register(runtime, "miabench-runtime")
+
+
+def _import_client_library() -> None:
+    """Import openai (~0.4 s) on a thread while this one loads the dataset
+    and collects: the first request needs it."""
+    import sys
+    import threading
+
+    if "openai" not in sys.modules:
+        threading.Thread(target=__import__, args=("openai",), name="mia-import", daemon=True).start()
 
 
 _PATH_FLAGS = ("--mia-dataset", "--mia-cache-dir", "--mia-baseline", "--mia-report", "--mia-html")
