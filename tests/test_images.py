@@ -578,3 +578,24 @@ def test_banded_resize_matches_a_whole_image_resize(mode):
     rows = [max(ImageStat.Stat(diff.crop((0, y, 1356, y + 1))).mean) for y in range(2048)]
     boundaries = [rows[y] for y in range(255, 2048, 256)] + [rows[y] for y in range(256, 2048, 256)]
     assert max(boundaries) <= max(rows[1:255]) + 0.5
+
+
+def test_supported_formats_open_without_importing_every_pillow_plugin(tmp_path):
+    files = []
+    for name, raw in (("a.webp", mk.webp(40, 30)), ("b.gif", mk.gif(40, 30)), ("c.mpo", mk.mpo(40, 30)), ("d.png", mk.png(40, 30))):
+        (tmp_path / name).write_bytes(raw)
+        files.append(str(tmp_path / name))
+    code = (
+        "import sys; from pytest_miabench.images import prepare;"
+        "[prepare(open(f, 'rb').read(), 20) for f in sys.argv[1:]];"  # decoded and re-encoded too
+        "print(sorted(m for m in sys.modules if m.startswith('PIL.') and m.endswith('ImagePlugin')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, check=True).stdout
+    assert "TgaImagePlugin" not in loaded and "WebPImagePlugin" in loaded, loaded
+
+
+def test_a_format_pillow_knows_but_the_plugin_refuses_is_named():
+    buf = io.BytesIO()
+    mk.picture(40, 30).save(buf, "PCX")  # identified only by Pillow's full plugin search
+    with pytest.raises(ImageError, match=r"unsupported image format PCX"):
+        prepare(buf.getvalue(), 2048)
