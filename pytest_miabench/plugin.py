@@ -64,6 +64,9 @@ def pytest_configure(config: pytest.Config) -> None:
             stacklevel=2,
         )
     if not uses_xdist and not config.option.collectonly:
+        from .runtime import tune_malloc
+
+        tune_malloc()
         _import_client_library()
     if not is_worker:
         _warn_separate_path_values(config)

@@ -75,6 +75,40 @@ def freeze_heap(config: pytest.Config) -> None:
         _exit_freeze_registered = True
 
 
+_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+_M_ARENA_MAX = -8
+MMAP_THRESHOLD = 128 * 1024
+
+
+def tune_malloc() -> bool:
+    """glibc only: give big buffers back at once and keep threads to two arenas.
+
+    A run allocates thousands of 100-300 KB buffers (image bytes, base64,
+    request bodies) on four threads.  glibc raises its mmap threshold each
+    time such a buffer is freed, after which they come from per-thread
+    arenas that keep the freed memory: 10-25 MiB of peak RSS in the
+    benchmark.  A fixed threshold (glibc's own starting value) returns them
+    to the system on free, two arenas limit the spread.  Called before the
+    plugin starts any thread; a variable the user set (MALLOC_ARENA_MAX,
+    MALLOC_MMAP_THRESHOLD_) is left alone.  Returns whether it applied.
+    """
+    import ctypes
+    import os
+
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, ValueError):
+        return False
+    applied = False
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) or applied
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        applied = bool(mallopt(_M_ARENA_MAX, 2)) or applied
+    return applied
+
+
 def register_thaw(config: pytest.Config) -> None:
     """Register the thaw before any other plugin's cleanup, so it runs after them."""
     config.add_cleanup(gc.unfreeze)

@@ -141,3 +141,19 @@ def test_the_request_body_splices_the_image_in_as_json() -> None:
         "model": "judge",
         "messages": [{"role": "user", "content": text}],
     }
+
+
+def test_malloc_is_tuned_on_glibc_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pytest_miabench.runtime import tune_malloc
+
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        assert tune_malloc() is False  # nothing to tune elsewhere
+        return
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert tune_malloc() is True
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert tune_malloc() is False  # the user's settings stand
