@@ -33,11 +33,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Before any plugin is configured: a cleanup registered now runs after
-    every other plugin's cleanup (see ``runtime.freeze_heap``)."""
-    if enabled(config):
-        from .runtime import register_thaw
+    every other plugin's cleanup (see ``runtime.freeze_heap``), and a
+    process that will run samples starts importing openai (the first
+    request's longest wait) and tunes malloc before any thread exists."""
+    if not enabled(config):
+        return
+    from .runtime import register_thaw, tune_malloc
 
-        register_thaw(config)
+    register_thaw(config)
+    runs_items = hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
+    if runs_items and not config.option.collectonly:
+        tune_malloc()
+        _import_client_library()
 
 
 @pytest.hookimpl(trylast=True)
@@ -63,11 +70,6 @@ def pytest_configure(config: pytest.Config) -> None:
             ),
             stacklevel=2,
         )
-    if not uses_xdist and not config.option.collectonly:
-        from .runtime import tune_malloc
-
-        tune_malloc()
-        _import_client_library()
     if not is_worker:
         _warn_separate_path_values(config)
         # Fail fast with one clear message, before any xdist worker starts.
