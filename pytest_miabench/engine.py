@@ -27,6 +27,7 @@ from .result import blank_result
 from .settings import Settings
 
 FIRST_REQUEST_HEAD_START = 0.25  # seconds the first sample's call may go alone
+SETTLE_DELAY = 0.05  # seconds after the first window is out before on_settled
 
 
 class SampleFailure(Exception):
@@ -74,6 +75,7 @@ class Engine:
         protocol: Protocol,
         response_cache: cache_mod.ResponseCache | None,
         judge_image: bool,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -97,6 +99,10 @@ class Engine:
         # other requests being built meanwhile would delay it.
         self._first: int | None = None
         self._first_sent: asyncio.Event | None = None
+        # Called once on the loop thread when the first window's requests
+        # are all out, or when the first sample ends: a quiet moment.
+        self._on_settled = on_settled
+        self._requests_sent = 0
         self._deferred: tuple[list[int], list[int]] = ([], [])  # (window, prefetch)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -246,7 +252,13 @@ class Engine:
             self._advance(2)  # e.g. every call answered from the cache
             if sample.index == self._first:
                 self._first_sent_event().set()  # it sent nothing (cache, failure): release the others
+            self._settled()
         return result
+
+    def _settled(self) -> None:
+        callback, self._on_settled = self._on_settled, None
+        if callback is not None:
+            callback()
 
     def _first_sent_event(self) -> asyncio.Event:
         if self._first_sent is None:
@@ -257,6 +269,10 @@ class Engine:
         """httpx calls this as each request goes out."""
         if self._first_sent is not None and not self._first_sent.is_set():
             self._first_sent.set()
+        self._requests_sent += 1
+        if self._on_settled is not None and self._requests_sent >= len(self._futures):
+            # Every sample submitted so far has a call out; let the writes finish.
+            asyncio.get_running_loop().call_later(SETTLE_DELAY, self._settled)
 
     async def _pipeline(self, sample: Sample, result: dict[str, Any]) -> None:
         if sample.problem is not None or sample.spec is None:
