@@ -599,3 +599,12 @@ def test_a_format_pillow_knows_but_the_plugin_refuses_is_named():
     mk.picture(40, 30).save(buf, "PCX")  # identified only by Pillow's full plugin search
     with pytest.raises(ImageError, match=r"unsupported image format PCX"):
         prepare(buf.getvalue(), 2048)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_oversized_webp_scaled_by_libwebp_is_made_upright(orientation):
+    raw = mk.webp(400, 240, content="quadrants", lossless=True, Orientation=orientation)
+    p = prepare(raw, 100)
+    im = decoded(p)
+    assert p.reencoded and im.size == ((60, 100) if orientation >= 5 else (100, 60))
+    assert quadrants(im) == UPRIGHT[orientation]
