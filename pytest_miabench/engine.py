@@ -89,11 +89,11 @@ class Engine:
         self._lock = threading.Lock()
         # The first request waits on the openai import (~0.4 s of pure
         # Python), the clients and the SDK's first-call set-up; image work
-        # on other threads competes with them for the GIL.  So images start
-        # in stages: the first sample's at once, the rest of the call window
-        # once the clients exist, the prefetched next window once the first
-        # call has come back.
-        self._stage = 0
+        # on other threads competes with them for the GIL.  So the first
+        # sample's image starts at once, the rest of the window's when their
+        # pipelines start (on the loop, after the clients are built), and
+        # the prefetched next window's once the first call has come back.
+        self._prefetch_held: list[int] | None = []
         # The other samples' calls wait until the first request is on its
         # way: the SDK's first call does set-up work between awaits, and 31
         # other requests being built meanwhile would delay it.
@@ -103,7 +103,6 @@ class Engine:
         # are all out, or when the first sample ends: a quiet moment.
         self._on_settled = on_settled
         self._requests_sent = 0
-        self._deferred: tuple[list[int], list[int]] = ([], [])  # (window, prefetch)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._callers: tuple[Caller, Caller] | None = None
@@ -165,8 +164,6 @@ class Engine:
             future = self._futures.get(sample.index)
             if future is None:
                 loop = self._start(sample)
-                if self._stage < 1 and sample.problem is None and sample.index not in self._images:
-                    self._deferred[0].append(sample.index)
                 future = asyncio.run_coroutine_threadsafe(self._run(sample), loop)
                 self._futures[sample.index] = future
             return future
@@ -180,30 +177,26 @@ class Engine:
         with self._lock:
             if sample.index in self._images or sample.index in self._futures:
                 return
-            if self._stage >= 2:
+            if self._prefetch_held is None:
                 self._images[sample.index] = self._image_pool.submit(self._prepare_image, sample.index)
             else:
-                self._deferred[1].append(sample.index)
+                self._prefetch_held.append(sample.index)
 
-    def _advance(self, stage: int) -> None:
-        """Start the images held back until ``stage``, in run order."""
-        if self._stage >= stage:
+    def _release_prefetch(self) -> None:
+        """A call has come back: start the held prefetches, in run order."""
+        if self._prefetch_held is None:
             return
         with self._lock:
-            while self._stage < stage:
-                held = self._deferred[self._stage]
-                self._stage += 1
-                for index in held:
-                    if index not in self._images:
-                        self._images[index] = self._image_pool.submit(self._prepare_image, index)
-                held.clear()
+            held, self._prefetch_held = self._prefetch_held or [], None
+            for index in held:
+                if index not in self._images:
+                    self._images[index] = self._image_pool.submit(self._prepare_image, index)
 
     def _image_future(self, sample: Sample) -> concurrent.futures.Future[tuple[PreparedImage, str | None]]:
         with self._lock:
             future = self._images.pop(sample.index, None)
-            for held in self._deferred:
-                if sample.index in held:
-                    held.remove(sample.index)
+            if self._prefetch_held and sample.index in self._prefetch_held:
+                self._prefetch_held.remove(sample.index)
         if future is None:
             future = self._image_pool.submit(self._prepare_image, sample.index)
         return future
@@ -217,18 +210,15 @@ class Engine:
     def _get_callers(self) -> tuple[Caller, Caller]:
         if self._callers is None:
             s = self.settings
-            try:
-                import openai
+            import openai
 
-                # One connection pool and one TLS context (loading the CA
-                # bundle costs ~20 ms a client) for both roles.
-                http_client = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._request_hook]})
-                self._callers = (
-                    Caller(self.model_endpoint, s.timeout, s.max_retries, http_client),
-                    Caller(self.judge_endpoint, s.timeout, s.max_retries, http_client),
-                )
-            finally:
-                self._advance(1)
+            # One connection pool and one TLS context (loading the CA
+            # bundle costs ~20 ms a client) for both roles.
+            http_client = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._request_hook]})
+            self._callers = (
+                Caller(self.model_endpoint, s.timeout, s.max_retries, http_client),
+                Caller(self.judge_endpoint, s.timeout, s.max_retries, http_client),
+            )
         return self._callers
 
     async def _run(self, sample: Sample) -> dict[str, Any]:
@@ -249,7 +239,7 @@ class Engine:
             raise SampleFailure("internal", message, result) from exc
         finally:
             result["seconds"] = round(time.perf_counter() - started, 4)
-            self._advance(2)  # e.g. every call answered from the cache
+            self._release_prefetch()  # e.g. every call answered from the cache
             if sample.index == self._first:
                 self._first_sent_event().set()  # it sent nothing (cache, failure): release the others
             self._settled()
@@ -384,11 +374,11 @@ class Engine:
         try:
             completion = await caller.complete(body(), stats)
         except CallError as exc:
-            self._advance(2)
             result["calls"][layer] += stats.attempts
             result["retries"] += max(0, stats.attempts - 1)
             raise SampleFailure(layer, f"row {result['index']}: {exc}", result) from None
-        self._advance(2)
+        finally:
+            self._release_prefetch()
         result["calls"][layer] += stats.attempts
         result["retries"] += stats.attempts - 1
         usage = result["usage"][layer]
