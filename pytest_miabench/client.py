@@ -9,7 +9,6 @@ and full jitter, honouring Retry-After; fail at once on any other status.
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import json
 import os
@@ -142,7 +141,6 @@ class Caller:
             http_client=http_client,
         )
 
-
     async def close(self) -> None:
         await self._client.close()
 
@@ -204,8 +202,7 @@ def encode_body(params: dict[str, Any], image: PreparedImage | None = None) -> b
     if image is None:
         return data
     slot = b'"' + IMAGE_SLOT.encode("ascii") + b'"'
-    uri = b"".join((b'"data:', image.mime.encode("ascii"), b";base64,", base64.b64encode(image.data), b'"'))
-    return data.replace(slot, uri)
+    return data.replace(slot, b'"' + image.data_uri_bytes() + b'"')
 
 
 def _completion(reply: Any) -> Completion:

@@ -76,7 +76,11 @@ class PreparedImage:
         return hashlib.sha256(self.data).hexdigest()
 
     def data_uri(self) -> str:
-        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+        return self.data_uri_bytes().decode("ascii")
+
+    def data_uri_bytes(self) -> bytes:
+        """The data URI as ASCII bytes, as it goes into a request body."""
+        return b"".join((b"data:", self.mime.encode("ascii"), b";base64,", base64.b64encode(self.data)))
 
 
 def prepare(raw: bytes, max_side: int) -> PreparedImage:
@@ -394,7 +398,6 @@ def _reencode(image: Any, fmt: str, max_side: int, orientation: int, raw: bytes)
 
 
 def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int, raw: bytes) -> PreparedImage:
-
     transposed = orientation >= 5  # 5-8 swap width and height
     width, height = image.size
     scale = min(1.0, max_side / max(width, height))
