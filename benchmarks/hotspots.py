@@ -3,6 +3,7 @@
 module sums the samples by thread, by leaf function (self) and by any
 function on the stack (inclusive).
 
+Without ``--profile=gil`` a thread waiting for the GIL counts as busy.
 A profiled run's wall, CPU and RSS include py-spy itself: read them for the
 shape, not against the targets.
 """
@@ -18,13 +19,16 @@ _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
-def wrap(cmd: list[str], output: Path, rate: int = 100) -> list[str]:
-    """``cmd`` under py-spy, or ``cmd`` unchanged when py-spy is missing."""
+def wrap(cmd: list[str], output: Path, gil: bool = False, rate: int = 100) -> list[str]:
+    """``cmd`` under py-spy, or ``cmd`` unchanged when py-spy is missing.
+    ``gil``: keep only samples of the thread holding the GIL (what the
+    single interpreter lock actually spends its time on)."""
     binary = shutil.which("py-spy") or str(Path(cmd[0]).parent / "py-spy")
     if not Path(binary).exists():
         print("  (py-spy not found: pip install py-spy; running unprofiled)", flush=True)
         return cmd
-    return [binary, "record", "--format", "raw", "--threads", "--rate", str(rate), "--output", str(output), "--", *cmd]
+    flags = ["--gil"] if gil else []
+    return [binary, "record", "--format", "raw", "--threads", *flags, "--rate", str(rate), "--output", str(output), "--", *cmd]
 
 
 def _frame(text: str) -> str:

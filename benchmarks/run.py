@@ -125,12 +125,14 @@ def run_scenario(name: str, samples: int, concurrency: int, latency: float, args
 
         def plugin(url: str) -> list[str]:
             cmd = plugin_command(args.plugin_python, data, samples, concurrency, args.workers, url, report)
-            return hotspots.wrap(cmd, profile) if args.profile else cmd
+            return hotspots.wrap(cmd, profile, gil=args.profile == "gil") if args.profile else cmd
 
         result.plugin = one("plugin", plugin, env)
         result.plugin.total_score = _read_json(report).get("total_score")
         if args.profile:
-            result.plugin.note = (result.plugin.note + "; " if result.plugin.note else "") + "profiled: figures include py-spy"
+            result.plugin.note = (
+                result.plugin.note + "; " if result.plugin.note else ""
+            ) + f"profiled ({args.profile}): figures include py-spy"
             print(hotspots.summarize(profile), flush=True)
             print(f"  raw profile: {profile}", flush=True)
         if args.peer:
@@ -198,7 +200,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=0, help="custom: pytest-xdist -n W (default 0: one process)")
     parser.add_argument("--peer-evalscope", action="store_true", help="also run evalscope's MIA-Bench when --peer-python has it")
     parser.add_argument("--peer-python", default="/tmp/venv-evalscope/bin/python", help="interpreter with evalscope installed")
-    parser.add_argument("--profile", action="store_true", help="run the plugin under py-spy and print where its CPU goes")
+    parser.add_argument("--profile", nargs="?", const="busy", choices=("busy", "gil"),
+                        help="run the plugin under py-spy and print where its time goes: busy threads, or (=gil) the GIL holder")  # fmt: skip
     parser.add_argument("--label", default="", help="a word for the results file name (before, after, ...)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take before it is killed (default 900)")
     parser.add_argument("--out", type=Path, default=HERE / "out", help="datasets, logs and results (default benchmarks/out)")
