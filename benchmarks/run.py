@@ -119,7 +119,7 @@ def run_scenario(name: str, samples: int, concurrency: int, latency: float, args
 
         env = child_env(hf_home)
         floor_out, report = tmp / "floor.json", tmp / "report.json"
-        result.floor = one("floor", lambda url: floor_command(args.plugin_python, data, samples, concurrency, url, floor_out), env)
+        result.floor = one("floor", lambda url: floor_command(args.plugin_python, data, samples, result.parallel, url, floor_out), env)
         result.floor.extra.update(_read_json(floor_out))
         profile = logs / f"{name}-plugin.pyspy.txt"
 
@@ -166,7 +166,7 @@ def describe(python: str) -> dict[str, Any]:
     )
     try:
         done = subprocess.run(
-            [python, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=child_env(Path("/nonexistent"))
+            [python, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=child_env(Path("/nonexistent")), cwd="/"
         )
         versions = json.loads(done.stdout)
     except (subprocess.SubprocessError, ValueError) as exc:
