@@ -30,7 +30,10 @@ One request's attempt, as the caller is meant to use them::
             await asyncio.sleep(delay)
 
 429s are retried until the budget's time is spent, however many there were;
-other transient errors keep their count-based retry limit.
+other transient errors (5xx, timeouts) tell the limiter nothing and keep
+their count-based retry limit.  The cap is waited for inside the slot: a
+start booked before a place was free would be spent queueing, and the
+starts would bunch up behind the limiter instead of being spaced.
 """
 
 from __future__ import annotations
