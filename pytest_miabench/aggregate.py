@@ -32,8 +32,12 @@ def _index_of(nodeid: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def summarize(results: list[dict[str, Any]], expected: int, protocol: Protocol) -> dict[str, Any]:
-    """The numbers of a run, from per-sample results (any order)."""
+def summarize(
+    results: list[dict[str, Any]], expected: int, protocol: Protocol, unclaimed: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The numbers of a run, from per-sample results (any order); ``unclaimed``
+    are records of samples called ahead whose items never ran (only their
+    cost counts)."""
     results = sorted(results, key=lambda r: r["index"])
     counted = [r for r in results if r["status"] != "failed" and r["score"] is not None]
     counts = {status: sum(1 for r in results if r["status"] == status) for status in STATUSES}
@@ -73,21 +77,40 @@ def summarize(results: list[dict[str, Any]], expected: int, protocol: Protocol) 
         "by_type": {k: _mean(v) for k, v in sorted(by_type.items())},
         "by_component_type": {k: _mean(v) for k, v in sorted(by_component.items())},
         "protocol_metrics": protocol.aggregate(verdict_pairs),
-        "usage": _usage(results),
+        "usage": _usage(results, unclaimed or []),
+        "sampling_deviations": _deviations(results + (unclaimed or [])),
+        "stopped": next((r["reason"] for r in results if r.get("failed_stage") == "endpoint"), None),
     }
 
 
-def _usage(results: list[dict[str, Any]]) -> dict[str, Any]:
+def _usage(results: list[dict[str, Any]], unclaimed: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the run cost: every attempt sent, the unclaimed samples' too."""
+    paid = results + unclaimed
     usage: dict[str, Any] = {}
     for role in ("model", "judge"):
         usage[role] = {
-            "api_calls": sum(r["calls"][role] for r in results),
+            "api_calls": sum(r["calls"][role] for r in paid),
             "cache_hits": sum(1 for r in results if r["cached"][role]),
-            **{name: sum(r["usage"][role].get(name, 0) for r in results) for name in TOKEN_FIELDS},
+            **{name: sum(r["usage"][role].get(name, 0) for r in paid) for name in TOKEN_FIELDS},
         }
-    usage["retries"] = sum(r["retries"] for r in results)
-    usage["judge_reasks"] = sum(r.get("judge_reasks", 0) for r in results)
+    usage["retries"] = sum(r["retries"] for r in paid)
+    usage["judge_reasks"] = sum(r.get("judge_reasks", 0) for r in paid)
+    usage["unclaimed_samples"] = len(unclaimed)
+    usage["rate_limited"] = sum(r.get("rate_limited", 0) for r in paid)
+    limits = [r["concurrency_limit"] for r in paid if isinstance(r.get("concurrency_limit"), int)]
+    usage["concurrency_reached"] = min(limits) if limits else None
     return usage
+
+
+def _deviations(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each role's departures from the requested sampling, once each."""
+    out: dict[str, list[str]] = {"model": [], "judge": []}
+    for record in records:
+        for entry in record.get("sampling_deviations") or []:
+            role, _, text = entry.partition(": ")
+            if role in out and text not in out[role]:
+                out[role].append(text)
+    return out
 
 
 class Aggregator:
@@ -105,8 +128,9 @@ class Aggregator:
         self.gate_failed = False
         self.interrupted = False
         self.write_errors: list[str] = []
+        self.unclaimed: list[dict[str, Any]] = []
         self.baseline: dict[str, Any] | None = None
-        from .runtime import SOURCE_KEY
+        from .keys import SOURCE_KEY
 
         source = config.stash.get(SOURCE_KEY, None)
         self.fingerprint = source.fingerprint if source is not None else None
@@ -132,6 +156,13 @@ class Aggregator:
         if not self.expected:
             self.expected = list(ids)
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """Under xdist: a worker's unclaimed samples (their calls were paid)."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.unclaimed.extend(output.get("mia_unclaimed") or [])
+        self._summary = None
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "mia_result", None)
         if isinstance(result, dict) and report.when == "call":
@@ -155,7 +186,7 @@ class Aggregator:
 
             results = list(self.results.values())
             expected = len(self.expected) or len(self.results)
-            summary = summarize(results, expected, self.protocol)
+            summary = summarize(results, expected, self.protocol, self.unclaimed)
             done = set(self.results)
             summary["missing"] = [nodeid for nodeid in self.expected if nodeid not in done]
             summary["ci"] = stats.report_cis(results, seed=self.settings.seed)
@@ -208,6 +239,14 @@ class Aggregator:
             self.interrupted = True
         if self.config.option.collectonly:
             return  # nothing ran: an earlier run's report must not be overwritten
+        from .keys import UNCLAIMED_KEY
+
+        # In one process the runtime closed its engine just before (tryfirst).
+        unclaimed = self.config.stash.get(UNCLAIMED_KEY, None)
+        if unclaimed:
+            self.unclaimed.extend(unclaimed)
+            self.config.stash[UNCLAIMED_KEY] = []
+            self._summary = None
         if self.settings.report or self.settings.html:
             from .report import write_html, write_json
 

@@ -2,76 +2,100 @@
 
 SQLite in WAL mode gives what a benchmark run needs: every answer is
 committed as soon as it arrives (a SIGKILL loses at most the requests in
-flight), many xdist workers can write at once (writers queue on a lock, with
-a generous busy timeout), and a crash never leaves the file unreadable.
-Keys are content hashes of everything that changes the answer; errors are
-never stored.
+flight), many xdist workers can write at once, and a crash never leaves the
+file unreadable.  Keys are content hashes of everything that changes the
+answer; errors are never stored.
+
+The cache is worth less than the answers it holds: an entry that fails its
+checksum is a miss, a database that cannot be opened or written is a warning
+and the run goes on without it.  ``AsyncCache`` runs every SQLite call on one
+thread of its own, so a busy database never stalls the event loop that drives
+the requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MODEL = "model"
 JUDGE = "judge"
+TABLE = "mia_responses"
+# Writers queue on SQLite's lock; a few seconds is plenty for the short
+# transactions here, and on the cache thread a wait blocks no request.
+BUSY_TIMEOUT_MS = 5000
+
+
+class CacheError(Exception):
+    """The cache cannot be used; the message says why."""
 
 
 def cache_key(parts: dict[str, Any]) -> str:
     """A stable content hash of a request description (canonical JSON)."""
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class ResponseCache:
-    """Two layers (``model``, ``judge``) of JSON values under content keys."""
+    """Two layers (``model``, ``judge``) of JSON values under content keys.
+
+    Synchronous; ``AsyncCache`` is how the engine uses it.
+    """
 
     FILENAME = "responses.sqlite3"
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / self.FILENAME
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 60000")
-        # NORMAL in WAL mode: a committed answer survives a process kill;
-        # only a power cut can lose the last few, which are then re-asked.
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._setup()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.path = directory / self.FILENAME
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+            self._setup()
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(f"response cache in {directory} unusable ({exc})") from None
 
     def _setup(self) -> None:
-        """Switch to WAL and create the table.  xdist workers start together
-        and race here on a new file; switching the journal mode does not wait
-        on the busy timeout, so a worker that loses retries for a while."""
-        deadline = time.monotonic() + 60
-        delay = 0.01
+        """WAL mode and the table.  xdist workers start together and race on
+        a new file; switching the journal mode does not wait on the busy
+        timeout, so a worker that loses retries for a short while."""
+        db = self._db
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # NORMAL in WAL mode: a committed answer survives a process kill;
+        # only a power cut can lose the last few, which are then re-asked.
+        db.execute("PRAGMA synchronous = NORMAL")
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             try:
-                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    self._db.execute("PRAGMA journal_mode = WAL")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS responses ("
-                    " layer TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL,"
-                    " PRIMARY KEY (layer, key))"
+                if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")
+                db.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+                    " layer TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, digest TEXT NOT NULL,"
+                    " created REAL NOT NULL, PRIMARY KEY (layer, key))"
                 )
-                return
+                break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                time.sleep(0.05)
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}
+        if not {"layer", "key", "value", "digest", "created"} <= columns:
+            raise sqlite3.DatabaseError(f"table {TABLE} has foreign columns {sorted(columns)}")
 
     def get(self, layer: str, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM responses WHERE layer = ? AND key = ?", (layer, key)).fetchone()
-        if row is None:
+        """The stored value, or None when absent or failing its checksum."""
+        row = self._db.execute(f"SELECT value, digest FROM {TABLE} WHERE layer = ? AND key = ?", (layer, key)).fetchone()
+        if row is None or not isinstance(row[0], str) or row[1] != _digest(row[0]):
             return None
         try:
             value = json.loads(row[0])
@@ -80,17 +104,47 @@ class ResponseCache:
         return value if isinstance(value, dict) else None
 
     def put(self, layer: str, key: str, value: dict[str, Any]) -> None:
-        text = json.dumps(value, ensure_ascii=False)
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses (layer, key, value, created) VALUES (?, ?, ?, ?)",
-                (layer, key, text, time.time()),
-            )
+        # ASCII JSON: any text a server sent (a lone surrogate included) is stored.
+        text = json.dumps(value, ensure_ascii=True)
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {TABLE} (layer, key, value, digest, created) VALUES (?, ?, ?, ?, ?)",
+            (layer, key, text, _digest(text), time.time()),
+        )
 
     def count(self, layer: str) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses WHERE layer = ?", (layer,)).fetchone()[0])
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE layer = ?", (layer,)).fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
+
+
+class AsyncCache:
+    """A ``ResponseCache`` used from an event loop: each call runs on the
+    cache's own thread.  Failures become warnings (``problems``) and misses."""
+
+    def __init__(self, cache: ResponseCache) -> None:
+        self._cache = cache
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mia-cache")
+        self.problems: list[str] = []
+
+    async def get(self, layer: str, key: str) -> dict[str, Any] | None:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._cache.get, layer, key)
+        except sqlite3.Error as exc:
+            self._problem(f"reading the response cache failed ({exc}); asking the API instead")
+            return None
+
+    async def put(self, layer: str, key: str, value: dict[str, Any]) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._cache.put, layer, key, value)
+        except sqlite3.Error as exc:
+            # The answer is used and reported all the same; a rerun asks again.
+            self._problem(f"writing the response cache failed ({exc}); answers are kept in the reports only")
+
+    def _problem(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self._cache.close()

@@ -1,35 +1,61 @@
-"""Calls to OpenAI-compatible endpoints: retries, timeouts, clear errors.
+"""Calls to OpenAI-compatible chat endpoints, through the openai SDK's typed API.
 
-The openai client's own retry loop is switched off (``max_retries=0``) so
-that every attempt is counted and reported, and the policy is ours: retry
-429, 408/409, 5xx, timeouts and dropped connections with exponential backoff
-and full jitter, honouring Retry-After; fail at once on any other status.
+One ``Caller`` per role (model, judge).  A call goes out as
+``client.chat.completions.with_raw_response.create(...)`` (raw, for the
+rate-limit headers); the SDK's own retry loop is off (``max_retries=0``)
+because the policy here differs from it in three ways it cannot express:
+
+* 429s are retried until a time budget is spent, not a count, and every
+  standard header is honoured (``ratelimit.server_wait``); the endpoint's
+  concurrency shrinks and grows back (``ratelimit.AdaptiveLimiter``);
+* a reasoning model that refuses ``max_tokens`` or a non-default temperature
+  is asked again the way it accepts, and the deviation is recorded;
+* the first calls of a role failing the same systematic way (connection
+  refused, DNS, 401/403/404) trip a breaker that ends the session at once.
+
+Only ``openai`` exception types (and ``MalformedReply``, a 200 whose body is
+not a chat completion) are retried: a bug in this package is never retried
+as a server fault.  Every attempt is counted, the paid ones included.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
 import os
 import random
-import secrets
+import re
+import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .ratelimit import AdaptiveLimiter, RateCap, RetryBudget, backoff, server_wait
+
 if TYPE_CHECKING:
-    from .images import PreparedImage
+    import openai
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 30.0
-RETRY_AFTER_CAP = 120.0
 # A local server (vLLM, Ollama) needs no key, but the openai client refuses
 # to start without one; this placeholder is what vLLM's docs use.
 NO_KEY = "EMPTY"
-_TRANSIENT_STATUS = {408, 409, 429}
+_TRANSIENT_STATUS = {408, 409}
+# OpenAI's reasoning families refuse max_tokens and any temperature but the
+# default; they are asked the accepted way from the first call.  Other hosts
+# and names are adapted when they answer 400 (see ``Sampling.adapt``).
+_REASONING_NAME = re.compile(r"^(?:[\w.-]+/)?(?:o\d|gpt-5)", re.IGNORECASE)
+# How many first attempts of a role must fail the same systematic way (and
+# none succeed) before the breaker ends the session.
+BREAKER_ATTEMPTS = 3
+
+
+def strip_userinfo(url: str) -> str:
+    """The URL without ``user:password@``: what may be printed or stored."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,10 @@ class Endpoint:
     @property
     def url(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+    @property
+    def url_is_default(self) -> bool:
+        return not self.base_url and not os.environ.get("OPENAI_BASE_URL")
 
     @property
     def host(self) -> str:
@@ -72,18 +102,38 @@ class Endpoint:
         host = (urlsplit(self.base_url).hostname or "").lower()
         return not (host == "api.openai.com" or host.endswith(".openai.com"))
 
+    def key_note(self) -> str:
+        """Whether a key is sent, and from where, for the run's header."""
+        if self.key_withheld():
+            flag = "--mia-judge-api-key-env" if self.role == "judge" else "--mia-api-key-env"
+            return f"no key sent (${self.api_key_env} goes only to api.openai.com unless named with {flag})"
+        if self.env_key() is None:
+            return f"no key (${self.api_key_env} is not set)"
+        return f"key from ${self.api_key_env}"
+
+    def secrets(self) -> list[str]:
+        return [key] if (key := self.env_key()) else []
+
 
 class CallError(Exception):
     """A call that did not produce a reply, after any retries."""
 
     def __init__(self, endpoint: Endpoint, detail: str, attempts: int) -> None:
         # Error bodies may echo the Authorization header back at us.
-        detail = scrub(detail, [endpoint.env_key() or ""])
+        detail = scrub(detail, endpoint.secrets())
         self.endpoint = endpoint
         self.detail = detail
         self.attempts = attempts
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
         super().__init__(f"{endpoint.role} call to {endpoint.host} ({endpoint.model}) failed{tries}: {detail}")
+
+
+class EndpointDown(CallError):
+    """The role's breaker tripped: its endpoint fails every call the same way."""
+
+
+class MalformedReply(Exception):
+    """An HTTP 200 whose body is not a usable chat completion (retried)."""
 
 
 @dataclass
@@ -94,6 +144,8 @@ class Completion:
     finish_reason: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    reasoning: str | None = None  # ``reasoning_content`` / ``reasoning`` of the message
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,22 +153,34 @@ class Completion:
             "finish_reason": self.finish_reason,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "reasoning": self.reasoning,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Completion:
-        return cls(data.get("text"), data.get("finish_reason"), int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+    def from_json(cls, data: Mapping[str, Any]) -> Completion:
+        text, reason, reasoning = data.get("text"), data.get("finish_reason"), data.get("reasoning")
+        if not all(v is None or isinstance(v, str) for v in (text, reason, reasoning)):
+            raise ValueError("cached completion has non-text fields")
+        return cls(
+            text,
+            reason,
+            _count(data.get("prompt_tokens")),
+            _count(data.get("completion_tokens")),
+            _count(data.get("reasoning_tokens")),
+            reasoning,
+        )
 
 
 @dataclass
 class CallStats:
-    """Per-call bookkeeping that ends up in the report."""
+    """What one logical call cost: attempts sent (each may be paid)."""
 
     attempts: int = 0
-    retried_errors: list[str] = field(default_factory=list)
+    rate_limited: int = 0
 
 
-def scrub(text: str, secrets: list[str]) -> str:
+def scrub(text: str, secrets: Sequence[str]) -> str:
     """Remove key values from text that may echo them (error bodies)."""
     for secret in secrets:
         if secret and len(secret) >= 4:
@@ -124,14 +188,155 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+@dataclass
+class Sampling:
+    """A role's sampling parameters, and how they were adapted to the endpoint.
+
+    Starts as the protocol (or the user) asked; ``adapt`` changes it once per
+    refusal, and ``deviations`` says in words what differs from the request.
+    Shared by every call of the role, so only the first refusal costs a call.
+    """
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    reasoning_effort: str | None = None
+    token_param: str = "max_tokens"
+    send_temperature: bool = True
+    deviations: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_model(
+        cls, name: str, max_tokens: int | None, temperature: float | None, reasoning_effort: str | None
+    ) -> Sampling:
+        sampling = cls(max_tokens, temperature, reasoning_effort)
+        if _REASONING_NAME.match(name):
+            sampling._use_completion_tokens(f"{name} is a reasoning model")
+            sampling._drop_temperature(f"{name} is a reasoning model")
+        return sampling
+
+    def params(self) -> dict[str, Any]:
+        """Keyword arguments for ``chat.completions.create``."""
+        params: dict[str, Any] = {}
+        if self.max_tokens is not None:
+            params[self.token_param] = self.max_tokens
+        if self.temperature is not None and self.send_temperature:
+            params["temperature"] = self.temperature
+        if self.reasoning_effort is not None:
+            params["reasoning_effort"] = self.reasoning_effort
+        return params
+
+    def requested(self) -> dict[str, Any]:
+        """The parameters as asked for (cache keys use these: an adaptation
+        does not change what the run means to ask)."""
+        return Sampling(self.max_tokens, self.temperature, self.reasoning_effort).params()
+
+    def adapt(self, exc: openai.APIStatusError) -> bool:
+        """Change what a 400 says the endpoint refuses; False if nothing applies."""
+        if exc.status_code != 400:
+            return False
+        param, text = _error_param(exc)
+        if self.max_tokens is not None and self.token_param == "max_tokens" and (
+            param == "max_tokens" or "max_completion_tokens" in text
+        ):
+            return self._use_completion_tokens("the endpoint refused max_tokens")
+        if self.temperature is not None and self.send_temperature and (
+            param == "temperature" or ("temperature" in text and "unsupported" in text.lower())
+        ):
+            return self._drop_temperature("the endpoint refused it")
+        return False
+
+    def _use_completion_tokens(self, why: str) -> bool:
+        if self.max_tokens is None or self.token_param == "max_completion_tokens":
+            return False
+        self.token_param = "max_completion_tokens"
+        self.deviations.append(f"max_tokens={self.max_tokens} sent as max_completion_tokens ({why})")
+        return True
+
+    def _drop_temperature(self, why: str) -> bool:
+        if self.temperature is None or not self.send_temperature:
+            return False
+        self.send_temperature = False
+        self.deviations.append(f"temperature={self.temperature:g} not sent, the model's default applies ({why})")
+        return True
+
+
+def _error_param(exc: openai.APIStatusError) -> tuple[str | None, str]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body)
+    if not isinstance(inner, dict):
+        return None, str(inner)
+    param = inner.get("param")
+    return (param if isinstance(param, str) else None), str(inner.get("message") or "")
+
+
+class Breaker:
+    """Ends the session when an endpoint is plainly unusable.
+
+    Trips when the first ``BREAKER_ATTEMPTS`` attempts of a role all failed
+    with the same systematic cause and none succeeded: a dead host, a wrong
+    URL, a bad key or model name fail every later call too, and 400 samples
+    times seven attempts would take many minutes to say so.  One success
+    disarms it for the run: later failures are ordinary, per-sample ones.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.armed = True
+        self.causes: list[str] = []
+        self.tripped: asyncio.Event = asyncio.Event()
+        self.message = ""
+
+    def success(self) -> None:
+        self.armed = False
+
+    def failure(self, systematic: str | None) -> None:
+        if not self.armed or self.tripped.is_set():
+            return
+        if systematic is None:
+            self.armed = False
+            return
+        self.causes.append(systematic)
+        if len(self.causes) >= BREAKER_ATTEMPTS and len(set(self.causes)) == 1:
+            e = self.endpoint
+            self.message = (
+                f"{e.role} endpoint {e.host} ({e.model}) is unusable: {systematic} on each of the first "
+                f"{len(self.causes)} attempts; the run stops here (the rest of the samples are not run)"
+            )
+            self.tripped.set()
+
+
 class Caller:
     """One role's client; used from the engine's event loop only."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float, max_retries: int, http_client: Any = None) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        sampling: Sampling,
+        *,
+        timeout: float,
+        max_retries: int,
+        rate_limit_wait: float,
+        limiter: AdaptiveLimiter,
+        rate_cap: RateCap | None,
+        http_client: Any,
+        require_text: bool = False,
+    ) -> None:
         import openai
 
         self.endpoint = endpoint
+        self.sampling = sampling
+        self.timeout = timeout
         self.max_retries = max_retries
+        self.rate_limit_wait = rate_limit_wait
+        self.limiter = limiter
+        self.rate_cap = rate_cap
+        self.breaker = Breaker(endpoint)
+        # A judge reply without text (null content, a content filter) is a
+        # failed call, retried, never a verdict of 0 stored in the cache.
+        self.require_text = require_text
+        # Retry jitter from a private generator: the global one is reseeded
+        # per test by pytest-randomly and may be seeded by user code.
+        self._rng = random.Random()
         self._openai = openai
         self._client = openai.AsyncOpenAI(
             api_key=endpoint.key() or NO_KEY,
@@ -144,97 +349,138 @@ class Caller:
     async def close(self) -> None:
         await self._client.close()
 
-    async def complete(self, body: bytes, stats: CallStats) -> Completion:
-        """One chat completion (``body``: see ``encode_body``), retried on
-        transient failures."""
+    async def complete(self, messages: list[dict[str, Any]], stats: CallStats) -> Completion:
+        """One chat completion, retried on transient failures; raises CallError."""
         openai = self._openai
-        attempt = 0
+        budget = RetryBudget(self.rate_limit_wait)
+        failures = 0  # transient failures other than 429, against --mia-max-retries
+        adaptations = 0
         while True:
-            attempt += 1
-            stats.attempts += 1
+            self._raise_if_tripped(stats)
+            asked: float | None = None  # a wait the server asked for on a 429
+            async with self.limiter.slot() as slot:
+                if self.rate_cap is not None:
+                    await self.rate_cap.wait()
+                stats.attempts += 1
+                try:
+                    # The whole request, body included, is bounded: the
+                    # client's own timeout only bounds each read.
+                    completion, headers = await asyncio.wait_for(self._send(messages), self.timeout)
+                except openai.APIStatusError as exc:
+                    status, detail = exc.status_code, _status_detail(exc, self.endpoint)
+                    if status == 429:
+                        stats.rate_limited += 1
+                        self.limiter.on_rate_limited(slot)
+                        asked = server_wait(exc.response.headers, time.time(), status=429)
+                        delay = asked if asked is not None else backoff(budget.tries + 1, self._rng)
+                        if not budget.allows(delay):
+                            raise CallError(self.endpoint, f"{detail}; {budget.message(delay)} (--mia-rate-limit-wait)", stats.attempts) from None
+                    elif adaptations < 2 and self.sampling.adapt(exc):
+                        adaptations += 1
+                        continue
+                    elif status in _TRANSIENT_STATUS or status >= 500:
+                        failures += 1
+                        delay = self._retry_delay(detail, failures, stats, server_wait(exc.response.headers, time.time()))
+                    else:
+                        self.breaker.failure(f"HTTP {status}" if status in (401, 403, 404) else None)
+                        self._raise_if_tripped(stats)
+                        raise CallError(self.endpoint, detail, stats.attempts) from None
+                except (openai.APITimeoutError, asyncio.TimeoutError):
+                    failures += 1
+                    delay = self._retry_delay(f"request timed out after {self.timeout:g} s", failures, stats)
+                except openai.APIConnectionError as exc:
+                    cause = _root_cause(exc)
+                    self.breaker.failure(_systematic_connection_error(cause))
+                    self._raise_if_tripped(stats)
+                    failures += 1
+                    delay = self._retry_delay(f"connection failed ({type(cause).__name__}: {_short(str(cause))})", failures, stats)
+                except MalformedReply as exc:
+                    failures += 1
+                    delay = self._retry_delay(f"malformed reply ({exc})", failures, stats)
+                else:
+                    self.limiter.on_success()
+                    self.breaker.success()
+                    # A limit with nothing left: hold the next requests until it resets.
+                    if (ahead := server_wait(headers, time.time())) is not None:
+                        self.limiter.pause(ahead)
+                    return completion
+            if asked is not None:
+                # Every new request, this retry included, waits out the pause
+                # in the limiter's queue: no storm of retries meanwhile.
+                self.limiter.pause(asked)
+                continue
+            # Our own backoff: wait outside the slot, and stop if the breaker trips.
             try:
-                # The client's generic POST (the SDK's documented way to reach
-                # any endpoint) sends the body as given: chat.completions.create
-                # would first walk every message part against its TypedDicts
-                # (~0.5 ms a request, on the thread that drives all requests)
-                # and build pydantic objects from the reply.  The reply is
-                # checked by _completion.
-                reply = await self._client.post("/chat/completions", cast_to=dict, content=body)
-                completion = _completion(reply)
-                if completion.text:
-                    # A server that echoes the key must not get it into reports or the cache.
-                    completion.text = scrub(completion.text, [self.endpoint.env_key() or ""])
-                return completion
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                detail = _status_detail(exc, self.endpoint)
-                if status not in _TRANSIENT_STATUS and status < 500:
-                    raise CallError(self.endpoint, detail, attempt) from None
-                delay = _retry_after(exc.response.headers)
-            except openai.APITimeoutError:
-                detail, delay = "request timed out", None
-            except openai.APIConnectionError as exc:
-                cause = exc.__cause__ or exc
-                detail, delay = f"connection failed ({type(cause).__name__}: {_short(str(cause))})", None
-            except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError, IndexError) as exc:
-                detail, delay = f"malformed reply ({type(exc).__name__}: {_short(str(exc))})", None
-            detail = scrub(detail, [self.endpoint.env_key() or ""])
-            if attempt > self.max_retries:
-                raise CallError(self.endpoint, detail, attempt)
-            stats.retried_errors.append(detail)
-            await asyncio.sleep(_backoff(attempt, delay))
+                await asyncio.wait_for(self.breaker.tripped.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    def _retry_delay(self, detail: str, failures: int, stats: CallStats, asked: float | None = None) -> float:
+        """The delay before retrying a transient failure, or CallError when
+        the retries are used up."""
+        if failures > self.max_retries:
+            raise CallError(self.endpoint, detail, stats.attempts)
+        return asked if asked is not None else backoff(failures, self._rng)
+
+    def _raise_if_tripped(self, stats: CallStats) -> None:
+        if self.breaker.tripped.is_set():
+            raise EndpointDown(self.endpoint, self.breaker.message, stats.attempts)
+
+    async def _send(self, messages: list[dict[str, Any]]) -> tuple[Completion, Any]:
+        raw = await self._client.chat.completions.with_raw_response.create(
+            model=self.endpoint.model,
+            messages=messages,  # type: ignore[arg-type]  # built as plain dicts
+            **self.sampling.params(),
+        )
+        try:
+            parsed = raw.parse()
+        except ValueError as exc:  # the body is not JSON
+            raise MalformedReply(f"body is not JSON: {_short(str(exc))}") from None
+        completion = completion_of(parsed)
+        if self.require_text and (completion.text is None or completion.finish_reason == "content_filter"):
+            raise MalformedReply(f"no usable text (content {'null' if completion.text is None else 'filtered'}, finish_reason {completion.finish_reason})")
+        secrets = self.endpoint.secrets()
+        # A server that echoes the key must not get it into reports or the cache.
+        if completion.text:
+            completion.text = scrub(completion.text, secrets)
+        if completion.reasoning:
+            completion.reasoning = scrub(completion.reasoning, secrets)
+        return completion, raw.headers
 
 
-IMAGE_SLOT = f"mia-image-{secrets.token_hex(8)}"  # stands for a data URI in params
-
-
-def encode_body(params: dict[str, Any], image: PreparedImage | None = None) -> bytes:
-    """``params`` as JSON bytes, each ``IMAGE_SLOT`` value replaced by the
-    image's data URI.
-
-    The URI is most of a request (~250 KB of base64 for a 1 MP photo).  Put
-    in as text, it would be copied into a str, scanned by the JSON encoder
-    and copied again into bytes, all on the loop thread and alive for every
-    request in flight.  Base64 needs no JSON escaping, so its bytes are
-    spliced in once.
-    """
-    data = json.dumps(params).encode("ascii")  # ensure_ascii: any text is safe
-    if image is None:
-        return data
-    slot = b'"' + IMAGE_SLOT.encode("ascii") + b'"'
-    return data.replace(slot, b'"' + image.data_uri_bytes() + b'"')
-
-
-def _completion(reply: Any) -> Completion:
-    """The first choice of a reply (the decoded JSON body).  Nothing here is
-    trusted: anything but a choice with a message is malformed (and so
-    retried, never cached)."""
-    if not isinstance(reply, dict):
-        raise ValueError(f"reply is not a JSON object: {_short(str(reply))}")
-    choices = reply.get("choices")
+def completion_of(reply: Any) -> Completion:
+    """The first choice of a parsed reply.  The SDK builds its objects
+    without validation, so nothing is trusted: anything but a choice with a
+    message is malformed."""
+    choices = getattr(reply, "choices", None)
     if not isinstance(choices, list) or not choices:
-        error = reply.get("error")
+        error = (getattr(reply, "model_extra", None) or {}).get("error")
         if error:
-            raise ValueError(f"reply carries an error instead of choices: {_short(str(error))}")
-        raise ValueError("reply has no choices")
+            raise MalformedReply(f"reply carries an error instead of choices: {_short(str(error))}")
+        raise MalformedReply("reply has no choices")
     choice = choices[0]
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        raise ValueError("reply's first choice has no message")
-    text = message.get("content")
+    message = getattr(choice, "message", None)
+    if message is None or isinstance(message, (str, int, float, list)):
+        raise MalformedReply("reply's first choice has no message")
+    text = getattr(message, "content", None)
     if text is not None and not isinstance(text, str):
-        raise TypeError(f"message content is {type(text).__name__}, not text")
-    usage = reply.get("usage")
+        raise MalformedReply(f"message content is {type(text).__name__}, not text")
+    extra = getattr(message, "model_extra", None) or {}
+    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    reason = getattr(choice, "finish_reason", None)
+    usage = getattr(reply, "usage", None)
+    details = getattr(usage, "completion_tokens_details", None)
     return Completion(
         text=text,
-        finish_reason=reason if isinstance(reason := choice.get("finish_reason"), str) else None,
-        prompt_tokens=_tokens(usage, "prompt_tokens"),
-        completion_tokens=_tokens(usage, "completion_tokens"),
+        finish_reason=reason if isinstance(reason, str) else None,
+        prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
+        completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
+        reasoning_tokens=_count(getattr(details, "reasoning_tokens", 0)),
+        reasoning=reasoning if isinstance(reasoning, str) else None,
     )
 
 
-def _tokens(usage: Any, name: str) -> int:
-    value = usage.get(name, 0) if isinstance(usage, dict) else 0
+def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
@@ -243,10 +489,27 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _status_detail(exc: Any, endpoint: Endpoint) -> str:
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause of a wrapped error (openai -> httpx -> httpcore -> OSError)."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def _systematic_connection_error(cause: BaseException) -> str | None:
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "host name not found (DNS)"
+    return None
+
+
+def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     status = exc.status_code
     message = ""
-    body = getattr(exc, "body", None)
+    body = exc.body
     if isinstance(body, dict):
         inner = body.get("error", body)
         message = str(inner.get("message", "")) if isinstance(inner, dict) else str(inner)
@@ -255,44 +518,14 @@ def _status_detail(exc: Any, endpoint: Endpoint) -> str:
     if not message:
         try:  # a plain-text or HTML error page: its own words beat "Error code: 400"
             message = exc.response.text
-        except Exception:
+        except Exception:  # a streamed or closed body has no text to give
             message = ""
-    if not message:
-        message = str(getattr(exc, "message", "") or "")
     detail = f"HTTP {status}"
     if message:
         detail += f": {_short(message)}"
-    if status == 401 and endpoint.key_withheld():
-        detail += (
-            f" (no key sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it"
-            f" with --mia-{'judge-' if endpoint.role == 'judge' else ''}api-key-env)"
-        )
-    elif status == 401 and endpoint.key() is None:
+    if status in (400, 401, 403) and endpoint.key_withheld():
+        flag = "--mia-judge-api-key-env" if endpoint.role == "judge" else "--mia-api-key-env"
+        detail += f" (no key was sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it with {flag})"
+    elif status in (401, 403) and endpoint.key() is None:
         detail += f" (no key: ${endpoint.api_key_env} is not set)"
     return detail
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the server asked us to wait (Retry-After-Ms, Retry-After)."""
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000.0)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except Exception:
-        return None
-
-
-def _backoff(attempt: int, retry_after: float | None) -> float:
-    """Full-jitter exponential backoff; a server's Retry-After takes precedence."""
-    if retry_after is not None:
-        return min(retry_after, RETRY_AFTER_CAP) + random.uniform(0, 0.1)
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1)))
-    return random.uniform(ceiling / 2, ceiling)

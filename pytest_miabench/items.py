@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from .dataset import Sample
+from .engine import SampleFailure
+from .keys import ENGINE_KEY, RESULT_KEY, TIMEOUT_KEY
 
-RESULT_KEY = pytest.StashKey[dict[str, Any]]()
 COLLECTOR_NAME = "mia-bench"
 
 
@@ -36,6 +38,10 @@ class BenchCollector(pytest.Collector):
             yield MiaItem.from_parent(self, name=sample.name, sample=sample)
 
 
+class SampleTimeout(Exception):
+    """pytest-timeout's limit passed while the item waited for its sample."""
+
+
 class MiaItem(pytest.Item):
     """One MIA-Bench sample.  Passes when the judge gave a verdict; fails with
     a one-paragraph message when the sample could not be run."""
@@ -47,26 +53,35 @@ class MiaItem(pytest.Item):
         self.extra_keyword_matches.add(sample.type)
 
     def runtest(self) -> None:
-        from .engine import SampleFailure
-        from .runtime import RUNTIME_KEY
-
-        runtime = self.config.stash[RUNTIME_KEY]
+        engine = self.config.stash[ENGINE_KEY]
+        timeout = self.stash.get(TIMEOUT_KEY, None)
         try:
-            result = runtime.result_for(self)
+            record = engine.result(self.sample, timeout)
         except SampleFailure as failure:
-            self._record(failure.result)
+            self._record(failure.record)
+            if failure.fatal:
+                # One message for the whole run (xdist carries it to the controller).
+                self.session.shouldstop = failure.message
             raise
-        self._record(result)
+        except concurrent.futures.TimeoutError:
+            abandoned = engine.abandon(self.sample)
+            waiting = "the model's answer" if abandoned is None or abandoned["response"] is None else "the judge's verdict"
+            message = f"timed out after {timeout:g} s (pytest-timeout) waiting for {waiting}; the sample was cancelled"
+            if abandoned is not None:
+                abandoned["reason"], abandoned["failed_stage"] = message, "timeout"
+                self._record(abandoned)
+            raise SampleTimeout(message) from None
+        self._record(record)
 
     def _record(self, result: dict[str, Any]) -> None:
         self.stash[RESULT_KEY] = result
+        # A rerun (pytest-rerunfailures) replaces the earlier run's properties.
+        self.user_properties[:] = [p for p in self.user_properties if not p[0].startswith("mia_")]
         self.user_properties.extend(compact_properties(result))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        from .engine import SampleFailure
-
-        if isinstance(excinfo.value, SampleFailure):
-            return f"mia-bench sample {self.name} [{self.sample.type}]: {excinfo.value.message}"
+        if isinstance(excinfo.value, (SampleFailure, SampleTimeout)):
+            return f"mia-bench sample {self.name} [{self.sample.type}]: {excinfo.value}"
         return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[str, int | None, str]:

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from . import hookspecs
+from .keys import SETTINGS_KEY
 from .settings import OPTIONS_BY_DEST, Settings, add_options, enabled, raw_value, resolve
 
 if TYPE_CHECKING:
     from .protocols import Protocol
-
-SETTINGS_KEY = pytest.StashKey[Settings]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -30,23 +29,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
-    """Before any plugin is configured: a cleanup registered now runs after
-    every other plugin's cleanup (see ``runtime.freeze_heap``), and a
-    process that will run samples starts importing openai (the first
-    request's longest wait) and tunes malloc before any thread exists."""
-    if not enabled(config):
-        return
-    from .runtime import register_thaw, tune_malloc
-
-    register_thaw(config)
-    runs_items = hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
-    if runs_items and not config.option.collectonly:
-        tune_malloc()
-        _import_client_library()
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve settings; with --mia-bench, register the run's plugin objects."""
@@ -56,18 +38,25 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = resolve(config)
     config.stash[SETTINGS_KEY] = settings
     from .aggregate import AGGREGATOR_KEY, Aggregator
-    from .runtime import RUNTIME_KEY, BenchRuntime, load_source
+    from .runtime import BenchRuntime, load_source
 
     protocol = _protocol(config, settings)
     judge_image = protocol.judge_sees_image if settings.judge_image is None else settings.judge_image
+    # Roles as xdist itself tells them: a worker has ``workerinput``; the
+    # controller is any other process with a distribution mode, except under
+    # --collect-only, where xdist runs no session and this process collects.
     is_worker = hasattr(config, "workerinput")
-    uses_xdist = bool(getattr(config.option, "numprocesses", None)) and not is_worker
-    if uses_xdist and getattr(config.option, "dist", None) in ("loadscope", "loadfile"):
-        # Both group items by file/scope, and every sample shares one.
+    dist = str(config.getoption("dist", "no") or "no")
+    uses_xdist = dist != "no" and not is_worker and not config.option.collectonly
+    if dist == "each" and not is_worker:
+        raise pytest.UsageError(
+            "--dist each runs every MIA-Bench sample on every worker, paying the model and the judge once per "
+            "worker; use --dist load (what -n implies) or worksteal"
+        )
+    if uses_xdist and dist in ("loadscope", "loadfile", "loadgroup"):
+        # These group items by file/scope/group, and every sample shares one.
         config.issue_config_time_warning(
-            pytest.PytestConfigWarning(
-                f"--dist {config.option.dist} sends every MIA-Bench sample to one worker; use --dist load or worksteal"
-            ),
+            pytest.PytestConfigWarning(f"--dist {dist} sends every MIA-Bench sample to one worker; use --dist load or worksteal"),
             stacklevel=2,
         )
     if not is_worker:
@@ -80,18 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(aggregator, "miabench-aggregator")
     if not uses_xdist:
         runtime = BenchRuntime(config, settings, protocol, judge_image)
-        config.stash[RUNTIME_KEY] = runtime
         config.pluginmanager.register(runtime, "miabench-runtime")
-
-
-def _import_client_library() -> None:
-    """Import openai (~0.4 s) on a thread while this one loads the dataset
-    and collects: the first request needs it."""
-    import sys
-    import threading
-
-    if "openai" not in sys.modules:
-        threading.Thread(target=__import__, args=("openai",), name="mia-import", daemon=True).start()
 
 
 _PATH_FLAGS = ("--mia-dataset", "--mia-cache-dir", "--mia-baseline", "--mia-report", "--mia-html")
@@ -143,12 +121,28 @@ def _protocol(config: pytest.Config, settings: Settings) -> Protocol:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    """What reproduces the run: model, judge, protocol, dataset, limit."""
+    """What reproduces the run: model, judge, protocol, dataset, limit, and
+    where each role's calls go with which key (never the key itself)."""
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.enabled:
         return None
+    from .client import Endpoint, strip_userinfo
+
     limit = "all" if settings.limit is None else str(settings.limit)
-    return [
+    lines = [
         f"mia-bench: model={settings.model} judge={settings.judge_model} protocol={settings.protocol}",
         f"mia-bench: dataset={settings.dataset} split={settings.split} limit={limit} concurrency={settings.concurrency}",
     ]
+    assert settings.model is not None  # resolve() requires it with --mia-bench
+    roles = (
+        Endpoint("model", settings.model, settings.base_url, settings.api_key_env, settings.api_key_env_explicit),
+        Endpoint(
+            "judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit
+        ),
+    )
+    for endpoint in roles:
+        where = strip_userinfo(endpoint.url)
+        if endpoint.url_is_default:
+            where += " (default)"
+        lines.append(f"mia-bench: {endpoint.role}: {where}, {endpoint.key_note()}")
+    return lines

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .engine import judge_settings
+from .sampling import judge_settings
 
 if TYPE_CHECKING:
     from .aggregate import Aggregator
@@ -30,10 +30,12 @@ SAMPLE_FIELDS = (
     "judge_replies",
     "judge_scores",
     "judge_reasks",
+    "reasoning",
     "instruction",
     "cached",
     "calls",
     "retries",
+    "rate_limited",
     "usage",
     "image",
     "thumbnail",
@@ -82,6 +84,8 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
             "api_key_env": s.api_key_env,
             "max_tokens": s.max_tokens,
             "temperature": s.temperature,
+            "reasoning_effort": s.reasoning_effort,
+            "sampling_deviations": summary["sampling_deviations"]["model"],
         },
         "judge": {
             "name": s.judge_model,
@@ -92,6 +96,8 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
             "max_tokens": judge.get("max_tokens"),
             "retries": s.judge_retries,
             "repeats": s.judge_repeats,
+            "reasoning_effort": s.judge_reasoning_effort,
+            "sampling_deviations": summary["sampling_deviations"]["judge"],
         },
         "protocol": {
             "name": agg.protocol.name,
@@ -199,6 +205,8 @@ def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
             {"bold": True},
         )
     )
+    if summary.get("stopped"):
+        lines.append((f"STOPPED: {summary['stopped']}", {"red": True, "bold": True}))
     counts = f"samples: {summary['n_samples']}  scored: {summary['n_scored']}  failed: {summary['n_failed']}"
     for key, label in (("n_zero", "zero by policy"), ("n_dropped", "dropped by policy"), ("n_excluded", "excluded by policy"), ("n_missing", "not run")):
         if summary[key]:
@@ -217,9 +225,17 @@ def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
     )
     if usage.get("judge_reasks"):
         calls += f"  judge re-asks: {usage['judge_reasks']}"
+    if usage.get("unclaimed_samples"):
+        calls += f"  (incl. {usage['unclaimed_samples']} samples called ahead but not run)"
     lines.append((calls, plain))
+    if usage.get("rate_limited"):
+        lines.append((f"rate limits: {usage['rate_limited']} HTTP 429 replies; concurrency went down to {usage['concurrency_reached']}", {"yellow": True}))
+    for role in ("model", "judge"):
+        if summary["sampling_deviations"][role]:
+            lines.append((f"sampling deviations: {role}: " + "; ".join(summary["sampling_deviations"][role]), {"yellow": True}))
     tokens = "  ".join(
         f"{role} {usage[role]['prompt_tokens']} in / {usage[role]['completion_tokens']} out"
+        + (f" ({usage[role]['reasoning_tokens']} reasoning)" if usage[role].get("reasoning_tokens") else "")
         + (f" (+{usage[role]['cached_prompt_tokens']} / {usage[role]['cached_completion_tokens']} from cache)" if usage[role]["cache_hits"] else "")
         for role in ("model", "judge")
     )

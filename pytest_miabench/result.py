@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens")
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_prompt_tokens", "cached_completion_tokens")
 
 
 def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -20,6 +20,7 @@ def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None
         "score": None,
         "components": components or [],
         "response": None,
+        "reasoning": None,
         "finish_reason": None,
         "judge_reply": None,
         "reason": "",
@@ -28,6 +29,8 @@ def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None
         "cached": {"model": False, "judge": False},
         "calls": {"model": 0, "judge": 0},
         "retries": 0,
+        "rate_limited": 0,
+        "sampling_deviations": [],
         # Tokens of this run's API calls, and of answers served from the cache.
         "usage": {role: dict.fromkeys(TOKEN_FIELDS, 0) for role in ("model", "judge")},
         "instruction": None,

@@ -1,4 +1,4 @@
-"""Per-process benchmark state: collection, look-ahead scheduling, the engine.
+"""Per-process benchmark state: collection, look-ahead scheduling, the engine's life.
 
 Registered in every process that runs items (the single process, or each
 xdist worker), never on an xdist controller, which runs nothing.
@@ -6,9 +6,6 @@ xdist worker), never on an xdist controller, which runs nothing.
 
 from __future__ import annotations
 
-import atexit
-import gc
-import sqlite3
 import warnings
 from collections.abc import Generator
 from pathlib import Path
@@ -16,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from .cache import CacheError, ResponseCache
 from .dataset import DatasetError, Source
-from .items import COLLECTOR_NAME, RESULT_KEY, BenchCollector, MiaItem
+from .engine import Engine
+from .items import COLLECTOR_NAME, BenchCollector, MiaItem
+from .keys import ENGINE_KEY, RESULT_KEY, SOURCE_KEY, TIMEOUT_KEY, UNCLAIMED_KEY
 from .protocols.base import Protocol
 from .settings import Settings
-
-RUNTIME_KEY = pytest.StashKey["BenchRuntime"]()
-SOURCE_KEY = pytest.StashKey[Source]()
 
 
 def load_source(config: pytest.Config, settings: Settings) -> Source:
@@ -49,74 +46,6 @@ def cache_directory(config: pytest.Config, settings: Settings) -> Path | None:
     return Path(cache.mkdir("mia-bench"))
 
 
-_exit_freeze_registered = False
-
-
-def freeze_heap() -> None:
-    """Move everything alive now (the imports, openai's ~1000 model classes,
-    the items) out of the garbage collector's sight until pytest cleans up.
-
-    Called by the engine when the process first waits on the network (the
-    first window's requests are out) or when the first sample ends, if that
-    comes first: the collection that precedes the freeze takes ~80 ms and
-    would delay whatever runs meanwhile (after the first sample, it held up
-    the second wave).  Each full collection then skips those objects: the
-    ones during the run, pytest's two at cleanup and the interpreter's at
-    exit, which together cost ~0.3 s of CPU at the end of every run.  A
-    collection first, so no garbage is frozen with them.
-    """
-    global _exit_freeze_registered
-    gc.collect()
-    gc.freeze()
-    # Thawed once pytest's own end-of-run collections are done (cleanups run
-    # last-in first-out, see ``register_thaw``), so a pytest run inside this
-    # process (pytester) leaves nothing frozen behind.  gc.unfreeze() is
-    # harmless when nothing was frozen (--collect-only, a usage error).
-    if not _exit_freeze_registered:
-        # At interpreter exit nothing needs collecting any more.
-        atexit.register(gc.freeze)
-        _exit_freeze_registered = True
-
-
-_M_MMAP_THRESHOLD = -3  # glibc malloc.h
-_M_ARENA_MAX = -8
-MMAP_THRESHOLD = 128 * 1024
-
-
-def tune_malloc() -> bool:
-    """glibc only: give big buffers back at once and keep threads to two arenas.
-
-    A run allocates thousands of 100-300 KB buffers (image bytes, base64,
-    request bodies) on four threads.  glibc raises its mmap threshold each
-    time such a buffer is freed, after which they come from per-thread
-    arenas that keep the freed memory: 10-25 MiB of peak RSS in the
-    benchmark.  A fixed threshold (glibc's own starting value) returns them
-    to the system on free, two arenas limit the spread.  Called before the
-    plugin starts any thread; a variable the user set (MALLOC_ARENA_MAX,
-    MALLOC_MMAP_THRESHOLD_) is left alone.  Returns whether it applied.
-    """
-    import ctypes
-    import os
-
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return False
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, ValueError):
-        return False
-    applied = False
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) or applied
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        applied = bool(mallopt(_M_ARENA_MAX, 2)) or applied
-    return applied
-
-
-def register_thaw(config: pytest.Config) -> None:
-    """Register the thaw before any other plugin's cleanup, so it runs after them."""
-    config.add_cleanup(gc.unfreeze)
-
-
 class BenchRuntime:
     """Owns this process's engine and decides what to submit ahead."""
 
@@ -126,11 +55,12 @@ class BenchRuntime:
         self.protocol = protocol
         self.judge_image = judge_image
         self.is_worker = hasattr(config, "workerinput")
-        self._engine: Any = None
+        self._engine: Engine | None = None
         self._positions: dict[str, int] = {}
         self._items: list[pytest.Item] = []
         self._submitted_to = 0  # positions below this were submitted
         self._prefetched_to = 0  # ... or their images prefetched
+        self._warned: set[str] = set()
 
     # -- collection --------------------------------------------------------
 
@@ -161,6 +91,43 @@ class BenchRuntime:
         session.testscollected = len(session.items)
         return True
 
+    # -- the engine ----------------------------------------------------------
+
+    def engine(self) -> Engine:
+        """Start the engine on first use; its cleanup is registered with pytest
+        at once, so it runs even if another plugin's sessionfinish fails."""
+        if self._engine is None:
+            response_cache = None
+            directory = cache_directory(self.config, self.settings)
+            if directory is not None:
+                try:
+                    response_cache = ResponseCache(directory)
+                except CacheError as exc:
+                    # Answers are worth more than the cache: run without it, loudly.
+                    self._warn(f"{exc}; running without it")
+            workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1))
+            source = load_source(self.config, self.settings)
+            self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image, workers)
+            self.config.stash[ENGINE_KEY] = self._engine
+            self.config.add_cleanup(self._close)
+        return self._engine
+
+    def _close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        unclaimed = engine.close()
+        self.config.stash[UNCLAIMED_KEY] = unclaimed
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            # xdist's own channel back to the controller, sent at the worker's end.
+            workeroutput["mia_unclaimed"] = unclaimed
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(pytest.PytestWarning(f"mia-bench: {message}"), stacklevel=2)
+
     # -- scheduling --------------------------------------------------------
 
     @pytest.hookimpl(wrapper=True)
@@ -184,17 +151,15 @@ class BenchRuntime:
             return None
         engine = self.engine()
         window = self.settings.concurrency
+        engine.submit(item.sample)
         if self.is_worker:
-            engine.submit(item.sample)
             if window > 1 and isinstance(nextitem, MiaItem):
                 engine.submit(nextitem.sample)
             return None
-        engine.submit(item.sample)
         pos = self._positions.get(item.nodeid)
         if pos is None:
             return None
-        # The window moves one item per item: submit only what entered it
-        # (the main thread's time per item paces how fast a wave refills).
+        # The window moves one item per item: submit only what entered it.
         end = pos + window
         for ahead in self._items[max(pos + 1, self._submitted_to) : end]:
             if isinstance(ahead, MiaItem):
@@ -207,30 +172,18 @@ class BenchRuntime:
         self._prefetched_to = max(self._prefetched_to, end + window)
         return None
 
-    def engine(self) -> Any:
-        if self._engine is None:
-            from .cache import ResponseCache
-            from .engine import Engine
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> bool | None:
+        """pytest-timeout: a sample's item waits with that limit itself and
+        fails with one line, instead of a signal and a dump of every thread."""
+        if not isinstance(item, MiaItem):
+            return None
+        item.stash[TIMEOUT_KEY] = float(settings.timeout)
+        return True
 
-            directory = cache_directory(self.config, self.settings)
-            response_cache = None
-            if directory is not None:
-                try:
-                    response_cache = ResponseCache(directory)
-                except (OSError, sqlite3.Error) as exc:
-                    # Answers are worth more than the cache: run without it, loudly.
-                    warnings.warn(
-                        pytest.PytestWarning(f"mia-bench: response cache in {directory} unusable ({exc}); running without it"),
-                        stacklevel=1,
-                    )
-            source = load_source(self.config, self.settings)
-            self._engine = Engine(
-                self.settings, source, self.protocol, response_cache, self.judge_image, on_settled=freeze_heap
-            )
-        return self._engine
-
-    def result_for(self, item: MiaItem) -> dict[str, Any]:
-        return self.engine().result(item.sample)  # type: ignore[no-any-return]
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> bool | None:
+        return True if isinstance(item, MiaItem) else None
 
     # -- reporting ---------------------------------------------------------
 
@@ -242,9 +195,13 @@ class BenchRuntime:
         report = yield
         if call.when == "call" and RESULT_KEY in item.stash:
             report.mia_result = item.stash[RESULT_KEY]
+        if call.when == "teardown" and self._engine is not None:
+            for problem in self._engine.problems():
+                self._warn(problem)
         return report
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        """Close before the aggregator writes its reports (and before xdist
+        sends this worker's output), so unclaimed calls are counted."""
+        self._close()

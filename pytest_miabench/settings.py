@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,6 +25,7 @@ DEFAULT_IMAGE_MAX_SIDE = 2048
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 180.0
+DEFAULT_RATE_LIMIT_WAIT = 300.0
 
 
 class OptionError(ValueError):
@@ -165,7 +167,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-image-max-side", _positive_int, DEFAULT_IMAGE_MAX_SIDE, f"downscale images whose longer side exceeds N pixels (default {DEFAULT_IMAGE_MAX_SIDE})", "N"),
     Option("--mia-concurrency", _positive_int, DEFAULT_CONCURRENCY, f"samples in flight at once in one pytest process (default {DEFAULT_CONCURRENCY})", "N"),
     Option("--mia-max-retries", _non_negative_int, DEFAULT_MAX_RETRIES, f"retries of a call on 429/5xx/timeouts/connection errors (default {DEFAULT_MAX_RETRIES})", "N"),
-    Option("--mia-timeout", _positive_float, DEFAULT_TIMEOUT, f"seconds one HTTP request may take (default {DEFAULT_TIMEOUT:g})", "SECONDS"),
+    Option("--mia-timeout", _positive_float, DEFAULT_TIMEOUT, f"seconds one HTTP request may take, body included (default {DEFAULT_TIMEOUT:g})", "SECONDS"),
+    Option("--mia-rate-limit-wait", _non_negative_float, DEFAULT_RATE_LIMIT_WAIT, f"seconds one call may keep retrying HTTP 429 (default {DEFAULT_RATE_LIMIT_WAIT:g})", "SECONDS"),
+    Option("--mia-rpm", _positive_float, None, "client-side cap on requests per minute to each endpoint, for the whole run", "N"),
+    Option("--mia-reasoning-effort", _text, None, "reasoning_effort for the model under test (reasoning models; default: the server's)", "LEVEL"),
+    Option("--mia-judge-reasoning-effort", _text, None, "reasoning_effort for the judge (reasoning models; default: the server's)", "LEVEL"),
     Option("--mia-cache-dir", _text, None, "directory of the response cache (default: pytest's cache directory)", "PATH"),
     Option("--mia-no-cache", _bool, False, "neither read nor write the response cache", None, True),
     Option("--mia-rejudge", _bool, False, "ask the judge again, keeping cached model answers", None, True),
@@ -241,6 +247,10 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     max_retries: int = DEFAULT_MAX_RETRIES
     timeout: float = DEFAULT_TIMEOUT
+    rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT
+    rpm: float | None = None
+    reasoning_effort: str | None = None
+    judge_reasoning_effort: str | None = None
     cache_dir: str | None = None
     no_cache: bool = False
     rejudge: bool = False
@@ -257,11 +267,6 @@ class Settings:
     # Not options: whether the key variables were named by the user.
     api_key_env_explicit: bool = False
     judge_api_key_env_explicit: bool = False
-
-    def public(self) -> dict[str, Any]:
-        """The settings that reproduce a run, for reports.  Holds no secret:
-        only the *names* of the key variables are settings."""
-        return dataclasses.asdict(self)
 
 
 def enabled(config: pytest.Config) -> bool:
@@ -305,13 +310,36 @@ def resolve(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file)"
         )
+    if settings.enabled:
+        _check_urls(settings, sources)
     return settings
+
+
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an OpenAI-compatible base URL, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"{url!r} is not an http(s) URL"
+    if not parts.hostname:
+        return f"{url!r} has no host"
+    return None
+
+
+
+def _check_urls(settings: Settings, sources: dict[str, str]) -> None:
+    """A malformed endpoint URL is a usage error before any call."""
+    for name in ("base_url", "judge_base_url"):
+        url = getattr(settings, name)
+        if url is not None and (problem := base_url_problem(url)):
+            raise pytest.UsageError(f"{sources[name]}: {problem}; give the endpoint's base URL, e.g. http://localhost:8000/v1")
+    env_url = os.environ.get("OPENAI_BASE_URL")
+    if env_url and (settings.base_url is None or settings.judge_base_url is None) and (problem := base_url_problem(env_url)):
+        raise pytest.UsageError(f"OPENAI_BASE_URL in the environment: {problem}")
 
 
 _DEST_OF_FIELD = {"enabled": "mia_bench"}
 
-
-def api_key(env_var: str) -> str | None:
-    """The key from the environment; None lets a keyless local server work."""
-    value = os.environ.get(env_var)
-    return value or None

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..thinking import strip_first_block
+
 # Statuses a verdict can have.  "failed" (the sample could not be run at all)
 # is not a verdict: it is decided outside the protocol.
 SCORED = "scored"  # a usable verdict; counts in the mean
@@ -78,6 +80,13 @@ class Protocol(ABC):
     failure_status: ClassVar[str] = ZERO
     #: Name of the headline metric in the reference's own output.
     headline: ClassVar[str] = "total_score"
+    #: Whether the reference removes the first ``<think>`` block of the
+    #: model's answer (and trims it) before building the judge prompt.
+    strips_answer_thinking: ClassVar[bool] = False
+
+    def judge_answer(self, response: str) -> str:
+        """The model's answer as the reference puts it into the judge prompt."""
+        return strip_first_block(response) if self.strips_answer_thinking else response
 
     @abstractmethod
     def build_prompt(self, sample: SampleSpec, response: str) -> str:

@@ -27,6 +27,7 @@ class EvalscopeProtocol(Protocol):
     max_tokens: ClassVar[int | None] = 4096
     failure_status: ClassVar[str] = ZERO
     headline: ClassVar[str] = "total_score"
+    strips_answer_thinking: ClassVar[bool] = True
 
     def build_prompt(self, sample: SampleSpec, response: str) -> str:
         total = sum(sample.weights)

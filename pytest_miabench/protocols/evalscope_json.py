@@ -106,6 +106,7 @@ class EvalscopeJsonProtocol(Protocol):
     max_tokens: ClassVar[int | None] = 4096
     failure_status: ClassVar[str] = EXCLUDED
     headline: ClassVar[str] = "judge_score"
+    strips_answer_thinking: ClassVar[bool] = True
 
     def build_prompt(self, sample: SampleSpec, response: str) -> str:
         # Field descriptions as the contract prints them: bounds are floats

@@ -82,6 +82,9 @@ class Reply:
     raw_body: bytes | None = None  # sent verbatim (malformed replies)
     hang: bool = False  # never answer (until the server stops)
     usage: tuple[int, int] | None = None
+    error: dict[str, Any] | None = None  # the "error" object of a non-200 reply
+    message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
+    reasoning_tokens: int | None = None  # usage.completion_tokens_details
 
 
 Script = Callable[[Request], Reply]
@@ -233,9 +236,17 @@ class OpenAIServer:
                 if reply.raw_body is not None:
                     body = reply.raw_body
                 elif reply.status != 200:
-                    body = json.dumps({"error": {"message": reply.text or "error", "type": "test_error", "code": reply.status}}).encode()
+                    error = reply.error or {"message": reply.text or "error", "type": "test_error", "code": reply.status}
+                    body = json.dumps({"error": error}).encode()
                 else:
                     prompt_tokens, completion_tokens = reply.usage or (len(request.raw) // 100, len(reply.text or "") // 4)
+                    usage: dict[str, Any] = {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    }
+                    if reply.reasoning_tokens is not None:
+                        usage["completion_tokens_details"] = {"reasoning_tokens": reply.reasoning_tokens}
                     body = json.dumps(
                         {
                             "id": f"chatcmpl-{len(server.requests)}",
@@ -245,15 +256,11 @@ class OpenAIServer:
                             "choices": [
                                 {
                                     "index": 0,
-                                    "message": {"role": "assistant", "content": reply.text},
+                                    "message": {"role": "assistant", "content": reply.text, **reply.message_extra},
                                     "finish_reason": reply.finish_reason,
                                 }
                             ],
-                            "usage": {
-                                "prompt_tokens": prompt_tokens,
-                                "completion_tokens": completion_tokens,
-                                "total_tokens": prompt_tokens + completion_tokens,
-                            },
+                            "usage": usage,
                         }
                     ).encode()
                 # Out of flight once the answer is ready: the client may send

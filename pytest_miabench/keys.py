@@ -1,0 +1,23 @@
+"""The ``config.stash`` keys the plugin's parts share, below all of them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .dataset import Source
+    from .engine import Engine
+    from .settings import Settings
+
+SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
+SOURCE_KEY: pytest.StashKey[Source] = pytest.StashKey()
+# The engine of this process, set by the runtime when it starts one.
+ENGINE_KEY: pytest.StashKey[Engine] = pytest.StashKey()
+# Records of samples whose calls were made but whose items never ran
+# (look-ahead cut short by -x): left by the runtime, counted by the aggregator.
+UNCLAIMED_KEY: pytest.StashKey[list[dict[str, Any]]] = pytest.StashKey()
+# Per item: its sample's record, and the timeout pytest-timeout asked for.
+RESULT_KEY: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+TIMEOUT_KEY: pytest.StashKey[float] = pytest.StashKey()

@@ -1,0 +1,277 @@
+"""One sample, start to end: image -> model answer -> judge verdict(s) -> score.
+
+``run_sample`` is the whole story of a sample and reads top to bottom.  It
+fills the sample's record as it goes, so whatever was obtained (an answer
+whose judge failed, the calls a cancelled sample already paid for) is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import cache as cache_mod
+from . import thinking
+from .cache import AsyncCache
+from .client import Caller, CallError, CallStats, Completion, EndpointDown, strip_userinfo
+from .dataset import Sample, SampleDataError
+from .images import ImageError, PreparedImage
+from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
+from .result import blank_result
+from .settings import Settings
+
+ImageSource = Callable[[Sample], Awaitable[tuple[PreparedImage, "str | None"]]]
+
+
+class SampleFailure(Exception):
+    """The sample could not be run.  ``record`` keeps whatever was obtained;
+    ``fatal`` is set when the failure should end the session (a breaker)."""
+
+    def __init__(self, stage: str, message: str, record: dict[str, Any], fatal: bool = False) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+        self.record = record
+        self.fatal = fatal
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every sample's pipeline shares (one per pytest process)."""
+
+    settings: Settings
+    protocol: Protocol
+    judge_image: bool
+    model: Caller
+    judge: Caller
+    cache: AsyncCache | None
+    image: ImageSource
+
+
+def new_record(sample: Sample) -> dict[str, Any]:
+    """The record of a sample before anything was obtained (status ``failed``)."""
+    spec = sample.spec
+    components = []
+    if spec is not None:
+        components = [
+            {"text": text, "type": ctype, "weight": weight, "score": None}
+            for text, ctype, weight in zip(spec.components, spec.component_types, spec.weights)
+        ]
+    record = blank_result(sample.index, sample.type, components)
+    record["instruction"] = spec.instruction if spec is not None else None
+    return record
+
+
+async def run_sample(ctx: Context, sample: Sample, record: dict[str, Any]) -> dict[str, Any]:
+    """Run one sample; returns its record or raises ``SampleFailure``."""
+    started = time.perf_counter()
+    try:
+        if sample.problem is not None or sample.spec is None:
+            raise SampleFailure("dataset", sample.problem or f"row {sample.index}: unusable", record)
+        spec = sample.spec
+        image = await _image(ctx, sample, record)
+        answer = await _model_answer(ctx, spec, image, record)
+        verdicts = await _verdicts(ctx, spec, ctx.protocol.judge_answer(answer.text or ""), image, record)
+        _apply(record, combine(verdicts))
+    except SampleFailure as failure:
+        record["reason"], record["failed_stage"] = failure.message, failure.stage
+        raise
+    except Exception as exc:
+        # A bug or an unforeseen reply must not lose the sample: it is
+        # reported as failed with the cause, and the run goes on.
+        message = f"row {sample.index}: unexpected {type(exc).__name__}: {exc}"
+        record["reason"], record["failed_stage"] = message, "internal"
+        raise SampleFailure("internal", message, record) from exc
+    finally:
+        record["seconds"] = round(time.perf_counter() - started, 4)
+    return record
+
+
+async def _image(ctx: Context, sample: Sample, record: dict[str, Any]) -> PreparedImage:
+    try:
+        image, thumbnail = await ctx.image(sample)
+    except (ImageError, SampleDataError) as exc:
+        text, prefix = str(exc), f"row {sample.index}: "
+        raise SampleFailure("image", text if text.startswith(prefix) else f"{prefix}image: {text}", record) from None
+    record["image"] = {
+        "mime": image.mime,
+        "width": image.width,
+        "height": image.height,
+        "format": image.source_format,
+        "reencoded": image.reencoded,
+        "bytes": len(image.data),
+    }
+    record["thumbnail"] = thumbnail
+    return image
+
+
+async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, record: dict[str, Any]) -> Completion:
+    caller = ctx.model
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": image.data_uri()}},
+                {"type": "text", "text": spec.instruction},
+            ],
+        }
+    ]
+
+    def key() -> dict[str, Any]:
+        return {
+            "v": cache_mod.SCHEMA_VERSION,
+            "url": strip_userinfo(caller.endpoint.url),
+            "model": caller.endpoint.model,
+            "settings": caller.sampling.requested(),
+            "image": {"sha256": image.sha256, "mime": image.mime},
+            "text": spec.instruction,
+        }
+
+    answer = await _cached_call(ctx, cache_mod.MODEL, caller, key, messages, record)
+    record["response"] = answer.text
+    record["finish_reason"] = answer.finish_reason
+    record["reasoning"] = answer.reasoning if answer.reasoning is not None else thinking.first_block(answer.text or "")
+    return answer
+
+
+async def _verdicts(
+    ctx: Context, spec: SampleSpec, answer: str, image: PreparedImage, record: dict[str, Any]
+) -> list[Verdict]:
+    """The judge's verdicts: ``judge_repeats`` independent ones, asked at once."""
+    prompt = ctx.protocol.build_prompt(spec, answer)
+    judge_image = image if ctx.judge_image else None
+    pairs = await asyncio.gather(*(_verdict(ctx, spec, prompt, judge_image, r, record) for r in range(ctx.settings.judge_repeats)))
+    replies = [reply for reply, _ in pairs]
+    record["judge_reply"] = replies[0]
+    if len(replies) > 1:
+        record["judge_replies"] = replies
+        record["judge_scores"] = [verdict.score for _, verdict in pairs]
+    return [verdict for _, verdict in pairs]
+
+
+async def _verdict(
+    ctx: Context, spec: SampleSpec, prompt: str, image: PreparedImage | None, repeat: int, record: dict[str, Any]
+) -> tuple[str | None, Verdict]:
+    """One verdict, re-asking up to ``judge_retries`` times while the reply
+    cannot be parsed.  Each re-ask and repeat is its own cache entry."""
+    caller, protocol = ctx.judge, ctx.protocol
+    content = protocol.judge_content(prompt, image.data_uri() if image is not None else None)
+    messages = [{"role": "user", "content": content}]
+    reply: str | None = None
+    verdict: Verdict | None = None
+    for reask in range(ctx.settings.judge_retries + 1):
+        if reask:
+            record["judge_reasks"] = record.get("judge_reasks", 0) + 1
+
+        def key(reask: int = reask) -> dict[str, Any]:
+            parts: dict[str, Any] = {
+                "v": cache_mod.SCHEMA_VERSION,
+                "url": strip_userinfo(caller.endpoint.url),
+                "model": caller.endpoint.model,
+                "protocol": protocol.name,
+                "prompt_version": protocol.prompt_version,
+                "settings": caller.sampling.requested(),
+                "prompt": prompt,
+                "image": None if image is None else {"sha256": image.sha256, "detail": protocol.image_detail},
+            }
+            # The first verdict keeps the plain key, so K=1 and K=3 share it.
+            if repeat:
+                parts["repeat"] = repeat
+            if reask:
+                parts["reask"] = reask
+            return parts
+
+        completion = await _cached_call(ctx, cache_mod.JUDGE, caller, key, messages, record, read_cache=not ctx.settings.rejudge)
+        reply = completion.text
+        verdict = protocol.parse(spec, reply)
+        if verdict.status == SCORED:
+            break
+    assert verdict is not None  # judge_retries >= 0: the loop ran
+    return reply, verdict
+
+
+async def _cached_call(
+    ctx: Context,
+    layer: str,
+    caller: Caller,
+    key_parts: Callable[[], dict[str, Any]],
+    messages: list[dict[str, Any]],
+    record: dict[str, Any],
+    read_cache: bool = True,
+) -> Completion:
+    """A call answered from the cache when it holds the key, else from the API
+    (and then stored).  Keys are hashed only when there is a cache."""
+    usage = record["usage"][layer]
+    key = cache_mod.cache_key(key_parts()) if ctx.cache is not None else ""
+    if ctx.cache is not None and read_cache:
+        hit = await ctx.cache.get(layer, key)
+        if hit is not None:
+            try:
+                completion = Completion.from_json(hit)
+            except (ValueError, TypeError):
+                completion = None  # an entry of another shape is a miss
+            if completion is not None:
+                record["cached"][layer] = True
+                usage["cached_prompt_tokens"] += completion.prompt_tokens
+                usage["cached_completion_tokens"] += completion.completion_tokens
+                return completion
+    stats = CallStats()
+    try:
+        completion = await caller.complete(messages, stats)
+    except CallError as exc:
+        down = isinstance(exc, EndpointDown)
+        raise SampleFailure("endpoint" if down else layer, f"row {record['index']}: {exc}", record, fatal=down) from None
+    finally:
+        # Every attempt sent may be paid for, even one that failed.
+        record["calls"][layer] += stats.attempts
+        record["retries"] += max(0, stats.attempts - 1)
+        record["rate_limited"] = record.get("rate_limited", 0) + stats.rate_limited
+        deviations = record["sampling_deviations"]
+        for deviation in caller.sampling.deviations:
+            entry = f"{caller.endpoint.role}: {deviation}"
+            if entry not in deviations:
+                deviations.append(entry)
+    usage["prompt_tokens"] += completion.prompt_tokens
+    usage["completion_tokens"] += completion.completion_tokens
+    usage["reasoning_tokens"] += completion.reasoning_tokens
+    if ctx.cache is not None:
+        await ctx.cache.put(layer, key, completion.to_json())
+    return completion
+
+
+def _apply(record: dict[str, Any], verdict: Verdict) -> None:
+    record["status"] = verdict.status
+    record["score"] = verdict.score
+    record["reason"] = verdict.reason
+    record["metrics"] = dict(verdict.metrics)
+    for component, value in zip(record["components"], verdict.components):
+        component["score"] = value
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """Several verdicts on one response (``--mia-judge-repeats``) -> one:
+    the mean of the usable ones.  With none usable, the first one stands."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    usable = [v for v in verdicts if v.score is not None]
+    if not usable:
+        return verdicts[0]
+
+    def mean(values: list[float]) -> float:
+        return math.fsum(values) / len(values)
+
+    components = []
+    for i in range(len(usable[0].components)):
+        values = [c for v in usable if i < len(v.components) and (c := v.components[i]) is not None]
+        components.append(mean(values) if values else None)
+    keys = sorted({key for v in usable for key in v.metrics})
+    metrics = {key: mean([v.metrics[key] for v in usable if key in v.metrics]) for key in keys}
+    status = SCORED if any(v.status == SCORED for v in usable) else usable[0].status
+    score = mean([v.score for v in usable if v.score is not None])
+    dropped = len(verdicts) - len(usable)
+    reason = f"{dropped} of {len(verdicts)} verdicts unusable" if dropped else ""
+    return Verdict(status, score, tuple(components), metrics, reason)

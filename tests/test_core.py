@@ -1,0 +1,162 @@
+"""The core as a guest in someone else's pytest process: nothing left behind,
+cache I/O off the request path, reruns and timeouts as their plugins mean
+them, xdist modes as xdist defines them, every paid call counted."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from support.server import Reply, Request
+
+from conftest import Bench
+
+VERDICT = "score of component 1: 4/4, score of component 2: 3/3, total score: 7/10."
+
+
+def test_a_run_leaves_no_thread_and_nothing_frozen(bench: Bench) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    bench.run().assert_outcomes(passed=6)
+    # Every thread of ours is named mia-*: loop, image and cache threads.
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive() and t.name.startswith("mia-")]
+    assert left == []
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+def _hold_write_lock(path: Path, seconds: float, held: threading.Event) -> None:
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    held.set()
+    time.sleep(seconds)
+    db.execute("ROLLBACK")
+    db.close()
+
+
+def test_a_locked_cache_delays_no_request_and_loses_no_answer(bench: Bench, tmp_path: Path) -> None:
+    """Another process holds the cache's write lock for longer than the busy
+    timeout: the calls go out meanwhile, the answers are used and reported,
+    and the failed writes are one warning."""
+    from pytest_miabench.cache import ResponseCache
+
+    cache_dir = tmp_path / "cache"
+    ResponseCache(cache_dir).close()  # the database a run would create
+    bench.server.script = lambda request: Reply(VERDICT if request.role == "judge" else "An answer.")
+    held = threading.Event()
+    locker = threading.Thread(target=_hold_write_lock, args=(cache_dir / "responses.sqlite3", 7.0, held))
+    locker.start()
+    assert held.wait(30)
+    locked_at = time.perf_counter()
+    result = bench.run(f"--mia-cache-dir={cache_dir}")
+    locker.join()
+    result.assert_outcomes(passed=6)
+    # Every model call started while the lock was held (they would all wait
+    # behind it if cache I/O ran on the loop).
+    assert all(r.started - locked_at < 5.0 for r in bench.server.by_role("model"))
+    result.stdout.fnmatch_lines(["*mia-bench: writing the response cache failed*answers are kept in the reports only*"])
+    report = bench.report()
+    assert all(s["response"] == "An answer." for s in report["samples"])
+
+
+def test_rerunfailures_really_calls_again(bench: Bench) -> None:
+    pytest.importorskip("pytest_rerunfailures")  # a test dependency; present in CI
+    judged: list[str] = []
+
+    def script(request: Request) -> Reply:
+        if request.role == "model":
+            return Reply("An answer.")
+        judged.append(request.text)
+        # The first verdict asked for each sample is refused.
+        return Reply("busy", status=400) if judged.count(request.text) == 1 else Reply(VERDICT)
+
+    bench.server.script = script
+    result = bench.run("--reruns=1", "--mia-no-cache")
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("rerun"), outcomes.get("failed")) == (6, 6, None)
+    assert len(bench.server.by_role("judge")) == 12
+    assert all(s["status"] == "scored" for s in bench.report()["samples"])
+
+
+def test_a_pytest_timeout_is_one_line_naming_the_sample(bench: Bench) -> None:
+    pytest.importorskip("pytest_timeout")  # a test dependency; present in CI
+
+    hung: list[Request] = []
+
+    def script(request: Request) -> Reply:
+        if request.role == "judge":
+            return Reply(VERDICT)
+        if not hung:  # the first model call never answers
+            hung.append(request)
+            return Reply(hang=True)
+        return Reply("An answer.")
+
+    bench.server.script = script
+    result = bench.run("--timeout=2", "--mia-concurrency=1", "--mia-no-cache")
+    result.assert_outcomes(passed=5, failed=1)
+    out = result.stdout.str()
+    assert "+++ Timeout +++" not in out and "Stack of" not in out
+    result.stdout.fnmatch_lines(["*mia-bench sample 00?? *: timed out after 2 s (pytest-timeout) waiting for the model's answer*"])
+    failures = out[out.index("= FAILURES =") : out.index("= MIA-Bench =")]
+    assert len(failures.splitlines()) < 8
+
+
+def test_tx_with_dist_load_is_xdist_too(bench: Bench) -> None:
+    result = bench.run("--tx=2*popen", "--dist=load", subprocess=True)
+    result.assert_outcomes(passed=6)
+    assert len(bench.server.by_role("model")) == 6 and len(bench.server.by_role("judge")) == 6
+    assert bench.report()["n_scored"] == 6
+
+
+def test_dist_each_is_refused(bench: Bench) -> None:
+    result = bench.run("-n", "2", "--dist=each")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--dist each runs every MIA-Bench sample on every worker*"])
+    assert bench.server.requests == []
+
+
+@pytest.mark.parametrize("extra", [[], ["-n", "2"]])
+def test_collect_only_lists_every_sample(bench: Bench, extra: list[str]) -> None:
+    result = bench.run("--collect-only", "-q", *extra)
+    assert result.ret == pytest.ExitCode.OK
+    listed = {line for line in result.outlines if line.startswith("mia-bench::")}
+    assert listed == {f"mia-bench::{i:04d}" for i in range(6)}
+    result.stdout.fnmatch_lines(["6 tests collected*"])
+    assert bench.server.requests == []
+
+
+def test_calls_cut_short_by_x_are_counted(bench: Bench) -> None:
+    def script(request: Request) -> Reply:
+        if request.role == "judge":
+            return Reply("refused", status=400)
+        return Reply("An answer.", delay=0.2)
+
+    bench.server.script = script
+    result = bench.run("-x", "--mia-concurrency=4", "--mia-no-cache")
+    result.assert_outcomes(failed=1)
+    usage = bench.report()["usage"]
+    # Every request that reached the server is in the usage line, including
+    # the look-ahead samples whose items never ran.
+    assert usage["model"]["api_calls"] == len(bench.server.by_role("model")) >= 2
+    assert usage["judge"]["api_calls"] == len(bench.server.by_role("judge"))
+
+
+def test_timed_out_calls_are_counted(bench: Bench) -> None:
+    first: list[Request] = []
+
+    def script(request: Request) -> Reply:
+        if request.role == "judge":
+            return Reply(VERDICT)
+        if not first:
+            first.append(request)
+            return Reply("slow", delay=3.0)
+        return Reply("An answer.")
+
+    bench.server.script = script
+    result = bench.run("--mia-timeout=0.5", "--mia-concurrency=1", "--mia-no-cache")
+    result.assert_outcomes(passed=6)
+    usage = bench.report()["usage"]
+    assert usage["model"]["api_calls"] == len(bench.server.by_role("model")) == 7
+    assert usage["retries"] == 1
