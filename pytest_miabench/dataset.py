@@ -297,7 +297,7 @@ class _ImageFiles:
             path = self._base / path
         try:
             real = path.resolve()  # follows symlinks and '..': what would really be opened
-        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before Python 3.13
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before 3.13), a NUL byte
             raise SampleDataError(f"row {index}: image path {ref!r} cannot be resolved: {exc}") from None
         if not any(real == root or real.is_relative_to(root) for root in self._roots):
             inside = " or ".join(str(root) for root in self._roots) or "a folder (a hub dataset has none)"

@@ -173,6 +173,18 @@ def test_json_image_paths_outside_the_dataset_folder_are_refused(tmp_path: Path,
         dataset.load(str(path), "test", image_root=str(outside / "passwd"))
 
 
+def test_an_unresolvable_image_path_is_the_rows_problem(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+    root = tmp_path / "json"
+    root.mkdir()
+    (root / "loop.jpg").symlink_to(root / "loop.jpg")
+    records = [{**rows[0], "image": "bad\x00name.jpg"}, {**rows[1], "image": "loop.jpg"}]
+    (root / "bench.json").write_text(json.dumps(records), encoding="utf-8")
+    source = dataset.load(str(root / "bench.json"), "test")
+    for index in (0, 1):
+        with pytest.raises(dataset.SampleDataError, match=rf"row {index}: image "):
+            source.image_bytes(index)
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_a_named_pipe_is_refused_not_read(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     root = tmp_path / "json"
