@@ -299,7 +299,7 @@ class _ImageFiles:
             real = path.resolve()  # follows symlinks and '..': what would really be opened
         except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before 3.13), a NUL byte
             raise SampleDataError(f"row {index}: image path {ref!r} cannot be resolved: {exc}") from None
-        if not any(real == root or real.is_relative_to(root) for root in self._roots):
+        if not any(real.is_relative_to(root) for root in self._roots):
             inside = " or ".join(str(root) for root in self._roots) or "a folder (a hub dataset has none)"
             raise SampleDataError(
                 f"row {index}: image path {ref!r} leads outside the dataset folder: it is {real}, not inside {inside}; "
