@@ -5,22 +5,29 @@ file (read in place), or a JSON/JSONL file in the original release's row format.
 
 Loading reads the text columns only; image bytes are fetched per sample when
 the sample runs, so collection (which every xdist worker repeats) stays cheap.
-A broken row does not stop the load: it becomes a sample with a ``problem``
-that its test item reports.
+A column that is missing or of the wrong type is one ``DatasetError`` naming
+it; a broken row does not stop the load: it becomes a sample with a
+``problem`` that its test item reports.  Images given as file paths are read
+from inside the dataset's folder (or ``--mia-image-root``) only.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import stat
+import tempfile
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .protocols.base import SampleSpec
 
 TEXT_COLUMNS = ("instruction", "type", "num_of_component", "components", "component_weight", "component_type")
+IMAGE_ROOT_OPTION = "--mia-image-root"
 
 
 class DatasetError(Exception):
@@ -100,6 +107,137 @@ def make_sample(index: int, row: dict[str, Any]) -> Sample:
     return Sample(index, spec, type_)
 
 
+# The columns a row needs, checked once per file (arrow schema) or per JSON
+# file (every row's values): a wrong type is the dataset's problem, one usage
+# error, not one misleading failure per row.  A null or empty value in a
+# column of the right type stays the row's own problem (see make_sample).
+@dataclass(frozen=True)
+class _Column:
+    expected: str  # as the error message says it
+    accepted: frozenset[str]  # value kinds, as _arrow_kind and _json_kind name them
+    required: bool = True
+
+
+_COLUMNS = {
+    "instruction": _Column("string", frozenset({"string", "null"})),
+    "type": _Column("string", frozenset({"string", "null"})),
+    # pandas stores an integer column with gaps as float64; whole numbers are checked per row.
+    "num_of_component": _Column("integer", frozenset({"integer", "float", "null"}), required=False),
+    "components": _Column("list of strings", frozenset({"list of string", "list of null", "null"})),
+    # Whole floats (2.0) pass as weights; whether each is whole is checked per row.
+    "component_weight": _Column(
+        "list of integers", frozenset({"list of integer", "list of float", "list of float and integer", "list of null", "null"})
+    ),
+    "component_type": _Column("list of strings", frozenset({"list of string", "list of null", "null"})),
+}
+_IMAGE_ARROW = "an image: struct {bytes: binary, path: string} as datasets writes it, binary, or a string path"
+_IMAGE_JSON = _Column("string (the image file's path)", frozenset({"string", "null"}))
+
+
+def _arrow_kind(type_: Any) -> str:
+    import pyarrow as pa
+
+    types = pa.types
+    if types.is_dictionary(type_):
+        type_ = type_.value_type
+    if types.is_null(type_):
+        return "null"
+    # string_view and binary_view are newer than some supported pyarrow releases
+    if any(getattr(types, f"is_{name}", lambda _: False)(type_) for name in ("string", "large_string", "string_view")):
+        return "string"
+    if any(getattr(types, f"is_{name}", lambda _: False)(type_) for name in ("binary", "large_binary", "binary_view", "fixed_size_binary")):
+        return "binary"
+    if types.is_boolean(type_):
+        return "boolean"
+    if types.is_integer(type_):
+        return "integer"
+    if types.is_floating(type_):
+        return "float"
+    if not types.is_map(type_) and hasattr(type_, "value_type"):  # list, large_list, fixed_size_list, list_view
+        return f"list of {_arrow_kind(type_.value_type)}"
+    return str(type_)
+
+
+def _arrow_image_ok(type_: Any) -> bool:
+    import pyarrow as pa
+
+    if _arrow_kind(type_) in ("binary", "string", "null"):
+        return True
+    if not pa.types.is_struct(type_):
+        return False
+    fields = {type_.field(i).name: _arrow_kind(type_.field(i).type) for i in range(type_.num_fields)}
+    return (
+        ("bytes" in fields or "path" in fields)
+        and fields.get("bytes", "null") in ("binary", "null")
+        and fields.get("path", "null") in ("string", "null")
+    )
+
+
+def _check_arrow_schema(where: str, schema: Any) -> None:
+    """Raise DatasetError naming every missing or mistyped column."""
+    types = {schema.field(i).name: schema.field(i).type for i in range(len(schema))}
+    missing, wrong = [], []
+    for name, column in _COLUMNS.items():
+        if name not in types:
+            if column.required:
+                missing.append((name, column.expected))
+        elif _arrow_kind(types[name]) not in column.accepted:
+            wrong.append(f"column {name!r}: expected {column.expected}, found {types[name]}")
+    if "image" not in types:
+        missing.append(("image", _IMAGE_ARROW))
+    elif not _arrow_image_ok(types["image"]):
+        wrong.append(f"column 'image': expected {_IMAGE_ARROW}, found {types['image']}")
+    _raise_schema_problems(where, missing, wrong, set(types))
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        inner = sorted({_json_kind(item) for item in value} - {"null"})
+        return "list of " + (" and ".join(inner) or "null")
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _check_json_rows(where: str, rows: list[dict[str, Any]]) -> None:
+    """JSON has no schema: a column is what its rows hold.  A key no row has
+    is a missing column; a value of the wrong type in any row is a mistyped
+    column (pyarrow and ``datasets`` refuse such a file outright too)."""
+    if not rows:
+        return
+    missing, wrong = [], []
+    for name, column in [*_COLUMNS.items(), ("image", _IMAGE_JSON)]:
+        present = [i for i, row in enumerate(rows) if name in row]
+        if not present:
+            if column.required:
+                missing.append((name, column.expected))
+            continue
+        bad = [(i, kind) for i in present if (kind := _json_kind(rows[i][name])) not in column.accepted]
+        if bad:
+            first, kind = bad[0]
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            wrong.append(f"column {name!r}: expected {column.expected}, found {kind} (row {first}{more})")
+    _raise_schema_problems(where, missing, wrong, {key for row in rows for key in row})
+
+
+def _raise_schema_problems(where: str, missing: list[tuple[str, str]], wrong: list[str], columns: set[str]) -> None:
+    """One error, one line, every problem in it: fixing them one run at a time is slow."""
+    problems = [f"column {name!r} is missing (expected {expected})" for name, expected in missing] + wrong
+    if problems:
+        listing = f" (columns: {', '.join(sorted(columns))})" if missing else ""
+        raise DatasetError(f"{where}: {'; '.join(problems)}{listing}")
+
+
 class Source:
     """Rows plus lazy access to each row's image bytes."""
 
@@ -126,96 +264,210 @@ class Source:
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
+class _ImageFiles:
+    """Reads images that rows give as file paths, from inside the dataset's
+    folder or the one extra root the user allowed, nowhere else: a path that
+    leads out (absolute, ``..``, a symlink) would send any file the user can
+    read to the model, and from there into reports."""
+
+    def __init__(self, folder: Path | None, extra_root: Path | None) -> None:
+        # Relative paths are relative to the dataset's folder; a hub id has
+        # none, so then to the extra root.
+        self._base = folder if folder is not None else extra_root
+        self._roots = [root.resolve() for root in (folder, extra_root) if root is not None]
+
+    def value_bytes(self, index: int, value: Any) -> bytes:
+        """Bytes of an image cell: a ``{bytes, path}`` struct, bytes, or a path."""
+        if isinstance(value, dict):
+            data = value.get("bytes")
+            if data:
+                return bytes(data)
+            value = value.get("path")
+        if isinstance(value, (bytes, bytearray)) and value:
+            return bytes(value)
+        if isinstance(value, str) and value:
+            return self.read(index, value)
+        raise SampleDataError(f"row {index}: image is missing or empty")
+
+    def read(self, index: int, ref: str) -> bytes:
+        path = Path(ref)
+        if not path.is_absolute():
+            if self._base is None:
+                raise SampleDataError(f"row {index}: image path {ref!r} is relative and the dataset has no local folder; pass {IMAGE_ROOT_OPTION}=DIR to read images from DIR")
+            path = self._base / path
+        try:
+            real = path.resolve()  # follows symlinks and '..': what would really be opened
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before 3.13), a NUL byte
+            raise SampleDataError(f"row {index}: image path {ref!r} cannot be resolved: {exc}") from None
+        if not any(real.is_relative_to(root) for root in self._roots):
+            inside = " or ".join(str(root) for root in self._roots) or "a folder (a hub dataset has none)"
+            raise SampleDataError(
+                f"row {index}: image path {ref!r} leads outside the dataset folder: it is {real}, not inside {inside}; "
+                f"pass {IMAGE_ROOT_OPTION}=DIR to allow images from DIR"
+            )
+        try:
+            # Only regular files: a FIFO would block the read, /dev/zero never end.
+            if not stat.S_ISREG(real.stat().st_mode):
+                raise SampleDataError(f"row {index}: image path {ref!r} is not a regular file")
+            return real.read_bytes()
+        except OSError as exc:
+            raise SampleDataError(f"row {index}: image file {path} cannot be read: {exc.strerror or exc}") from None
+
+
 class _TableSource(Source):
     """Images from a pyarrow Table column of ``{bytes, path}`` structs."""
 
-    def __init__(self, description: str, rows: Sequence[dict[str, Any]], images: Any) -> None:
+    def __init__(self, description: str, rows: Sequence[dict[str, Any]], images: Any, files: _ImageFiles) -> None:
         super().__init__(description, rows)
         self._images = images
+        self._files = files
         self._lock = threading.Lock()
 
     def image_bytes(self, index: int) -> bytes:
         with self._lock:
             value = self._images[index].as_py()
-        return _struct_bytes(value, index)
+        return self._files.value_bytes(index, value)
+
+
+_MISSING = object()
 
 
 class _ParquetSource(Source):
-    """Images read row group by row group from parquet files, never whole."""
+    """Images read from parquet files in place, each row's image decoded once.
 
-    def __init__(self, description: str, files: list[Path]) -> None:
+    A row group is read forward in batches of ``BATCH`` rows, with pyarrow's
+    pre-buffering off: it would read a group's whole image column chunk (every
+    image in it) at its first row, and a file written by ``datasets`` is ONE
+    row group.  Every image the cursor passes, asked for or not, is appended
+    to an anonymous temporary file and indexed (row -> offset, length), so a
+    row asked for behind the cursor (the engine's look-ahead and two image
+    threads ask slightly out of order, pytest-randomly in any order) or asked
+    again (reruns) is one read of that file, never a re-decode from the
+    group's first row, which made the cost quadratic in the group's size.
+    Memory holds one batch and the index: keeping the images instead would
+    be ~750 MB for 4000 rows, and so would a memory map of the file.  The
+    temporary file grows to at most the image bytes passed (about the parquet
+    file's size, in TMPDIR), has no name on POSIX and closes with the source.
+
+    Only one cursor is open: entering another row group first runs the current
+    one to its end, so no group is ever decoded twice and hundreds of small
+    groups do not each hold pyarrow's read buffers.  ``batches_decoded``
+    counts the cost: the sum over groups read of ceil(rows / BATCH).
+    """
+
+    BATCH = 8
+
+    def __init__(self, description: str, paths: list[Path], files: _ImageFiles) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         rows: list[dict[str, Any]] = []
-        self._groups: list[tuple[Any, int, int]] = []  # (file, row group, first row)
-        self._files = []
-        for path in files:
+        self._groups: list[tuple[Any, int, int]] = []  # (file, row group, rows)
+        self._starts: list[int] = []  # each group's first row, ascending
+        for path in paths:
             try:
-                # Stream pages: pyarrow's default pre-buffering reads a row
-                # group's whole column chunk (every image in it) at the
-                # first row, ~75 MB for a datasets-written file of 400 rows.
                 pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
             except Exception as exc:  # pyarrow raises several types for "not parquet"
                 hint = " (a Git LFS pointer? run 'git lfs pull')" if path.stat().st_size < 1024 else ""
                 raise DatasetError(f"{path}: not a readable parquet file{hint}: {exc}") from None
-            names = set(pf.schema_arrow.names)
-            if "image" not in names:
-                raise DatasetError(f"{path} has no 'image' column (columns: {sorted(names)})")
-            wanted = [c for c in TEXT_COLUMNS if c in names]
-            rows.extend(pf.read(columns=wanted).to_pylist())
-            self._files.append(pf)
-        super().__init__(description, rows)
-        first = 0
-        for pf in self._files:
+            _check_arrow_schema(str(path), pf.schema_arrow)
+            wanted = [c for c in TEXT_COLUMNS if c in pf.schema_arrow.names]
+            first = len(rows)
             for group in range(pf.num_row_groups):
-                self._groups.append((pf, group, first))
-                first += pf.metadata.row_group(group).num_rows
+                size = pf.metadata.row_group(group).num_rows
+                self._groups.append((pf, group, size))
+                self._starts.append(first)
+                first += size
+            rows.extend(pf.read(columns=wanted).to_pylist())
+        super().__init__(description, rows)
+        self._files = files
         self._lock = threading.Lock()
         self._pool = pa.default_memory_pool()
-        # A forward cursor over the current row group, plus the last two
-        # small batches: samples are read in (nearly) increasing order, and
-        # a whole row group of images (~100 x 1 MB) must not sit in memory.
-        self._cursor: tuple[int, Any, int] | None = None  # (group pos, batch iterator, next row)
-        self._batches: list[tuple[int, list[Any]]] = []  # (first row, images)
+        self._cursor: tuple[int, Iterator[Any], int] | None = None  # (group, batches, next row)
+        self._entered: set[int] = set()
+        self._spilled: dict[int, tuple[int, int]] = {}  # row -> (offset, length) in the spill file
+        self._no_bytes: dict[int, Any] = {}  # rows whose cell holds no bytes: a path, or nothing
+        self._spill: IO[bytes] | None = None
+        self._spill_end = 0
+        self.batches_decoded = 0
 
     def image_bytes(self, index: int) -> bytes:
         with self._lock:
             value = self._lookup(index)
-        return _struct_bytes(value, index)
+        return self._files.value_bytes(index, value)
 
     def _lookup(self, index: int) -> Any:
-        for first, values in self._batches:
-            if first <= index < first + len(values):
-                return values[index - first]
-        pos = max(i for i, (_, _, first) in enumerate(self._groups) if first <= index)
-        pf, group, first = self._groups[pos]
-        if self._cursor is None or self._cursor[0] != pos or self._cursor[2] > index:
+        where = self._spilled.get(index)
+        if where is not None:
+            assert self._spill is not None
+            self._spill.seek(where[0])
+            return self._spill.read(where[1])
+        if index in self._no_bytes:
+            return self._no_bytes[index]
+        pos = bisect.bisect_right(self._starts, index) - 1
+        if self._cursor is not None and self._cursor[0] != pos:
+            self._advance(None)  # leave no group half read: it would be decoded again
+        if self._cursor is None and pos >= 0 and pos not in self._entered:
+            pf, group, _ = self._groups[pos]
+            self._entered.add(pos)
             batches = pf.iter_batches(batch_size=self.BATCH, row_groups=[group], columns=["image"])
-            self._cursor = (pos, batches, first)
-        _, batches, start = self._cursor
+            self._cursor = (pos, batches, self._starts[pos])
+        # Every row the cursor passed is indexed, so the row is ahead of it or nowhere.
+        if self._cursor is None or index < self._cursor[2]:
+            raise SampleDataError(f"row {index}: not found in {self.description}")
+        value = self._advance(index)
+        if value is _MISSING:
+            raise SampleDataError(f"row {index}: not found in {self.description}")
+        return value
+
+    def _advance(self, index: int | None) -> Any:
+        """Decode batches until ``index`` is passed (None: to the group's end).
+        At the group's end the cursor is dropped, and with it pyarrow's
+        read buffers (~2 MB)."""
+        assert self._cursor is not None
+        pos, batches, start = self._cursor
+        end = self._starts[pos] + self._groups[pos][2]
+        found: Any = _MISSING
         for batch in batches:
             values = batch.column(0).to_pylist()
             del batch
+            self.batches_decoded += 1
             # mimalloc keeps freed page buffers (~40 MB over a run); hand
             # them back, it costs ~0.2 ms a batch.
             self._pool.release_unused()
-            self._batches = [*self._batches[-1:], (start, values)]
-            start += len(values)
-            self._cursor = (pos, batches, start)
-            if index < start:
-                return values[index - (start - len(values))]
-        raise SampleDataError(f"row {index}: not found in {self.description}")
+            for row, value in enumerate(values, start):
+                self._keep(row, value)
+            first, start = start, start + len(values)
+            if index is not None and first <= index < start:
+                found = values[index - first]
+            if start >= end:
+                break
+            if found is not _MISSING:
+                self._cursor = (pos, batches, start)
+                return found
+        self._cursor = None
+        return found
 
-    BATCH = 8
+    def _keep(self, row: int, value: Any) -> None:
+        data = value.get("bytes") if isinstance(value, dict) else value
+        if not isinstance(data, (bytes, bytearray)) or not data:
+            self._no_bytes[row] = value
+            return
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile(prefix="mia-bench-images-")
+            weakref.finalize(self, self._spill.close)
+        self._spill.seek(self._spill_end)
+        self._spill.write(data)
+        self._spilled[row] = (self._spill_end, len(data))
+        self._spill_end += len(data)
 
 
 class _JsonSource(Source):
     """The original release's rows; ``image`` is a path relative to the file."""
 
-    def __init__(self, path: Path, rows: list[dict[str, Any]]) -> None:
+    def __init__(self, path: Path, rows: list[dict[str, Any]], files: _ImageFiles) -> None:
         super().__init__(str(path), rows)
-        self._base = path.parent
+        self._files = files
         self._paths = [row.get("image") for row in rows]
 
     def image_bytes(self, index: int) -> bytes:
@@ -226,31 +478,20 @@ class _JsonSource(Source):
             raise SampleDataError(
                 f"row {index}: image is a URL ({ref}); download the images and point 'image' at local files"
             )
-        path = self._base / ref
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise SampleDataError(f"row {index}: image file {path} cannot be read: {exc.strerror or exc}") from None
+        return self._files.read(index, ref)
 
 
-def _struct_bytes(value: Any, index: int) -> bytes:
-    if isinstance(value, dict):
-        data = value.get("bytes")
-        if data:
-            return bytes(data)
-        path = value.get("path")
-        if path:
-            try:
-                return Path(path).read_bytes()
-            except OSError as exc:
-                raise SampleDataError(f"row {index}: image file {path} cannot be read: {exc.strerror or exc}") from None
-    elif isinstance(value, (bytes, bytearray)) and value:
-        return bytes(value)
-    raise SampleDataError(f"row {index}: image is missing or empty")
+def load(source: str, split: str, image_root: str | None = None) -> Source:
+    """Open a dataset; raise ``DatasetError`` with what to try when it can't.
 
-
-def load(source: str, split: str) -> Source:
-    """Open a dataset; raise ``DatasetError`` with what to try when it can't."""
+    Images given as file paths are read from inside the dataset's folder
+    only, or also from ``image_root`` (``--mia-image-root``) when given.
+    """
+    extra = None
+    if image_root is not None:
+        extra = Path(image_root).expanduser()
+        if not extra.is_dir():
+            raise DatasetError(f"{IMAGE_ROOT_OPTION} {image_root}: not a directory")
     path = Path(source).expanduser()
     if path.is_dir():
         shards = sorted((path / "data").glob(f"{split}-*.parquet"))
@@ -258,23 +499,23 @@ def load(source: str, split: str) -> Source:
             # The hub's own layout: read the shards in place, as a parquet
             # file is.  Through ``datasets`` they would be copied into its
             # cache first, and importing it costs 0.6 s and ~70 MB per process.
-            return _ParquetSource(str(path), shards)
-        return _load_with_datasets(str(path), split, local=True)
+            return _ParquetSource(str(path), shards, _ImageFiles(path, extra))
+        return _load_with_datasets(str(path), split, _ImageFiles(path, extra), local=True)
     if path.is_file():
         if split != "test":
             raise DatasetError(f"{path} is a single file with no splits; --mia-split applies to hub ids and hub-layout directories")
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            return _ParquetSource(str(path), [path])
+            return _ParquetSource(str(path), [path], _ImageFiles(path.parent, extra))
         if suffix in (".json", ".jsonl"):
-            return _load_json(path)
+            return _load_json(path, _ImageFiles(path.parent, extra))
         raise DatasetError(f"{path}: expected a directory, a .parquet, .json or .jsonl file")
     if source.startswith((".", "/", "~")) or source.endswith((".parquet", ".json", ".jsonl")) or source.count("/") > 1:
         raise DatasetError(f"{source}: no such file or directory")
-    return _load_with_datasets(source, split, local=False)
+    return _load_with_datasets(source, split, _ImageFiles(None, extra), local=False)
 
 
-def _load_json(path: Path) -> Source:
+def _load_json(path: Path, files: _ImageFiles) -> Source:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".jsonl":
@@ -285,10 +526,11 @@ def _load_json(path: Path) -> Source:
         raise DatasetError(f"{path}: cannot read JSON: {exc}") from None
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise DatasetError(f"{path}: expected a list of objects (one per sample)")
-    return _JsonSource(path, rows)
+    _check_json_rows(str(path), rows)
+    return _JsonSource(path, rows, files)
 
 
-def _load_with_datasets(source: str, split: str, local: bool) -> Source:
+def _load_with_datasets(source: str, split: str, files: _ImageFiles, local: bool) -> Source:
     """Hub ids and hub-layout directories go through ``datasets``: its cache
     makes reruns of a hub dataset work offline (HF_HUB_OFFLINE=1)."""
     import datasets
@@ -309,9 +551,8 @@ def _load_with_datasets(source: str, split: str, local: bool) -> Source:
             "(HF_HUB_OFFLINE=1); a local hub-layout directory or parquet file also works"
         )
         raise DatasetError(f"{source}: cannot load ({type(exc).__name__}: {exc}); {hint}") from None
-    if "image" not in ds.column_names:
-        raise DatasetError(f"{source}: no 'image' column (columns: {ds.column_names})")
+    _check_arrow_schema(source, ds.data.schema)
     ds = ds.cast_column("image", datasets.Image(decode=False))
     text = ds.select_columns([c for c in TEXT_COLUMNS if c in ds.column_names]).to_list()
     table = ds.data.table
-    return _TableSource(source, text, table.column("image"))
+    return _TableSource(source, text, table.column("image"), files)

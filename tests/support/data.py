@@ -88,3 +88,30 @@ def write_json_dataset(root: Path, rows: Sequence[dict[str, Any]], images: Seque
     path = root / name
     path.write_text(json.dumps(out), encoding="utf-8")
     return path
+
+
+def write_parquet_pyarrow(
+    path: Path, rows: Sequence[dict[str, Any]], images: Sequence[bytes | dict[str, Any] | None], row_group_size: int | None = None
+) -> Path:
+    """A parquet file written by pyarrow itself, with the schema ``datasets``
+    writes: any row group size, and image cells given as bytes or as
+    ``{bytes, path}`` structs (a path with no bytes, say)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("instruction", pa.string()),
+            ("type", pa.string()),
+            ("num_of_component", pa.int32()),
+            ("components", pa.list_(pa.string())),
+            ("component_weight", pa.list_(pa.int32())),
+            ("component_type", pa.list_(pa.string())),
+        ]
+    )
+    columns: dict[str, list[Any]] = {key: [row.get(key) for row in rows] for key in TEXT_KEYS}
+    columns["image"] = [{"bytes": cell, "path": None} if isinstance(cell, bytes) else cell for cell in images]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pydict(columns, schema=schema), path, row_group_size=row_group_size)
+    return path
