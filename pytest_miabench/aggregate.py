@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from . import stats
+from .baseline import Baseline, BaselineError, compare, load
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
-from .result import TOKEN_FIELDS, blank_result
+from .report import RunOutcome, build_report, terminal_lines, write_html, write_json
+from .result import Cost, Report, Role, RoleCost, RoleTotals, SampleRecord, Summary, Tally, UsageTotals, blank_result
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
@@ -32,15 +35,16 @@ def _index_of(nodeid: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def summarize(results: list[dict[str, Any]], expected: int, protocol: Protocol) -> dict[str, Any]:
+def summarize(results: list[SampleRecord], expected: int, protocol: Protocol) -> Tally:
     """The numbers of a run, from per-sample results (any order)."""
     results = sorted(results, key=lambda r: r["index"])
-    counted = [r for r in results if r["status"] != "failed" and r["score"] is not None]
+    # (record, score) of the samples in the mean
+    counted = [(r, float(r["score"])) for r in results if r["status"] != "failed" and r["score"] is not None]
     counts = {status: sum(1 for r in results if r["status"] == status) for status in STATUSES}
     by_type: dict[str, list[float]] = {}
     by_component: dict[str, list[float]] = {}
-    for r in counted:
-        by_type.setdefault(r["type"], []).append(float(r["score"]))
+    for r, score in counted:
+        by_type.setdefault(r["type"], []).append(score)
         for component in r["components"]:
             if component["score"] is not None:
                 by_component.setdefault(component["type"], []).append(float(component["score"]))
@@ -58,9 +62,8 @@ def summarize(results: list[dict[str, Any]], expected: int, protocol: Protocol) 
         )
         verdict = Verdict(r["status"], r["score"], tuple(c["score"] for c in r["components"]), r.get("metrics") or {})
         verdict_pairs.append((spec, verdict))
-    total = _mean([float(r["score"]) for r in counted])
     return {
-        "total_score": total,
+        "total_score": _mean([score for _, score in counted]),
         "n_samples": expected,
         "n_results": len(results),
         "n_scored": counts[SCORED],
@@ -77,42 +80,54 @@ def summarize(results: list[dict[str, Any]], expected: int, protocol: Protocol) 
     }
 
 
-def _usage(results: list[dict[str, Any]]) -> dict[str, Any]:
-    usage: dict[str, Any] = {}
-    for role in ("model", "judge"):
-        usage[role] = {
-            "api_calls": sum(r["calls"][role] for r in results),
-            "cache_hits": sum(1 for r in results if r["cached"][role]),
-            **{name: sum(r["usage"][role].get(name, 0) for r in results) for name in TOKEN_FIELDS},
-        }
-    usage["retries"] = sum(r["retries"] for r in results)
-    usage["judge_reasks"] = sum(r.get("judge_reasks", 0) for r in results)
-    return usage
+def _usage(results: list[SampleRecord]) -> UsageTotals:
+    return {
+        "model": _role_totals(results, "model"),
+        "judge": _role_totals(results, "judge"),
+        "retries": sum(r["retries"] for r in results),
+        "judge_reasks": sum(r.get("judge_reasks", 0) for r in results),
+    }
+
+
+def _role_totals(results: list[SampleRecord], role: Role) -> RoleTotals:
+    usage = [r["usage"][role] for r in results]
+    return {
+        "api_calls": sum(r["calls"][role] for r in results),
+        "cache_hits": sum(1 for r in results if r["cached"][role]),
+        "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usage),
+        "completion_tokens": sum(u.get("completion_tokens", 0) for u in usage),
+        "cached_prompt_tokens": sum(u.get("cached_prompt_tokens", 0) for u in usage),
+        "cached_completion_tokens": sum(u.get("cached_completion_tokens", 0) for u in usage),
+    }
 
 
 class Aggregator:
     """Collects results on the controller, gates the session, prints the summary."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, protocol: Protocol, judge_image: bool) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        protocol: Protocol,
+        judge_image: bool,
+        fingerprint: str | None = None,
+    ) -> None:
+        """``fingerprint``: of the dataset's rows (``dataset.Source.fingerprint``);
+        a baseline made on the same rows under another path is accepted."""
         self.config = config
         self.settings = settings
         self.protocol = protocol
         self.judge_image = judge_image
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, SampleRecord] = {}
         self.expected: list[str] = []
         self.started = time.time()
-        self._summary: dict[str, Any] | None = None
+        self._summary: Summary | None = None
         self.gate_failed = False
         self.interrupted = False
         self.write_errors: list[str] = []
-        self.baseline: dict[str, Any] | None = None
-        from .runtime import SOURCE_KEY
-
-        source = config.stash.get(SOURCE_KEY, None)
-        self.fingerprint = source.fingerprint if source is not None else None
+        self.baseline: Baseline | None = None
+        self.fingerprint = fingerprint if fingerprint is not None else _stashed_fingerprint(config)
         if settings.baseline:
-            from .baseline import BaselineError, load
-
             try:
                 self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split, self.fingerprint)
             except BaselineError as exc:
@@ -135,7 +150,8 @@ class Aggregator:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "mia_result", None)
         if isinstance(result, dict) and report.when == "call":
-            self.results[report.nodeid] = result
+            # An item's record, as ``blank_result`` built it (on a worker, perhaps).
+            self.results[report.nodeid] = cast(SampleRecord, result)
             self._summary = None
         elif report.failed and report.nodeid not in self.results:
             # setup error, or an xdist worker that crashed mid-item ("???")
@@ -149,29 +165,29 @@ class Aggregator:
 
     # -- outputs -----------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         if self._summary is None:
-            from . import stats
-
             results = list(self.results.values())
             expected = len(self.expected) or len(self.results)
-            summary = summarize(results, expected, self.protocol)
+            tally = summarize(results, expected, self.protocol)
             done = set(self.results)
-            summary["missing"] = [nodeid for nodeid in self.expected if nodeid not in done]
-            summary["ci"] = stats.report_cis(results, seed=self.settings.seed)
+            summary: Summary = {
+                **tally,
+                "missing": [nodeid for nodeid in self.expected if nodeid not in done],
+                "ci": stats.report_cis(results, seed=self.settings.seed),
+                "cost": cost(tally["usage"], self.settings),
+                "judge_spread": None,
+                "baseline": None,
+            }
             if self.settings.judge_repeats > 1:
                 judged = [r for r in sorted(results, key=lambda r: r["index"]) if r["status"] != "failed"]
                 spread = stats.judge_spread([r.get("judge_scores") or [] for r in judged])
                 if spread["max_std_sample"] is not None:  # a position in ``judged``: name the sample
                     spread["max_std_sample"] = judged[spread["max_std_sample"]]["index"]
                 summary["judge_spread"] = spread
-            summary["cost"] = cost(summary["usage"], self.settings)
             if self.baseline is not None:
-                from .baseline import compare
-
-                samples = [{"nodeid": nodeid, **r} for nodeid, r in self.results.items()]
                 summary["baseline"] = compare(
-                    summary, samples, self.baseline, str(self.settings.baseline), self.settings.max_drop
+                    summary, self.results, self.baseline, str(self.settings.baseline), self.settings.max_drop
                 )
             self._summary = summary
         return self._summary
@@ -188,14 +204,14 @@ class Aggregator:
                 self.gate_failed = True
                 session.testsfailed += 1
 
-    def gate_reasons(self, summary: dict[str, Any]) -> list[str]:
+    def gate_reasons(self, summary: Summary) -> list[str]:
         """Why the aggregate gates fail (empty: they hold or none is set)."""
         reasons = []
         threshold = self.settings.threshold
         total = summary["total_score"]
         if threshold is not None and (total is None or total < threshold):
             reasons.append("threshold")
-        baseline = summary.get("baseline")
+        baseline = summary["baseline"]
         if baseline is not None and baseline["gate_failed"]:
             reasons.append("baseline")
         return reasons
@@ -209,8 +225,6 @@ class Aggregator:
         if self.config.option.collectonly:
             return  # nothing ran: an earlier run's report must not be overwritten
         if self.settings.report or self.settings.html:
-            from .report import write_html, write_json
-
             report = self.report()
             for path, write in ((self.settings.report, write_json), (self.settings.html, write_html)):
                 if not path:
@@ -221,48 +235,68 @@ class Aggregator:
                     # One report failing must not cost the other, nor end in a traceback.
                     self.write_errors.append(f"cannot write {path}: {exc.strerror or exc}")
 
-    def report(self) -> dict[str, Any]:
-        from .report import build_report
+    def outcome(self) -> RunOutcome:
+        """What the reports are made from, as of now."""
+        summary = self.summary()
+        return RunOutcome(
+            summary=summary,
+            results=self.results,
+            settings=self.settings,
+            protocol=self.protocol,
+            judge_image=self.judge_image,
+            fingerprint=self.fingerprint,
+            interrupted=self.interrupted,
+            started=self.started,
+            gate_reasons=tuple(self.gate_reasons(summary)),
+        )
 
-        return build_report(self)
+    def report(self) -> Report:
+        return build_report(self.outcome())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .report import terminal_lines
-
         if self.config.option.collectonly:
             return
         terminalreporter.section("MIA-Bench")
-        for line, markup in terminal_lines(self):
+        for line, markup in terminal_lines(self.outcome()):
             terminalreporter.write_line(line, **markup)
         for error in self.write_errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
 
 
-def cost(usage: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+def cost(usage: UsageTotals, settings: Settings) -> Cost | None:
     """Estimated dollars from --mia-price; None without prices.  Only this
     run's API calls cost money; cached answers are shown separately."""
     if not settings.price:
         return None
     prices = {name: (inp, out) for name, inp, out in settings.price}
-    out: dict[str, Any] = {}
-    for role, name in (("model", settings.model), ("judge", settings.judge_model)):
-        if name not in prices:
-            out[role] = None
-            continue
+
+    def role_cost(role: Role, name: str | None) -> RoleCost | None:
+        if name is None or name not in prices:
+            return None
         inp, outp = prices[name]
         tokens = usage[role]
-        out[role] = {
+        return {
             "model": name,
             "spent": (tokens["prompt_tokens"] * inp + tokens["completion_tokens"] * outp) / 1e6,
             "saved_by_cache": (tokens["cached_prompt_tokens"] * inp + tokens["cached_completion_tokens"] * outp) / 1e6,
         }
-    known = [v["spent"] for v in out.values() if v is not None]
-    out["total_spent"] = math.fsum(known) if known else None
-    return out
+
+    model, judge = role_cost("model", settings.model), role_cost("judge", settings.judge_model)
+    known = [c["spent"] for c in (model, judge) if c is not None]
+    return {"model": model, "judge": judge, "total_spent": math.fsum(known) if known else None}
 
 
-def _crashed(index: int, reason: str) -> dict[str, Any]:
+def _crashed(index: int, reason: str) -> SampleRecord:
     result = blank_result(index, "unknown")
     result["reason"] = reason
     result["failed_stage"] = "worker"
     return result
+
+
+def _stashed_fingerprint(config: pytest.Config) -> str | None:
+    # Transitional, until plugin.py passes ``fingerprint``: then this import
+    # of the runtime (a layer beside this one) goes.
+    from .runtime import SOURCE_KEY
+
+    source = config.stash.get(SOURCE_KEY, None)
+    return source.fingerprint if source is not None else None

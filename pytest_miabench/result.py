@@ -19,7 +19,6 @@ SCHEMA_VERSION = 1
 
 Role = Literal["model", "judge"]
 ROLES: tuple[Role, Role] = ("model", "judge")
-TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens")
 
 
 # -- the per-sample record -------------------------------------------------
