@@ -191,7 +191,8 @@ _STATUSES = ("scored", "zero", "dropped", "excluded", "failed")
 def _asset(name: str) -> str:
     from importlib.resources import files
 
-    return files("pytest_miabench").joinpath("assets", name).read_text(encoding="utf-8")
+    # One name per joinpath: Traversable takes several only from Python 3.11.
+    return files("pytest_miabench").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
 # The page's stylesheet and its one script are static files next to this
