@@ -11,12 +11,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from . import stats
+from .baseline import Baseline, BaselineError, compare, load
+from .keys import UNCLAIMED_KEY
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
-from .result import TOKEN_FIELDS, blank_result
+from .report import RunOutcome, build_report, terminal_lines, write_html, write_json
+from .result import Cost, Report, Role, RoleCost, RoleDeviations, RoleTotals, SampleRecord, Summary, Tally, UsageTotals, blank_result
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
@@ -33,18 +37,19 @@ def _index_of(nodeid: str) -> int | None:
 
 
 def summarize(
-    results: list[dict[str, Any]], expected: int, protocol: Protocol, unclaimed: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
+    results: list[SampleRecord], expected: int, protocol: Protocol, unclaimed: list[SampleRecord] | None = None
+) -> Tally:
     """The numbers of a run, from per-sample results (any order); ``unclaimed``
     are records of samples called ahead whose items never ran (only their
     cost counts)."""
     results = sorted(results, key=lambda r: r["index"])
-    counted = [r for r in results if r["status"] != "failed" and r["score"] is not None]
+    # (record, score) of the samples in the mean
+    counted = [(r, float(r["score"])) for r in results if r["status"] != "failed" and r["score"] is not None]
     counts = {status: sum(1 for r in results if r["status"] == status) for status in STATUSES}
     by_type: dict[str, list[float]] = {}
     by_component: dict[str, list[float]] = {}
-    for r in counted:
-        by_type.setdefault(r["type"], []).append(float(r["score"]))
+    for r, score in counted:
+        by_type.setdefault(r["type"], []).append(score)
         for component in r["components"]:
             if component["score"] is not None:
                 by_component.setdefault(component["type"], []).append(float(component["score"]))
@@ -62,9 +67,8 @@ def summarize(
         )
         verdict = Verdict(r["status"], r["score"], tuple(c["score"] for c in r["components"]), r.get("metrics") or {})
         verdict_pairs.append((spec, verdict))
-    total = _mean([float(r["score"]) for r in counted])
     return {
-        "total_score": total,
+        "total_score": _mean([score for _, score in counted]),
         "n_samples": expected,
         "n_results": len(results),
         "n_scored": counts[SCORED],
@@ -79,64 +83,78 @@ def summarize(
         "protocol_metrics": protocol.aggregate(verdict_pairs),
         "usage": _usage(results, unclaimed or []),
         "sampling_deviations": _deviations(results + (unclaimed or [])),
-        "stopped": next((r["reason"] for r in results if r.get("failed_stage") == "endpoint"), None),
+        "stopped": next((r["reason"] for r in results if r["failed_stage"] == "endpoint"), None),
     }
 
 
-def _usage(results: list[dict[str, Any]], unclaimed: list[dict[str, Any]]) -> dict[str, Any]:
-    """What the run cost: every attempt sent, the unclaimed samples' too."""
+def _usage(results: list[SampleRecord], unclaimed: list[SampleRecord]) -> UsageTotals:
+    """What the run cost: every attempt sent, the unclaimed samples' included."""
     paid = results + unclaimed
-    usage: dict[str, Any] = {}
-    for role in ("model", "judge"):
-        usage[role] = {
-            "api_calls": sum(r["calls"][role] for r in paid),
-            "cache_hits": sum(1 for r in results if r["cached"][role]),
-            **{name: sum(r["usage"][role].get(name, 0) for r in paid) for name in TOKEN_FIELDS},
-        }
-    usage["retries"] = sum(r["retries"] for r in paid)
-    usage["judge_reasks"] = sum(r.get("judge_reasks", 0) for r in paid)
-    usage["unclaimed_samples"] = len(unclaimed)
-    usage["rate_limited"] = sum(r.get("rate_limited", 0) for r in paid)
-    limits = [r["concurrency_limit"] for r in paid if isinstance(r.get("concurrency_limit"), int)]
-    usage["concurrency_reached"] = min(limits) if limits else None
-    return usage
+    limits = [r["concurrency_limit"] for r in paid if "concurrency_limit" in r]
+    return {
+        "model": _role_totals(results, paid, "model"),
+        "judge": _role_totals(results, paid, "judge"),
+        "retries": sum(r["retries"] for r in paid),
+        "judge_reasks": sum(r.get("judge_reasks", 0) for r in paid),
+        "unclaimed_samples": len(unclaimed),
+        "rate_limited": sum(r.get("rate_limited", 0) for r in paid),
+        "concurrency_reached": min(limits) if limits else None,
+    }
 
 
-def _deviations(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+def _role_totals(results: list[SampleRecord], paid: list[SampleRecord], role: Role) -> RoleTotals:
+    usage = [r["usage"][role] for r in paid]
+    return {
+        "api_calls": sum(r["calls"][role] for r in paid),
+        "cache_hits": sum(1 for r in results if r["cached"][role]),
+        "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usage),
+        "completion_tokens": sum(u.get("completion_tokens", 0) for u in usage),
+        "reasoning_tokens": sum(u.get("reasoning_tokens", 0) for u in usage),
+        "cached_prompt_tokens": sum(u.get("cached_prompt_tokens", 0) for u in usage),
+        "cached_completion_tokens": sum(u.get("cached_completion_tokens", 0) for u in usage),
+    }
+
+
+def _deviations(records: list[SampleRecord]) -> RoleDeviations:
     """Each role's departures from the requested sampling, once each."""
-    out: dict[str, list[str]] = {"model": [], "judge": []}
+    out: RoleDeviations = {"model": [], "judge": []}
     for record in records:
-        for entry in record.get("sampling_deviations") or []:
+        for entry in record["sampling_deviations"]:
             role, _, text = entry.partition(": ")
-            if role in out and text not in out[role]:
-                out[role].append(text)
+            seen = out["model"] if role == "model" else out["judge"] if role == "judge" else None
+            if seen is not None and text not in seen:
+                seen.append(text)
     return out
 
 
 class Aggregator:
     """Collects results on the controller, gates the session, prints the summary."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, protocol: Protocol, judge_image: bool) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        protocol: Protocol,
+        judge_image: bool,
+        fingerprint: str | None = None,
+    ) -> None:
+        """``fingerprint``: of the dataset's rows (``dataset.Source.fingerprint``);
+        a baseline made on the same rows under another path is accepted."""
         self.config = config
         self.settings = settings
         self.protocol = protocol
         self.judge_image = judge_image
-        self.results: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, SampleRecord] = {}
         self.expected: list[str] = []
         self.started = time.time()
-        self._summary: dict[str, Any] | None = None
+        self._summary: Summary | None = None
         self.gate_failed = False
         self.interrupted = False
         self.write_errors: list[str] = []
-        self.unclaimed: list[dict[str, Any]] = []
-        self.baseline: dict[str, Any] | None = None
-        from .keys import SOURCE_KEY
-
-        source = config.stash.get(SOURCE_KEY, None)
-        self.fingerprint = source.fingerprint if source is not None else None
+        self.unclaimed: list[SampleRecord] = []
+        self.baseline: Baseline | None = None
+        self.fingerprint = fingerprint
         if settings.baseline:
-            from .baseline import BaselineError, load
-
             try:
                 self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split, self.fingerprint)
             except BaselineError as exc:
@@ -166,7 +184,8 @@ class Aggregator:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "mia_result", None)
         if isinstance(result, dict) and report.when == "call":
-            self.results[report.nodeid] = result
+            # An item's record, as ``blank_result`` built it (on a worker, perhaps).
+            self.results[report.nodeid] = cast(SampleRecord, result)
             self._summary = None
         elif report.failed and report.nodeid not in self.results:
             # setup error, or an xdist worker that crashed mid-item ("???")
@@ -180,29 +199,29 @@ class Aggregator:
 
     # -- outputs -----------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         if self._summary is None:
-            from . import stats
-
             results = list(self.results.values())
             expected = len(self.expected) or len(self.results)
-            summary = summarize(results, expected, self.protocol, self.unclaimed)
+            tally = summarize(results, expected, self.protocol, self.unclaimed)
             done = set(self.results)
-            summary["missing"] = [nodeid for nodeid in self.expected if nodeid not in done]
-            summary["ci"] = stats.report_cis(results, seed=self.settings.seed)
+            summary: Summary = {
+                **tally,
+                "missing": [nodeid for nodeid in self.expected if nodeid not in done],
+                "ci": stats.report_cis(results, seed=self.settings.seed),
+                "cost": cost(tally["usage"], self.settings),
+                "judge_spread": None,
+                "baseline": None,
+            }
             if self.settings.judge_repeats > 1:
                 judged = [r for r in sorted(results, key=lambda r: r["index"]) if r["status"] != "failed"]
                 spread = stats.judge_spread([r.get("judge_scores") or [] for r in judged])
                 if spread["max_std_sample"] is not None:  # a position in ``judged``: name the sample
                     spread["max_std_sample"] = judged[spread["max_std_sample"]]["index"]
                 summary["judge_spread"] = spread
-            summary["cost"] = cost(summary["usage"], self.settings)
             if self.baseline is not None:
-                from .baseline import compare
-
-                samples = [{"nodeid": nodeid, **r} for nodeid, r in self.results.items()]
                 summary["baseline"] = compare(
-                    summary, samples, self.baseline, str(self.settings.baseline), self.settings.max_drop
+                    summary, self.results, self.baseline, str(self.settings.baseline), self.settings.max_drop
                 )
             self._summary = summary
         return self._summary
@@ -219,14 +238,14 @@ class Aggregator:
                 self.gate_failed = True
                 session.testsfailed += 1
 
-    def gate_reasons(self, summary: dict[str, Any]) -> list[str]:
+    def gate_reasons(self, summary: Summary) -> list[str]:
         """Why the aggregate gates fail (empty: they hold or none is set)."""
         reasons = []
         threshold = self.settings.threshold
         total = summary["total_score"]
         if threshold is not None and (total is None or total < threshold):
             reasons.append("threshold")
-        baseline = summary.get("baseline")
+        baseline = summary["baseline"]
         if baseline is not None and baseline["gate_failed"]:
             reasons.append("baseline")
         return reasons
@@ -239,8 +258,6 @@ class Aggregator:
             self.interrupted = True
         if self.config.option.collectonly:
             return  # nothing ran: an earlier run's report must not be overwritten
-        from .keys import UNCLAIMED_KEY
-
         # In one process the runtime closed its engine just before (tryfirst).
         unclaimed = self.config.stash.get(UNCLAIMED_KEY, None)
         if unclaimed:
@@ -248,8 +265,6 @@ class Aggregator:
             self.config.stash[UNCLAIMED_KEY] = []
             self._summary = None
         if self.settings.report or self.settings.html:
-            from .report import write_html, write_json
-
             report = self.report()
             for path, write in ((self.settings.report, write_json), (self.settings.html, write_html)):
                 if not path:
@@ -260,47 +275,58 @@ class Aggregator:
                     # One report failing must not cost the other, nor end in a traceback.
                     self.write_errors.append(f"cannot write {path}: {exc.strerror or exc}")
 
-    def report(self) -> dict[str, Any]:
-        from .report import build_report
+    def outcome(self) -> RunOutcome:
+        """What the reports are made from, as of now."""
+        summary = self.summary()
+        return RunOutcome(
+            summary=summary,
+            results=self.results,
+            settings=self.settings,
+            protocol=self.protocol,
+            judge_image=self.judge_image,
+            fingerprint=self.fingerprint,
+            interrupted=self.interrupted,
+            started=self.started,
+            gate_reasons=tuple(self.gate_reasons(summary)),
+        )
 
-        return build_report(self)
+    def report(self) -> Report:
+        return build_report(self.outcome())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .report import terminal_lines
-
         if self.config.option.collectonly:
             return
         terminalreporter.section("MIA-Bench")
-        for line, markup in terminal_lines(self):
+        for line, markup in terminal_lines(self.outcome()):
             terminalreporter.write_line(line, **markup)
         for error in self.write_errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
 
 
-def cost(usage: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+def cost(usage: UsageTotals, settings: Settings) -> Cost | None:
     """Estimated dollars from --mia-price; None without prices.  Only this
     run's API calls cost money; cached answers are shown separately."""
     if not settings.price:
         return None
     prices = {name: (inp, out) for name, inp, out in settings.price}
-    out: dict[str, Any] = {}
-    for role, name in (("model", settings.model), ("judge", settings.judge_model)):
-        if name not in prices:
-            out[role] = None
-            continue
+
+    def role_cost(role: Role, name: str | None) -> RoleCost | None:
+        if name is None or name not in prices:
+            return None
         inp, outp = prices[name]
         tokens = usage[role]
-        out[role] = {
+        return {
             "model": name,
             "spent": (tokens["prompt_tokens"] * inp + tokens["completion_tokens"] * outp) / 1e6,
             "saved_by_cache": (tokens["cached_prompt_tokens"] * inp + tokens["cached_completion_tokens"] * outp) / 1e6,
         }
-    known = [v["spent"] for v in out.values() if v is not None]
-    out["total_spent"] = math.fsum(known) if known else None
-    return out
+
+    model, judge = role_cost("model", settings.model), role_cost("judge", settings.judge_model)
+    known = [c["spent"] for c in (model, judge) if c is not None]
+    return {"model": model, "judge": judge, "total_spent": math.fsum(known) if known else None}
 
 
-def _crashed(index: int, reason: str) -> dict[str, Any]:
+def _crashed(index: int, reason: str) -> SampleRecord:
     result = blank_result(index, "unknown")
     result["reason"] = reason
     result["failed_stage"] = "worker"

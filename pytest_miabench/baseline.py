@@ -8,20 +8,36 @@ producing a meaningless delta.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from .report import SCHEMA_VERSION
+from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, Tally
 
 CHANGED_LISTED = 20
+
+
+class BaselineSample(TypedDict):
+    index: int
+    score: float | None
+
+
+class Baseline(TypedDict):
+    """What a comparison reads from a baseline report, checked by ``load``."""
+
+    created: object
+    total_score: float
+    by_type: dict[str, float | None]
+    by_component_type: dict[str, float | None]
+    samples: list[BaselineSample]
 
 
 class BaselineError(ValueError):
     """The baseline report cannot be used; the message says why."""
 
 
-def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | None = None) -> dict[str, Any]:
-    """Read and check a baseline report."""
+def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | None = None) -> Baseline:
+    """Read and check a baseline report; keep what ``compare`` reads."""
     try:
         data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     except OSError as exc:
@@ -45,7 +61,13 @@ def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | 
             f"this run uses {dataset!r} split {split!r} (and the rows differ)"
         )
     _check_shape(data, path)
-    return data
+    return {
+        "created": data.get("created"),
+        "total_score": data["total_score"],
+        "by_type": data.get("by_type") or {},
+        "by_component_type": data.get("by_component_type") or {},
+        "samples": [{"index": s["index"], "score": s.get("score")} for s in data.get("samples") or []],
+    }
 
 
 def _number(value: Any) -> bool:
@@ -74,7 +96,7 @@ def _check_shape(data: dict[str, Any], path: str) -> None:
             raise BaselineError(f"{path}: every sample needs an integer index and a numeric or null score")
 
 
-def _deltas(now: dict[str, Any], before: dict[str, Any]) -> dict[str, float | None]:
+def _deltas(now: Mapping[str, float | None], before: Mapping[str, float | None]) -> dict[str, float | None]:
     keys = sorted(set(now) | set(before))
     out: dict[str, float | None] = {}
     for key in keys:
@@ -83,25 +105,28 @@ def _deltas(now: dict[str, Any], before: dict[str, Any]) -> dict[str, float | No
     return out
 
 
-def compare(summary: dict[str, Any], samples: list[dict[str, Any]], baseline: dict[str, Any], path: str, max_drop: float | None) -> dict[str, Any]:
-    """The ``baseline`` block of a report: deltas, biggest movers, the gate."""
+def compare(
+    summary: Tally, results: Mapping[str, SampleRecord], baseline: Baseline, path: str, max_drop: float | None
+) -> BaselineComparison:
+    """The ``baseline`` block of a report: deltas, biggest movers, the gate.
+    ``results`` maps node ids to this run's records."""
     total = summary["total_score"]
     before_total = baseline["total_score"]
     delta = None if total is None else total - before_total
-    before_scores = {s.get("index"): s.get("score") for s in baseline.get("samples") or []}
-    run_indexes = {sample["index"] for sample in samples}
-    changed = []
-    for sample in samples:
-        index = sample["index"]
+    before_scores = {s["index"]: s["score"] for s in baseline["samples"]}
+    run_indexes = {record["index"] for record in results.values()}
+    changed: list[ChangedSample] = []
+    for nodeid, record in results.items():
+        index = record["index"]
         if index not in before_scores:
             continue
-        before, after = before_scores[index], sample["score"]
+        before, after = before_scores[index], record["score"]
         if before == after:
             continue
         changed.append(
             {
                 "index": index,
-                "nodeid": sample.get("nodeid"),
+                "nodeid": nodeid,
                 "before": before,
                 "after": after,
                 "delta": None if before is None or after is None else after - before,
@@ -114,11 +139,11 @@ def compare(summary: dict[str, Any], samples: list[dict[str, Any]], baseline: di
         gate_failed = delta is None or -delta > max_drop + 1e-12
     return {
         "path": path,
-        "created": baseline.get("created"),
+        "created": baseline["created"],
         "total_score": before_total,
         "delta": delta,
-        "by_type": _deltas(summary["by_type"], baseline.get("by_type") or {}),
-        "by_component_type": _deltas(summary["by_component_type"], baseline.get("by_component_type") or {}),
+        "by_type": _deltas(summary["by_type"], baseline["by_type"]),
+        "by_component_type": _deltas(summary["by_component_type"], baseline["by_component_type"]),
         "n_changed": len(changed),
         # A delta of means over different sample sets is worth a warning.
         "n_only_baseline": len(set(before_scores) - run_indexes),

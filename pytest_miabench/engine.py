@@ -27,6 +27,7 @@ from .prefetch import Prefetcher
 from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
 from .sampling import judge_settings
+from .result import SampleRecord
 from .settings import Settings
 
 __all__ = ["Engine", "SampleFailure", "judge_endpoint", "model_endpoint"]
@@ -61,8 +62,8 @@ class Engine:
         self.images: Prefetcher[tuple[PreparedImage, str | None]] = Prefetcher(self._prepare_image)
         self.cache = AsyncCache(cache) if cache is not None else None
         self.fatal: str | None = None
-        self._futures: dict[int, concurrent.futures.Future[dict[str, Any]]] = {}
-        self._records: dict[int, dict[str, Any]] = {}
+        self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
+        self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()
         self._context = self._build_context(protocol, judge_image, workers)
 
@@ -128,7 +129,7 @@ class Engine:
             self._records[sample.index] = record
             self._futures[sample.index] = self.loop.submit(self._run(sample, record))
 
-    async def _run(self, sample: Sample, record: dict[str, Any]) -> dict[str, Any]:
+    async def _run(self, sample: Sample, record: SampleRecord) -> SampleRecord:
         try:
             return await run_sample(self._context, sample, record)
         except SampleFailure as failure:
@@ -144,7 +145,7 @@ class Engine:
         if sample.problem is None:
             self.images.prefetch(sample.index)
 
-    def result(self, sample: Sample, timeout: float | None = None) -> dict[str, Any]:
+    def result(self, sample: Sample, timeout: float | None = None) -> SampleRecord:
         """Wait for a sample's record and claim it; raises ``SampleFailure``.
         Claimed means forgotten here: asking again runs the sample again."""
         self.submit(sample)
@@ -157,7 +158,7 @@ class Engine:
                     self._futures.pop(sample.index, None)
                     self._records.pop(sample.index, None)
 
-    def abandon(self, sample: Sample) -> dict[str, Any] | None:
+    def abandon(self, sample: Sample) -> SampleRecord | None:
         """Cancel a sample whose item gave up waiting (a pytest-timeout); its
         record says what it had obtained and paid for."""
         with self._lock:
@@ -173,7 +174,7 @@ class Engine:
 
     # -- shutdown ------------------------------------------------------------
 
-    def close(self) -> list[dict[str, Any]]:
+    def close(self) -> list[SampleRecord]:
         """Cancel what is still in flight, release every resource, and return
         the records of samples submitted but never claimed (look-ahead cut
         short by -x or --maxfail): their calls were paid for too."""

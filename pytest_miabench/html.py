@@ -191,7 +191,8 @@ _STATUSES = ("scored", "zero", "dropped", "excluded", "failed")
 def _asset(name: str) -> str:
     from importlib.resources import files
 
-    return files("pytest_miabench").joinpath("assets", name).read_text(encoding="utf-8")
+    # One name per joinpath: Traversable takes several only from Python 3.11.
+    return files("pytest_miabench").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
 # The page's stylesheet and its one script are static files next to this
@@ -346,89 +347,125 @@ def _endpoint(info: Mapping[str, Any], extra: Sequence[tuple[str, str]]) -> str:
 
 
 def _header(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> str:
-    total = _num(report.get("total_score"))
+    """Title, headline number with its interval and verdict, run facts, counts."""
+    title = _e(_map(report.get("model")).get("name")) or "model"
+    dl = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in _meta(report))
+    return (
+        f"<h1>MIA-Bench report &mdash; {title}</h1>"
+        '<header class="top">'
+        '<div class="headline"><div class="label">total_score</div>'
+        f'<div class="big" id="total-score">{_fmt(_num(report.get("total_score")))}</div>{_total_ci(report)}{_verdict(report)}</div>'
+        f'<dl class="meta">{dl}</dl>'
+        "</header>"
+        f'<ul class="counts">{_counts(report, samples)}</ul>{_banners(report)}{_missing(report)}'
+    )
+
+
+def _total_ci(report: Mapping[str, Any]) -> str:
     ci_block = _map(report.get("ci"))
     ci = _pair(ci_block.get("total_score"))
     level = _num(ci_block.get("level"))
     level_txt = f"{level * 100:g}%" if level is not None and 0 < level < 1 else "95%"
     if ci is not None:
-        ci_html = f'<div class="ci" id="total-ci">{level_txt} CI [{ci[0]:.4f}, {ci[1]:.4f}]</div>'
-    else:
-        ci_html = f'<div class="ci" id="total-ci">{level_txt} CI n/a</div>'
-    model = _map(report.get("model"))
-    judge = _map(report.get("judge"))
-    protocol = _map(report.get("protocol"))
-    dataset = _map(report.get("dataset"))
-    usage = _map(report.get("usage"))
+        return f'<div class="ci" id="total-ci">{level_txt} CI [{ci[0]:.4f}, {ci[1]:.4f}]</div>'
+    return f'<div class="ci" id="total-ci">{level_txt} CI n/a</div>'
 
+
+def _meta(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(term, HTML) pairs: what ran, on what, when, and what it used."""
     meta: list[tuple[str, str]] = [
-        ("model", _endpoint(model, (("temperature", "temperature"), ("max_tokens", "max_tokens")))),
+        ("model", _endpoint(_map(report.get("model")), (("temperature", "temperature"), ("max_tokens", "max_tokens")))),
         (
             "judge",
             _endpoint(
-                judge,
+                _map(report.get("judge")),
                 (("sees_image", "sees image:"), ("temperature", "temperature"), ("max_tokens", "max_tokens")),
             ),
         ),
-        (
-            "protocol",
-            f"<b>{_e(protocol.get('name'))}</b>"
-            + (f" &middot; prompt version {_e(protocol.get('prompt_version'))}" if protocol.get("prompt_version") is not None else ""),
-        ),
-        (
-            "dataset",
-            " &middot; ".join(
-                f"{_e(label)} {_e(dataset.get(key))}"
-                for key, label in (("source", ""), ("split", "split"), ("limit", "limit"))
-                if dataset.get(key) is not None
-            ).strip()
-            or '<span class="none">unknown</span>',
-        ),
+        ("protocol", _protocol_meta(_map(report.get("protocol")))),
+        ("dataset", _dataset_meta(_map(report.get("dataset")))),
         ("date", _e(report.get("created")) or '<span class="none">unknown</span>'),
     ]
     threshold = _num(report.get("threshold"))
     if threshold is not None:
         meta.append(("threshold", f"{threshold:g}"))
-    usage_parts = []
+    usage = _usage_meta(_map(report.get("usage")))
+    if usage:
+        meta.append(("usage", usage))
+    run = _run_meta(report)
+    if run:
+        meta.append(("run", run))
+    return meta
+
+
+def _protocol_meta(protocol: Mapping[str, Any]) -> str:
+    version = protocol.get("prompt_version")
+    return f"<b>{_e(protocol.get('name'))}</b>" + (f" &middot; prompt version {_e(version)}" if version is not None else "")
+
+
+def _dataset_meta(dataset: Mapping[str, Any]) -> str:
+    return (
+        " &middot; ".join(
+            f"{_e(label)} {_e(dataset.get(key))}"
+            for key, label in (("source", ""), ("split", "split"), ("limit", "limit"))
+            if dataset.get(key) is not None
+        ).strip()
+        or '<span class="none">unknown</span>'
+    )
+
+
+def _usage_meta(usage: Mapping[str, Any]) -> str:
+    """Calls, cache hits and tokens per role, and retries; empty when unknown."""
+    parts = []
     for role in ("model", "judge"):
         u = _map(usage.get(role))
         if u:
-            usage_parts.append(
+            parts.append(
                 f"{role}: {_count(u.get('api_calls'))} calls, {_count(u.get('cache_hits'))} cache hits, "
                 f"{_count(u.get('prompt_tokens'))} prompt + {_count(u.get('completion_tokens'))} completion tokens"
             )
     if _int(usage.get("retries")) is not None:
-        usage_parts.append(f"retries: {usage.get('retries')}")
-    if usage_parts:
-        meta.append(("usage", "<br>".join(usage_parts)))
-    wall = _num(report.get("wall_seconds"))
-    run_bits = []
-    if wall is not None:
-        run_bits.append(f"{wall:.1f} s wall")
-    if report.get("plugin_version") is not None:
-        run_bits.append(f"pytest-miabench {_e(report.get('plugin_version'))}")
-    if _int(report.get("schema_version")) is not None:
-        run_bits.append(f"schema {report.get('schema_version')}")
-    if run_bits:
-        meta.append(("run", " &middot; ".join(run_bits)))
-    dl = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in meta)
+        parts.append(f"retries: {usage.get('retries')}")
+    return "<br>".join(parts)
 
-    counts = []
-    for key, label in (
-        ("n_samples", "samples"),
-        ("n_scored", "scored"),
-        ("n_failed", "failed"),
-        ("n_zero", "zero"),
-        ("n_dropped", "dropped"),
-        ("n_excluded", "excluded"),
-        ("n_missing", "missing"),
-    ):
+
+def _run_meta(report: Mapping[str, Any]) -> str:
+    """Wall time, plugin version and schema; empty when none is known."""
+    wall = _num(report.get("wall_seconds"))
+    bits = []
+    if wall is not None:
+        bits.append(f"{wall:.1f} s wall")
+    if report.get("plugin_version") is not None:
+        bits.append(f"pytest-miabench {_e(report.get('plugin_version'))}")
+    if _int(report.get("schema_version")) is not None:
+        bits.append(f"schema {report.get('schema_version')}")
+    return " &middot; ".join(bits)
+
+
+_COUNTS = (
+    ("n_samples", "samples"),
+    ("n_scored", "scored"),
+    ("n_failed", "failed"),
+    ("n_zero", "zero"),
+    ("n_dropped", "dropped"),
+    ("n_excluded", "excluded"),
+    ("n_missing", "missing"),
+)
+
+
+def _counts(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> str:
+    """One list item per count; those that flag a problem are highlighted."""
+    items = []
+    for key, label in _COUNTS:
         value = report.get(key)
         if value is None and key == "n_samples":
             value = len(samples)
         warn = key not in ("n_samples", "n_scored") and (_int(value) or 0) > 0
-        counts.append(f'<li class="{"nz" if warn else ""}">{label} <b id="count-{label}">{_count(value)}</b></li>')
+        items.append(f'<li class="{"nz" if warn else ""}">{label} <b id="count-{label}">{_count(value)}</b></li>')
+    return "".join(items)
 
+
+def _banners(report: Mapping[str, Any]) -> str:
     banners = []
     if report.get("complete") is False:
         banners.append("This run is incomplete: the numbers cover only the samples that ran.")
@@ -437,24 +474,16 @@ def _header(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> 
             "The protocol's failure policy moved the number: unparseable judge replies were counted as 0 "
             "(zero) or left out of the mean (dropped / excluded)."
         )
-    banner_html = "".join(f'<p class="banner">{_e(b)}</p>' for b in banners)
-    missing = [m for m in _seq(report.get("missing"))]
-    missing_html = ""
-    if missing:
-        shown = "".join(f"<li class=\"mono\">{_e(m)}</li>" for m in missing[:MAX_MISSING_SHOWN])
-        more = f"<li>&hellip; and {len(missing) - MAX_MISSING_SHOWN} more</li>" if len(missing) > MAX_MISSING_SHOWN else ""
-        missing_html = f"<details><summary>{len(missing)} sample(s) not run</summary><ul>{shown}{more}</ul></details>"
+    return "".join(f'<p class="banner">{_e(b)}</p>' for b in banners)
 
-    title = _e(model.get("name")) or "model"
-    return (
-        f"<h1>MIA-Bench report &mdash; {title}</h1>"
-        '<header class="top">'
-        '<div class="headline"><div class="label">total_score</div>'
-        f'<div class="big" id="total-score">{_fmt(total)}</div>{ci_html}{_verdict(report)}</div>'
-        f'<dl class="meta">{dl}</dl>'
-        "</header>"
-        f'<ul class="counts">{"".join(counts)}</ul>{banner_html}{missing_html}'
-    )
+
+def _missing(report: Mapping[str, Any]) -> str:
+    missing = list(_seq(report.get("missing")))
+    if not missing:
+        return ""
+    shown = "".join(f"<li class=\"mono\">{_e(m)}</li>" for m in missing[:MAX_MISSING_SHOWN])
+    more = f"<li>&hellip; and {len(missing) - MAX_MISSING_SHOWN} more</li>" if len(missing) > MAX_MISSING_SHOWN else ""
+    return f"<details><summary>{len(missing)} sample(s) not run</summary><ul>{shown}{more}</ul></details>"
 
 
 def _breakdowns(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> str:

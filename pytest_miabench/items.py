@@ -10,12 +10,13 @@ import pytest
 
 from .dataset import Sample
 from .engine import SampleFailure
+from .result import SampleRecord
 from .keys import ENGINE_KEY, RESULT_KEY, TIMEOUT_KEY
 
 COLLECTOR_NAME = "mia-bench"
 
 
-def compact_properties(result: dict[str, Any]) -> list[tuple[str, object]]:
+def compact_properties(result: SampleRecord) -> list[tuple[str, object]]:
     """The per-sample properties that go into JUnit XML: small and JSON-safe."""
     return [
         ("mia_score", result["score"]),
@@ -73,7 +74,7 @@ class MiaItem(pytest.Item):
             raise SampleTimeout(message) from None
         self._record(record)
 
-    def _record(self, result: dict[str, Any]) -> None:
+    def _record(self, result: SampleRecord) -> None:
         self.stash[RESULT_KEY] = result
         # A rerun (pytest-rerunfailures) replaces the earlier run's properties.
         self.user_properties[:] = [p for p in self.user_properties if not p[0].startswith("mia_")]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from .dataset import Source
     from .engine import Engine
+    from .result import SampleRecord
     from .settings import Settings
 
 SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
@@ -17,7 +18,7 @@ SOURCE_KEY: pytest.StashKey[Source] = pytest.StashKey()
 ENGINE_KEY: pytest.StashKey[Engine] = pytest.StashKey()
 # Records of samples whose calls were made but whose items never ran
 # (look-ahead cut short by -x): left by the runtime, counted by the aggregator.
-UNCLAIMED_KEY: pytest.StashKey[list[dict[str, Any]]] = pytest.StashKey()
+UNCLAIMED_KEY: pytest.StashKey[list[SampleRecord]] = pytest.StashKey()
 # Per item: its sample's record, and the timeout pytest-timeout asked for.
-RESULT_KEY: pytest.StashKey[dict[str, Any]] = pytest.StashKey()
+RESULT_KEY: pytest.StashKey[SampleRecord] = pytest.StashKey()
 TIMEOUT_KEY: pytest.StashKey[float] = pytest.StashKey()

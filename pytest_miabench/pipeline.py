@@ -31,7 +31,7 @@ class SampleFailure(Exception):
     """The sample could not be run.  ``record`` keeps whatever was obtained;
     ``fatal`` is set when the failure should end the session (a breaker)."""
 
-    def __init__(self, stage: str, message: str, record: dict[str, Any], fatal: bool = False) -> None:
+    def __init__(self, stage: str, message: str, record: SampleRecord, fatal: bool = False) -> None:
         super().__init__(message)
         self.stage = stage
         self.message = message
@@ -52,7 +52,7 @@ class Context:
     image: ImageSource
 
 
-def new_record(sample: Sample) -> dict[str, Any]:
+def new_record(sample: Sample) -> SampleRecord:
     """The record of a sample before anything was obtained (status ``failed``)."""
     spec = sample.spec
     components = []
@@ -66,7 +66,7 @@ def new_record(sample: Sample) -> dict[str, Any]:
     return record
 
 
-async def run_sample(ctx: Context, sample: Sample, record: dict[str, Any]) -> dict[str, Any]:
+async def run_sample(ctx: Context, sample: Sample, record: SampleRecord) -> SampleRecord:
     """Run one sample; returns its record or raises ``SampleFailure``."""
     started = time.perf_counter()
     try:
@@ -91,7 +91,7 @@ async def run_sample(ctx: Context, sample: Sample, record: dict[str, Any]) -> di
     return record
 
 
-async def _image(ctx: Context, sample: Sample, record: dict[str, Any]) -> PreparedImage:
+async def _image(ctx: Context, sample: Sample, record: SampleRecord) -> PreparedImage:
     try:
         image, thumbnail = await ctx.image(sample)
     except (ImageError, SampleDataError) as exc:
@@ -109,7 +109,7 @@ async def _image(ctx: Context, sample: Sample, record: dict[str, Any]) -> Prepar
     return image
 
 
-async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, record: dict[str, Any]) -> Completion:
+async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, record: SampleRecord) -> Completion:
     caller = ctx.model
     messages = [
         {
@@ -121,7 +121,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
         }
     ]
 
-    def key() -> dict[str, Any]:
+    def key() -> SampleRecord:
         return {
             "v": cache_mod.SCHEMA_VERSION,
             "url": strip_userinfo(caller.endpoint.url),
@@ -139,7 +139,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
 
 
 async def _verdicts(
-    ctx: Context, spec: SampleSpec, answer: str, image: PreparedImage, record: dict[str, Any]
+    ctx: Context, spec: SampleSpec, answer: str, image: PreparedImage, record: SampleRecord
 ) -> list[Verdict]:
     """The judge's verdicts: ``judge_repeats`` independent ones, asked at once."""
     prompt = ctx.protocol.build_prompt(spec, answer)
@@ -154,7 +154,7 @@ async def _verdicts(
 
 
 async def _verdict(
-    ctx: Context, spec: SampleSpec, prompt: str, image: PreparedImage | None, repeat: int, record: dict[str, Any]
+    ctx: Context, spec: SampleSpec, prompt: str, image: PreparedImage | None, repeat: int, record: SampleRecord
 ) -> tuple[str | None, Verdict]:
     """One verdict, re-asking up to ``judge_retries`` times while the reply
     cannot be parsed.  Each re-ask and repeat is its own cache entry."""
@@ -167,7 +167,7 @@ async def _verdict(
         if reask:
             record["judge_reasks"] = record.get("judge_reasks", 0) + 1
 
-        def key(reask: int = reask) -> dict[str, Any]:
+        def key(reask: int = reask) -> SampleRecord:
             parts: dict[str, Any] = {
                 "v": cache_mod.SCHEMA_VERSION,
                 "url": strip_userinfo(caller.endpoint.url),
@@ -200,7 +200,7 @@ async def _cached_call(
     caller: Caller,
     key_parts: Callable[[], dict[str, Any]],
     messages: list[dict[str, Any]],
-    record: dict[str, Any],
+    record: SampleRecord,
     read_cache: bool = True,
 ) -> Completion:
     """A call answered from the cache when it holds the key, else from the API
@@ -243,7 +243,7 @@ async def _cached_call(
     return completion
 
 
-def _apply(record: dict[str, Any], verdict: Verdict) -> None:
+def _apply(record: SampleRecord, verdict: Verdict) -> None:
     record["status"] = verdict.status
     record["score"] = verdict.score
     record["reason"] = verdict.reason

@@ -63,8 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
         _warn_separate_path_values(config)
         # Fail fast with one clear message, before any xdist worker starts.
         _check_output_paths(settings)
-        load_source(config, settings)
-        aggregator = Aggregator(config, settings, protocol, judge_image)
+        source = load_source(config, settings)
+        aggregator = Aggregator(config, settings, protocol, judge_image, source.fingerprint)
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
     if not uses_xdist:

@@ -1,4 +1,8 @@
-"""The JSON report and the terminal summary, both from the aggregator."""
+"""The JSON report and the terminal summary, both from a run's outcome.
+
+The aggregator hands over a ``RunOutcome``: this module reads results, it
+does not know where they were collected.
+"""
 
 from __future__ import annotations
 
@@ -6,59 +10,62 @@ import datetime
 import json
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .sampling import judge_settings
-
-if TYPE_CHECKING:
-    from .aggregate import Aggregator
-
-SCHEMA_VERSION = 1
-SAMPLE_FIELDS = (
-    "index",
-    "nodeid",
-    "type",
-    "score",
-    "status",
-    "reason",
-    "components",
-    "response",
-    "finish_reason",
-    "judge_reply",
-    "judge_replies",
-    "judge_scores",
-    "judge_reasks",
-    "reasoning",
-    "instruction",
-    "cached",
-    "calls",
-    "retries",
-    "rate_limited",
-    "usage",
-    "image",
-    "thumbnail",
-    "seconds",
+from .protocols.base import Protocol
+from .result import (
+    ROLES,
+    SCHEMA_VERSION,
+    BaselineComparison,
+    Cost,
+    JudgeSpread,
+    Report,
+    ReportSample,
+    SampleRecord,
+    Summary,
+    UsageTotals,
 )
+from .sampling import judge_settings
+from .settings import Settings
+
+__all__ = ["SCHEMA_VERSION", "RunOutcome", "build_report", "dumps_report", "terminal_lines", "write_html", "write_json"]
+
+#: Terminal markup of a line, as ``TerminalReporter.write_line`` takes it.
+Markup = dict[str, bool]
+Line = tuple[str, Markup]
 
 
-def build_report(agg: Aggregator) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the reports are made from: the aggregate and what the run ran with."""
+
+    summary: Summary
+    results: Mapping[str, SampleRecord]  # by node id
+    settings: Settings
+    protocol: Protocol
+    judge_image: bool
+    fingerprint: str | None  # of the dataset's rows
+    interrupted: bool
+    started: float  # time.time() at the start of the run
+    gate_reasons: Sequence[str]  # the aggregate gates that failed: "threshold", "baseline"
+
+
+def build_report(outcome: RunOutcome) -> Report:
     """Everything a later run or a reader needs; never a key (only the names
     of the variables that hold them)."""
-    summary = agg.summary()
-    s = agg.settings
-    samples = []
-    for nodeid, result in sorted(agg.results.items(), key=lambda kv: kv[1]["index"]):
-        record = {"nodeid": nodeid, **result}
-        samples.append({name: record.get(name) for name in SAMPLE_FIELDS})
-    passed = _passed(agg, summary)
-    judge = judge_settings(s, agg.protocol)
+    summary = outcome.summary
+    s = outcome.settings
+    protocol = outcome.protocol
+    samples = [_report_sample(nodeid, record) for nodeid, record in sorted(outcome.results.items(), key=lambda kv: kv[1]["index"])]
+    judge = judge_settings(s, protocol)
     return {
         "schema_version": SCHEMA_VERSION,
         "plugin_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "complete": not agg.interrupted and not summary["missing"],
+        "complete": not outcome.interrupted and not summary["missing"],
         "total_score": summary["total_score"],
         "n_samples": summary["n_samples"],
         "n_scored": summary["n_scored"],
@@ -69,13 +76,13 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
         "n_missing": summary["n_missing"],
         "missing": summary["missing"],
         "threshold": s.threshold,
-        "passed": passed,
+        "passed": _passed(outcome),
         "by_type": summary["by_type"],
         "by_component_type": summary["by_component_type"],
         "ci": summary["ci"],
         "protocol_metrics": summary["protocol_metrics"],
-        "judge_spread": summary.get("judge_spread"),
-        "baseline": summary.get("baseline"),
+        "judge_spread": summary["judge_spread"],
+        "baseline": summary["baseline"],
         "usage": summary["usage"],
         "cost": summary["cost"],
         "model": {
@@ -91,8 +98,8 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
             "name": s.judge_model,
             "base_url": _endpoint_url(s.judge_base_url),
             "api_key_env": s.judge_api_key_env,
-            "sees_image": agg.judge_image,
-            "temperature": judge["temperature"] if "temperature" in judge else None,
+            "sees_image": outcome.judge_image,
+            "temperature": judge.get("temperature"),
             "max_tokens": judge.get("max_tokens"),
             "retries": s.judge_retries,
             "repeats": s.judge_repeats,
@@ -100,14 +107,44 @@ def build_report(agg: Aggregator) -> dict[str, Any]:
             "sampling_deviations": summary["sampling_deviations"]["judge"],
         },
         "protocol": {
-            "name": agg.protocol.name,
-            "prompt_version": agg.protocol.prompt_version,
-            "headline": agg.protocol.headline,
+            "name": protocol.name,
+            "prompt_version": protocol.prompt_version,
+            "headline": protocol.headline,
         },
-        "dataset": {"source": s.dataset, "split": s.split, "limit": s.limit, "fingerprint": agg.fingerprint},
+        "dataset": {"source": s.dataset, "split": s.split, "limit": s.limit, "fingerprint": outcome.fingerprint},
         "image_max_side": s.image_max_side,
-        "wall_seconds": round(_now() - agg.started, 3),
+        "wall_seconds": round(_now() - outcome.started, 3),
         "samples": samples,
+    }
+
+
+def _report_sample(nodeid: str, record: SampleRecord) -> ReportSample:
+    """A record as the report shows it: its node id added, and the optional
+    fields null when absent (so every sample has the same keys)."""
+    return {
+        "index": record["index"],
+        "nodeid": nodeid,
+        "type": record["type"],
+        "score": record["score"],
+        "status": record["status"],
+        "reason": record["reason"],
+        "components": record["components"],
+        "response": record["response"],
+        "finish_reason": record["finish_reason"],
+        "judge_reply": record["judge_reply"],
+        "judge_replies": record.get("judge_replies"),
+        "judge_scores": record.get("judge_scores"),
+        "judge_reasks": record.get("judge_reasks"),
+        "reasoning": record["reasoning"],
+        "instruction": record["instruction"],
+        "cached": record["cached"],
+        "calls": record["calls"],
+        "retries": record["retries"],
+        "rate_limited": record.get("rate_limited"),
+        "usage": record["usage"],
+        "image": record["image"],
+        "thumbnail": record["thumbnail"],
+        "seconds": record["seconds"],
     }
 
 
@@ -131,23 +168,24 @@ def _endpoint_url(url: str | None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _passed(agg: Aggregator, summary: dict[str, Any]) -> bool:
-    if summary["n_failed"] or summary["missing"] or agg.interrupted:
+def _passed(outcome: RunOutcome) -> bool:
+    summary = outcome.summary
+    if summary["n_failed"] or summary["missing"] or outcome.interrupted:
         return False
-    return not agg.gate_reasons(summary)
+    return not outcome.gate_reasons
 
 
-def write_html(path: str, report: dict[str, Any]) -> None:
+def write_html(path: str, report: Report) -> None:
     from .html import render_html
 
     _write_atomic(path, render_html(report))
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
+def write_json(path: str, data: Report) -> None:
     _write_atomic(path, dumps_report(data))
 
 
-def dumps_report(data: dict[str, Any]) -> str:
+def dumps_report(data: Report) -> str:
     """The report as JSON: indented, except that each sample is one line.
 
     ``json`` indents only with its pure-Python encoder, ~0.1 s for 400
@@ -183,41 +221,78 @@ def _write_atomic(path: str, text: str) -> None:
         raise
 
 
+# -- the terminal summary --------------------------------------------------
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
 
 
 def _ci(pair: list[float] | None) -> str:
     return "" if not pair else f"  95% CI [{pair[0]:.4f}, {pair[1]:.4f}]"
 
 
-def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
+def _bold(colour: str) -> Markup:
+    return {colour: True, "bold": True}
+
+
+def terminal_lines(outcome: RunOutcome) -> list[Line]:
     """The summary block: headline, counts, breakdowns, comparisons, gate verdict."""
-    summary = agg.summary()
-    plain: dict[str, bool] = {}
-    lines: list[tuple[str, dict[str, bool]]] = []
-    protocol = agg.protocol
+    summary = outcome.summary
+    lines = [_headline(outcome)]
+    if summary["stopped"]:
+        lines.append((f"STOPPED: {summary['stopped']}", _bold("red")))
+    lines += _count_lines(summary)
+    lines += _usage_lines(summary["usage"])
+    lines += _deviation_lines(summary)
+    lines += _cost_lines(summary["cost"])
+    lines += _spread_lines(summary["judge_spread"], outcome.settings.judge_repeats)
+    lines += _breakdown_lines(summary)
+    lines += _missing_lines(summary["missing"])
+    baseline = summary["baseline"]
+    if baseline is not None:
+        lines += _baseline_lines(baseline)
+    lines += _gate_lines(outcome)
+    lines += _path_lines(outcome.settings)
+    return lines
+
+
+def _headline(outcome: RunOutcome) -> Line:
+    summary = outcome.summary
+    protocol = outcome.protocol
     alias = f"; its {protocol.headline}" if protocol.headline != "total_score" else ""
-    lines.append(
-        (
-            f"total_score: {_fmt(summary['total_score'])}{_ci(summary['ci']['total_score'])}"
-            f"  (protocol {protocol.name}{alias}, {summary['n_counted']} samples in the mean)",
-            {"bold": True},
-        )
+    return (
+        f"total_score: {_fmt(summary['total_score'])}{_ci(summary['ci']['total_score'])}"
+        f"  (protocol {protocol.name}{alias}, {summary['n_counted']} samples in the mean)",
+        {"bold": True},
     )
-    if summary.get("stopped"):
-        lines.append((f"STOPPED: {summary['stopped']}", {"red": True, "bold": True}))
+
+
+def _count_lines(summary: Summary) -> list[Line]:
+    """How many samples ended how, and warnings when the mean is not what it seems."""
     counts = f"samples: {summary['n_samples']}  scored: {summary['n_scored']}  failed: {summary['n_failed']}"
-    for key, label in (("n_zero", "zero by policy"), ("n_dropped", "dropped by policy"), ("n_excluded", "excluded by policy"), ("n_missing", "not run")):
-        if summary[key]:
-            counts += f"  {label}: {summary[key]}"
-    lines.append((counts, plain))
+    for value, label in (
+        (summary["n_zero"], "zero by policy"),
+        (summary["n_dropped"], "dropped by policy"),
+        (summary["n_excluded"], "excluded by policy"),
+        (summary["n_missing"], "not run"),
+    ):
+        if value:
+            counts += f"  {label}: {value}"
+    lines: list[Line] = [(counts, {})]
     if summary["n_results"] and summary["total_score"] is None:
         lines.append(("warning: no sample counted in the mean (every one failed or was left out by the protocol)", {"yellow": True}))
     if summary["n_zero"] or summary["n_dropped"] or summary["n_excluded"]:
         how = "counted as 0" if summary["n_zero"] else "left out of the mean"
         lines.append((f"note: the protocol's failure policy moved the number: unparseable judge replies were {how}", {"yellow": True}))
-    usage = summary["usage"]
+    return lines
+
+
+def _usage_lines(usage: UsageTotals) -> list[Line]:
     calls = (
         f"api calls: model {usage['model']['api_calls']}, judge {usage['judge']['api_calls']}"
         f"  cache hits: model {usage['model']['cache_hits']}, judge {usage['judge']['cache_hits']}"
@@ -225,81 +300,79 @@ def terminal_lines(agg: Aggregator) -> list[tuple[str, dict[str, bool]]]:
     )
     if usage.get("judge_reasks"):
         calls += f"  judge re-asks: {usage['judge_reasks']}"
-    if usage.get("unclaimed_samples"):
+    if usage["unclaimed_samples"]:
         calls += f"  (incl. {usage['unclaimed_samples']} samples called ahead but not run)"
-    lines.append((calls, plain))
-    if usage.get("rate_limited"):
-        lines.append((f"rate limits: {usage['rate_limited']} HTTP 429 replies; concurrency went down to {usage['concurrency_reached']}", {"yellow": True}))
-    for role in ("model", "judge"):
-        if summary["sampling_deviations"][role]:
-            lines.append((f"sampling deviations: {role}: " + "; ".join(summary["sampling_deviations"][role]), {"yellow": True}))
     tokens = "  ".join(
         f"{role} {usage[role]['prompt_tokens']} in / {usage[role]['completion_tokens']} out"
-        + (f" ({usage[role]['reasoning_tokens']} reasoning)" if usage[role].get("reasoning_tokens") else "")
+        + (f" ({usage[role]['reasoning_tokens']} reasoning)" if usage[role]["reasoning_tokens"] else "")
         + (f" (+{usage[role]['cached_prompt_tokens']} / {usage[role]['cached_completion_tokens']} from cache)" if usage[role]["cache_hits"] else "")
-        for role in ("model", "judge")
+        for role in ROLES
     )
-    lines.append((f"tokens: {tokens}", plain))
-    cost = summary.get("cost")
-    if cost:
-        parts = [f"{role} ${cost[role]['spent']:.4f}" for role in ("model", "judge") if cost[role]]
-        unknown = [role for role in ("model", "judge") if not cost[role]]
-        text = f"estimated cost: {'  '.join(parts)}"
-        if cost["total_spent"] is not None:
-            text += f"  total ${cost['total_spent']:.4f}"
-        if unknown:
-            text += f"  (no price for the {' and '.join(unknown)})"
-        lines.append((text, plain))
-    spread = summary.get("judge_spread")
-    if spread and spread["n_compared"]:
+    lines: list[Line] = [(calls, {}), (f"tokens: {tokens}", {})]
+    if usage["rate_limited"]:
         lines.append(
-            (
-                f"judge disagreement over {agg.settings.judge_repeats} repeats: mean per-sample std {_fmt(spread['mean_std'])}, "
-                f"max {_fmt(spread['max_std'])}, {spread['n_disagree']} of {spread['n_compared']} samples disagree",
-                plain,
-            )
+            (f"rate limits: {usage['rate_limited']} HTTP 429 replies; concurrency went down to {usage['concurrency_reached']}", {"yellow": True})
         )
-    for key, label in (("by_component_type", "component type"), ("by_type", "instruction type")):
-        if summary[key]:
-            means = "  ".join(f"{k} {_fmt(v)}" for k, v in summary[key].items())
-            lines.append((f"by {label}: {means}", plain))
-    if summary["missing"]:
-        shown = ", ".join(summary["missing"][:10])
-        more = f" (+{len(summary['missing']) - 10} more)" if len(summary["missing"]) > 10 else ""
-        lines.append((f"not run: {shown}{more}", {"yellow": True}))
-    baseline = summary.get("baseline")
-    if baseline is not None:
-        lines.extend(_baseline_lines(baseline))
-    reasons = agg.gate_reasons(summary)
-    threshold = agg.settings.threshold
-    total = summary["total_score"]
-    if threshold is not None:
-        if "threshold" in reasons:
-            lines.append((f"FAIL: total_score {_fmt(total)} is below the threshold {threshold:g}", {"red": True, "bold": True}))
-        else:
-            lines.append((f"PASS: total_score {_fmt(total)} meets the threshold {threshold:g}", {"green": True, "bold": True}))
-    if baseline is not None and baseline["max_drop"] is not None:
-        drop = None if baseline["delta"] is None else -baseline["delta"]
-        if "baseline" in reasons:
-            lines.append((f"FAIL: total_score dropped by {_fmt(drop)} against the baseline (max allowed {baseline['max_drop']:g})", {"red": True, "bold": True}))
-        else:
-            lines.append((f"PASS: total_score changed by {_fmt(baseline['delta'])} against the baseline (max allowed drop {baseline['max_drop']:g})", {"green": True, "bold": True}))
-    for path, label in ((agg.settings.report, "JSON report"), (agg.settings.html, "HTML report")):
-        if path:
-            lines.append((f"{label}: {path}", plain))
     return lines
 
 
-def _signed(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.4f}"
+def _deviation_lines(summary: Summary) -> list[Line]:
+    """Said once: the number was produced with other sampling than the protocol's."""
+    return [
+        (f"sampling deviations: {role}: " + "; ".join(summary["sampling_deviations"][role]), {"yellow": True})
+        for role in ROLES
+        if summary["sampling_deviations"][role]
+    ]
 
 
-def _baseline_lines(baseline: dict[str, Any]) -> list[tuple[str, dict[str, bool]]]:
-    lines: list[tuple[str, dict[str, bool]]] = [
+def _cost_lines(cost: Cost | None) -> list[Line]:
+    if not cost:
+        return []
+    parts = [f"{role} ${role_cost['spent']:.4f}" for role in ROLES if (role_cost := cost[role])]
+    unknown = [role for role in ROLES if not cost[role]]
+    text = f"estimated cost: {'  '.join(parts)}"
+    if cost["total_spent"] is not None:
+        text += f"  total ${cost['total_spent']:.4f}"
+    if unknown:
+        text += f"  (no price for the {' and '.join(unknown)})"
+    return [(text, {})]
+
+
+def _spread_lines(spread: JudgeSpread | None, repeats: int) -> list[Line]:
+    if not spread or not spread["n_compared"]:
+        return []
+    return [
+        (
+            f"judge disagreement over {repeats} repeats: mean per-sample std {_fmt(spread['mean_std'])}, "
+            f"max {_fmt(spread['max_std'])}, {spread['n_disagree']} of {spread['n_compared']} samples disagree",
+            {},
+        )
+    ]
+
+
+def _breakdown_lines(summary: Summary) -> list[Line]:
+    lines: list[Line] = []
+    for means, label in ((summary["by_component_type"], "component type"), (summary["by_type"], "instruction type")):
+        if means:
+            text = "  ".join(f"{k} {_fmt(v)}" for k, v in means.items())
+            lines.append((f"by {label}: {text}", {}))
+    return lines
+
+
+def _missing_lines(missing: list[str]) -> list[Line]:
+    if not missing:
+        return []
+    shown = ", ".join(missing[:10])
+    more = f" (+{len(missing) - 10} more)" if len(missing) > 10 else ""
+    return [(f"not run: {shown}{more}", {"yellow": True})]
+
+
+def _baseline_lines(baseline: BaselineComparison) -> list[Line]:
+    lines: list[Line] = [
         (f"baseline {baseline['path']}: total_score {_fmt(baseline['total_score'])} -> delta {_signed(baseline['delta'])}", {}),
     ]
-    for key, label in (("by_component_type", "component type"), ("by_type", "instruction type")):
-        parts = "  ".join(f"{k} {_signed(v)}" for k, v in baseline[key].items())
+    for deltas, label in ((baseline["by_component_type"], "component type"), (baseline["by_type"], "instruction type")):
+        parts = "  ".join(f"{k} {_signed(v)}" for k, v in deltas.items())
         if parts:
             lines.append((f"  delta by {label}: {parts}", {}))
     if baseline["n_only_baseline"] or baseline["n_only_run"]:
@@ -316,3 +389,28 @@ def _baseline_lines(baseline: dict[str, Any]) -> list[tuple[str, dict[str, bool]
         )
         lines.append((f"  most changed ({baseline['n_changed']} samples changed): {movers}", {}))
     return lines
+
+
+def _gate_lines(outcome: RunOutcome) -> list[Line]:
+    """PASS or FAIL for each aggregate gate that is set."""
+    lines: list[Line] = []
+    reasons = outcome.gate_reasons
+    threshold = outcome.settings.threshold
+    total = outcome.summary["total_score"]
+    if threshold is not None:
+        if "threshold" in reasons:
+            lines.append((f"FAIL: total_score {_fmt(total)} is below the threshold {threshold:g}", _bold("red")))
+        else:
+            lines.append((f"PASS: total_score {_fmt(total)} meets the threshold {threshold:g}", _bold("green")))
+    baseline = outcome.summary["baseline"]
+    if baseline is not None and baseline["max_drop"] is not None:
+        drop = None if baseline["delta"] is None else -baseline["delta"]
+        if "baseline" in reasons:
+            lines.append((f"FAIL: total_score dropped by {_fmt(drop)} against the baseline (max allowed {baseline['max_drop']:g})", _bold("red")))
+        else:
+            lines.append((f"PASS: total_score changed by {_fmt(baseline['delta'])} against the baseline (max allowed drop {baseline['max_drop']:g})", _bold("green")))
+    return lines
+
+
+def _path_lines(settings: Settings) -> list[Line]:
+    return [(f"{label}: {path}", {}) for path, label in ((settings.report, "JSON report"), (settings.html, "HTML report")) if path]

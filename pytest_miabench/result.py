@@ -1,17 +1,114 @@
-"""The per-sample result record: what an item produces and reports carry.
+"""The shapes of a run's results: the per-sample record an item produces, the
+run's summary, and the JSON report made from them.
 
-A plain dict of builtins on purpose: it crosses the xdist channel, which
-only serializes builtin types, and it is written to the JSON report as is.
+Plain dicts of builtins on purpose: a record crosses the xdist channel, which
+only serializes builtin types, and records and the report are written to
+JSON as they are.  The TypedDicts here only describe them to the type
+checker; nothing is converted at runtime.
+
+This module is the bottom layer (see ``.importlinter``): it imports nothing
+from the package, so every other module may use these types.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal, TypedDict
 
-TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_prompt_tokens", "cached_completion_tokens")
+#: Version of the JSON report's layout; a baseline of another version is refused.
+SCHEMA_VERSION = 1
+
+Role = Literal["model", "judge"]
+ROLES: tuple[Role, Role] = ("model", "judge")
 
 
-def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+# -- the per-sample record -------------------------------------------------
+
+
+class Component(TypedDict):
+    """One part of a layered instruction and the score the judge gave it."""
+
+    text: str
+    type: str
+    weight: int
+    score: float | None
+
+
+class ImageInfo(TypedDict):
+    """The image as it was sent to the model."""
+
+    mime: str
+    width: int
+    height: int
+    format: str  # the source format (JPEG, PNG, ...), before any re-encoding
+    reencoded: bool
+    bytes: int
+
+
+class _TokenCounts(TypedDict):
+    # Tokens of this run's API calls, and of answers served from the cache.
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    cached_completion_tokens: int
+
+
+class TokenUsage(_TokenCounts, total=False):
+    """A role's tokens for one sample."""
+
+    reasoning_tokens: int  # the model's thinking tokens, when the server reports them
+
+
+class RoleFlags(TypedDict):
+    model: bool
+    judge: bool
+
+
+class RoleCounts(TypedDict):
+    model: int
+    judge: int
+
+
+class RoleUsage(TypedDict):
+    model: TokenUsage
+    judge: TokenUsage
+
+
+class _SampleRecordKeys(TypedDict):
+    # Always present: ``blank_result`` sets every one of them.
+    index: int
+    type: str
+    status: str  # a verdict status (protocols.base) or "failed"
+    score: float | None
+    components: list[Component]
+    response: str | None
+    finish_reason: str | None
+    reasoning: str | None  # the model's thinking text, when the server returns it apart
+    judge_reply: str | None
+    reason: str
+    failed_stage: str | None  # dataset, image, model, judge, internal, worker
+    cached: RoleFlags
+    calls: RoleCounts
+    retries: int
+    usage: RoleUsage
+    sampling_deviations: list[str]  # sampling settings the server did not honour
+    instruction: str | None
+    image: ImageInfo | None
+    thumbnail: str | None  # a data: URI, made only for the HTML report
+    seconds: float
+
+
+class SampleRecord(_SampleRecordKeys, total=False):
+    """What one sample produced: an item's result, also for a failed sample."""
+
+    metrics: dict[str, float]  # the sample's share of the protocol's reference metrics
+    judge_replies: list[str | None]  # every reply, with --mia-judge-repeats > 1
+    judge_scores: list[float | None]  # the score of each of those replies
+    judge_reasks: int  # re-asks after unreadable judge replies
+    rate_limited: int  # HTTP 429 replies met on the way
+    concurrency_limit: int  # the model endpoint's adaptive limit when the sample ended
+
+
+def blank_result(index: int, type_: str, components: list[Component] | None = None) -> SampleRecord:
     """A result with nothing obtained yet (status ``failed`` until judged)."""
     return {
         "index": index,
@@ -20,8 +117,8 @@ def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None
         "score": None,
         "components": components or [],
         "response": None,
-        "reasoning": None,
         "finish_reason": None,
+        "reasoning": None,
         "judge_reply": None,
         "reason": "",
         "failed_stage": None,
@@ -29,12 +126,237 @@ def blank_result(index: int, type_: str, components: list[dict[str, Any]] | None
         "cached": {"model": False, "judge": False},
         "calls": {"model": 0, "judge": 0},
         "retries": 0,
-        "rate_limited": 0,
+        "usage": {"model": _no_tokens(), "judge": _no_tokens()},
         "sampling_deviations": [],
-        # Tokens of this run's API calls, and of answers served from the cache.
-        "usage": {role: dict.fromkeys(TOKEN_FIELDS, 0) for role in ("model", "judge")},
         "instruction": None,
         "image": None,
         "thumbnail": None,
         "seconds": 0.0,
     }
+
+
+def _no_tokens() -> TokenUsage:
+    return {"prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0}
+
+
+# -- the run's summary -----------------------------------------------------
+
+
+class RoleTotals(TypedDict):
+    api_calls: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cached_prompt_tokens: int
+    cached_completion_tokens: int
+
+
+class UsageTotals(TypedDict):
+    model: RoleTotals
+    judge: RoleTotals
+    retries: int
+    judge_reasks: int
+    unclaimed_samples: int  # called ahead, never run (-x): their calls are in the totals
+    rate_limited: int  # HTTP 429 replies
+    concurrency_reached: int | None  # the lowest adaptive limit of the model endpoint
+
+
+class RoleDeviations(TypedDict):
+    model: list[str]
+    judge: list[str]
+
+
+class RoleCost(TypedDict):
+    model: str
+    spent: float  # dollars of this run's API calls
+    saved_by_cache: float  # dollars the cached answers would have cost
+
+
+class Cost(TypedDict):
+    model: RoleCost | None  # None: no price given for this role's model
+    judge: RoleCost | None
+    total_spent: float | None
+
+
+class ConfidenceIntervals(TypedDict):
+    """Bootstrap intervals, ``[low, high]`` (None for no data)."""
+
+    level: float
+    n_resamples: int
+    seed: int
+    total_score: list[float] | None
+    by_type: dict[str, list[float] | None]
+    by_component_type: dict[str, list[float] | None]
+
+
+class JudgeSpread(TypedDict):
+    """How much repeated judging disagrees (see ``stats.judge_spread``)."""
+
+    n_samples: int
+    n_compared: int
+    repeats_max: int
+    mean_std: float | None
+    max_std: float | None
+    max_std_sample: int | None
+    n_disagree: int
+    max_range: float | None
+
+
+class ChangedSample(TypedDict):
+    index: int
+    nodeid: str
+    before: float | None
+    after: float | None
+    delta: float | None
+
+
+class BaselineComparison(TypedDict):
+    """The report's ``baseline`` block (see ``baseline.compare``)."""
+
+    path: str
+    created: object  # as the baseline file has it
+    total_score: float
+    delta: float | None
+    by_type: dict[str, float | None]
+    by_component_type: dict[str, float | None]
+    n_changed: int
+    n_only_baseline: int
+    n_only_run: int
+    changed: list[ChangedSample]
+    max_drop: float | None
+    gate_failed: bool | None  # None: no --mia-max-drop gate
+
+
+class Tally(TypedDict):
+    """The numbers computed from the per-sample records alone."""
+
+    total_score: float | None
+    n_samples: int
+    n_results: int
+    n_scored: int
+    n_zero: int
+    n_dropped: int
+    n_excluded: int
+    n_failed: int
+    n_missing: int
+    n_counted: int
+    by_type: dict[str, float | None]
+    by_component_type: dict[str, float | None]
+    protocol_metrics: dict[str, float]
+    usage: UsageTotals
+    sampling_deviations: RoleDeviations  # what each role's endpoint did not accept as asked
+    stopped: str | None  # why the run was stopped early (an unusable endpoint)
+
+
+class Summary(Tally):
+    """Everything the reports and the gates are made from."""
+
+    missing: list[str]  # node ids expected but never reported
+    ci: ConfidenceIntervals
+    cost: Cost | None  # None: no --mia-price
+    judge_spread: JudgeSpread | None  # None: no --mia-judge-repeats > 1
+    baseline: BaselineComparison | None  # None: no --mia-baseline
+
+
+# -- the JSON report -------------------------------------------------------
+
+
+class ReportSample(TypedDict):
+    """One sample of the JSON report: a record's fields plus its node id;
+    the optional ones are null when the record lacks them."""
+
+    index: int
+    nodeid: str
+    type: str
+    score: float | None
+    status: str
+    reason: str
+    components: list[Component]
+    response: str | None
+    finish_reason: str | None
+    judge_reply: str | None
+    judge_replies: list[str | None] | None
+    judge_scores: list[float | None] | None
+    judge_reasks: int | None
+    reasoning: str | None
+    instruction: str | None
+    cached: RoleFlags
+    calls: RoleCounts
+    retries: int
+    rate_limited: int | None
+    usage: RoleUsage
+    image: ImageInfo | None
+    thumbnail: str | None
+    seconds: float
+
+
+class ModelInfo(TypedDict):
+    name: str | None
+    base_url: str
+    api_key_env: str  # the name of the variable, never its value
+    max_tokens: int | None
+    temperature: float | None
+    reasoning_effort: str | None
+    sampling_deviations: list[str]
+
+
+class JudgeInfo(TypedDict):
+    name: str
+    base_url: str
+    api_key_env: str
+    sees_image: bool
+    temperature: float | None
+    max_tokens: int | None
+    retries: int
+    repeats: int
+    reasoning_effort: str | None
+    sampling_deviations: list[str]
+
+
+class ProtocolInfo(TypedDict):
+    name: str
+    prompt_version: str
+    headline: str
+
+
+class DatasetInfo(TypedDict):
+    source: str
+    split: str
+    limit: int | None
+    fingerprint: str | None
+
+
+class Report(TypedDict):
+    """The JSON report, key for key in the order it is written."""
+
+    schema_version: int
+    plugin_version: str
+    created: str
+    complete: bool
+    total_score: float | None
+    n_samples: int
+    n_scored: int
+    n_zero: int
+    n_dropped: int
+    n_excluded: int
+    n_failed: int
+    n_missing: int
+    missing: list[str]
+    threshold: float | None
+    passed: bool
+    by_type: dict[str, float | None]
+    by_component_type: dict[str, float | None]
+    ci: ConfidenceIntervals
+    protocol_metrics: dict[str, float]
+    judge_spread: JudgeSpread | None
+    baseline: BaselineComparison | None
+    usage: UsageTotals
+    cost: Cost | None
+    model: ModelInfo
+    judge: JudgeInfo
+    protocol: ProtocolInfo
+    dataset: DatasetInfo
+    image_max_side: int
+    wall_seconds: float
+    samples: list[ReportSample]

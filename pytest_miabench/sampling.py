@@ -1,19 +1,30 @@
-"""The judge's sampling settings: the protocol's, unless the user overrode them."""
+"""Sampling settings sent with the API calls.
+
+Below the engine and the reports, which both need them: the engine to build
+the judge's request (and its cache key), the JSON report to record what the
+judge ran with.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TypedDict
 
-if TYPE_CHECKING:
-    from .protocols.base import Protocol
-    from .settings import Settings
+from .protocols.base import Protocol
+from .settings import Settings
 
 
-def judge_settings(settings: Settings, protocol: Protocol) -> dict[str, Any]:
-    """``temperature`` and ``max_tokens`` as the judge is asked (absent: the server's default)."""
+class JudgeSampling(TypedDict, total=False):
+    """Request parameters; a key is absent when the server's default applies."""
+
+    temperature: float
+    max_tokens: int
+
+
+def judge_settings(settings: Settings, protocol: Protocol) -> JudgeSampling:
+    """The judge's sampling settings: the protocol's, unless overridden."""
     temperature = settings.judge_temperature if settings.judge_temperature is not None else protocol.temperature
     max_tokens = settings.judge_max_tokens if settings.judge_max_tokens is not None else protocol.max_tokens
-    chosen: dict[str, Any] = {}
+    chosen: JudgeSampling = {}
     if temperature is not None:
         chosen["temperature"] = temperature
     if max_tokens is not None:

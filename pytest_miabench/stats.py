@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TypedDict
+
+from .result import ConfidenceIntervals, JudgeSpread, SampleRecord
 
 __all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "report_cis"]
 
@@ -101,7 +103,7 @@ def ci_by_group(
     }
 
 
-def judge_spread(per_sample_scores: Sequence[Sequence[float | None]], *, tolerance: float = 1e-9) -> dict[str, Any]:
+def judge_spread(per_sample_scores: Sequence[Sequence[float | None]], *, tolerance: float = 1e-9) -> JudgeSpread:
     """How much repeated judging of the same answers disagrees.
 
     ``per_sample_scores[i]`` holds the scores the judge gave sample ``i`` on
@@ -156,13 +158,18 @@ def judge_spread(per_sample_scores: Sequence[Sequence[float | None]], *, toleran
     }
 
 
+class _Resampling(TypedDict):
+    n_resamples: int
+    level: float
+
+
 def report_cis(
-    samples: Sequence[Mapping[str, Any]],
+    samples: Sequence[SampleRecord],
     *,
     seed: int = 0,
     n_resamples: int = 2000,
     level: float = 0.95,
-) -> dict[str, Any]:
+) -> ConfidenceIntervals:
     """The report's ``ci`` block from per-sample results.
 
     Counts samples the way ``aggregate.summarize`` does: a sample is in the
@@ -175,20 +182,22 @@ def report_cis(
     ``group_seed(seed, "by_type")`` / ``group_seed(seed, "by_component_type")``.
     """
     ordered = sorted(samples, key=lambda r: r["index"])
-    counted = [r for r in ordered if r.get("status") != "failed" and r.get("score") is not None]
+    # (record, score) of the samples in the mean
+    counted = [(r, float(score)) for r in ordered if r.get("status") != "failed" and (score := r.get("score")) is not None]
     by_type: dict[str, list[float]] = {}
     by_component: dict[str, list[float]] = {}
-    for r in counted:
-        by_type.setdefault(r["type"], []).append(float(r["score"]))
+    for r, score in counted:
+        by_type.setdefault(r["type"], []).append(score)
         for component in r.get("components") or ():
-            if component.get("score") is not None:
-                by_component.setdefault(component["type"], []).append(float(component["score"]))
-    same: dict[str, Any] = {"n_resamples": n_resamples, "level": level}
+            component_score = component.get("score")
+            if component_score is not None:
+                by_component.setdefault(component["type"], []).append(float(component_score))
+    same: _Resampling = {"n_resamples": n_resamples, "level": level}
 
     def as_list(ci: tuple[float, float] | None) -> list[float] | None:
         return None if ci is None else [ci[0], ci[1]]
 
-    total = bootstrap_ci([float(r["score"]) for r in counted], seed=seed, **same)
+    total = bootstrap_ci([score for _, score in counted], seed=seed, **same)
     types = ci_by_group(dict(sorted(by_type.items())), seed=group_seed(seed, "by_type"), **same)
     components = ci_by_group(
         dict(sorted(by_component.items())), seed=group_seed(seed, "by_component_type"), **same

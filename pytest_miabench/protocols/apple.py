@@ -1,5 +1,5 @@
 """Apple's original protocol: ``evaluation.ipynb`` of apple/ml-mia-bench at
-HEAD (commit 89171af), the benchmark's own definition (reference §4.1, §5.1).
+HEAD (commit 89171af), the benchmark's own definition.
 
 The judge (gpt-4o in the notebook) sees the text and then the image, the
 temperature is left to the API default and ``max_tokens`` is 2000.  The reply

@@ -55,11 +55,6 @@ class Verdict:
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str = ""
 
-    @property
-    def counts(self) -> bool:
-        """Whether this verdict enters the headline mean."""
-        return self.score is not None
-
 
 class Protocol(ABC):
     """A judge protocol.  Subclass it, set the class attributes, implement

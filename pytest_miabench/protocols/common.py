@@ -1,8 +1,7 @@
 """Pieces shared by several protocols: the original prompt body (Apple
 notebook ``generate_prompt``, reused by lmms-eval and both evalscope
 variants), the split parser of Apple / VLMEvalKit and the regex parser of
-lmms-eval / evalscope 1.5-1.10.  Section numbers refer to the protocol
-reference (``miabench-protocols.md``)."""
+lmms-eval / evalscope 1.5-1.10."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from .base import DROPPED, SCORED, SampleSpec, Verdict
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
 
-#: The original format sentence (§4.1).  The example is fixed (two components,
+#: The original format sentence.  The example is fixed (two components,
 #: x/2 and y/8, z/10) whatever the sample's component count and weights.
 ORIGINAL_FORMAT_LINE = (
     " List scores of each component, and the total score in one sentence in this format: "
@@ -73,7 +72,7 @@ def original_body(sample: SampleSpec, response: str, score_range: str = "10") ->
 
 
 def split_parse(reply: str | None, component_types: Sequence[str]) -> tuple[dict[str, float] | None, str]:
-    """Apple notebook / VLMEvalKit ``process_rawscore`` (§5.1), step for step.
+    """Apple notebook / VLMEvalKit ``process_rawscore``, step for step.
 
     Returns ``({type: ratio, ..., "total_score": ratio}, "")``, or
     ``(None, why)`` where the reference raises (its caller's bare ``except``
@@ -133,7 +132,7 @@ class RegexResult:
 
 
 def regex_parse(reply: str | None, keys: Sequence[str]) -> RegexResult:
-    """lmms-eval HEAD / evalscope 1.5-1.10 parser (§5.2).
+    """lmms-eval HEAD / evalscope 1.5-1.10 parser.
 
     Components: every match, in order, later ones overwrite earlier ones.
     Total: the *first* match.  Without a total, the unweighted mean of the

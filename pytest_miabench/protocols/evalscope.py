@@ -1,5 +1,5 @@
 """evalscope 1.5.2-1.10.0: ``evalscope/benchmarks/mia_bench/{utils.py,
-mia_bench_adapter.py}`` (reference §4.2 "evalscope 1.5.2-1.10.0", §5.2).
+mia_bench_adapter.py}``.
 
 The original prompt body with the range 0 to sum(weights), a per-sample
 EXACT format line, a text-only judge at temperature 0 and ``max_tokens``

@@ -1,6 +1,5 @@
 """evalscope >= 1.11.0 (1.14.1 latest): ``evalscope/benchmarks/mia_bench/``
-with the framework's JSON output contract ``evalscope/api/judge/contracts.py``
-(reference §4.2 "evalscope >= 1.11.0", §5.3).
+with the framework's JSON output contract ``evalscope/api/judge/contracts.py``.
 
 The original prompt body with the range 0 to sum(weights), no format
 sentence, then the contract suffix listing one bounded key per component.

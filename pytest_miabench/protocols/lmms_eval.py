@@ -1,6 +1,5 @@
 """lmms-eval's ``mia_bench`` task at HEAD: ``lmms_eval/tasks/mia_bench/utils.py``
-of EvolvingLMMs-Lab/lmms-eval since PR #774 (2025-07-30) (reference §4.2
-"lmms-eval HEAD", §5.2).
+of EvolvingLMMs-Lab/lmms-eval since PR #774 (2025-07-30).
 
 The original prompt body with a stricter format sentence, a text-only
 judge at temperature 0 and ``max_tokens`` 1024, the regex parser keyed by

@@ -1,6 +1,5 @@
 """VLMEvalKit's ``MIA-Bench``: ``vlmeval/dataset/miabench.py`` of
-open-compass/VLMEvalKit (unchanged since #597/#602, Nov 2024) (reference
-§4.2 "VLMEvalKit", §5.1).
+open-compass/VLMEvalKit (unchanged since #597/#602, Nov 2024).
 
 Its own prompt wording (closed quotes, different punctuation), the judge
 sees the text and then the image at ``detail: low``, temperature 0,
