@@ -186,7 +186,9 @@ def _open(raw: bytes, sniffed: str | None) -> Any:
     except UnidentifiedImageError:
         if sniffed:
             raise ImageError(f"{what} is corrupt: header not readable ({len(raw)} bytes)") from None
-        raise ImageError(f"image bytes are not a recognised image format ({len(raw)} bytes, starting {raw[:8]!r})") from None
+        # Nothing of the content: these bytes could be any file (a path
+        # mix-up in a dataset), and the message ends up in reports.
+        raise ImageError(f"image bytes are not a recognised image format ({len(raw)} bytes)") from None
     except Exception as exc:  # plugins raise OSError, SyntaxError, ValueError, struct.error...
         raise ImageError(f"{what} is corrupt: header not readable ({len(raw)} bytes): {exc}") from None
 

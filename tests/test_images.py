@@ -455,6 +455,15 @@ def test_unusable_bytes_raise_image_error_saying_why(case):
     assert re.search(pattern, message), message
 
 
+def test_bytes_that_are_no_image_are_not_quoted_in_the_message():
+    # A path mix-up can hand over any file; the message goes into reports.
+    raw = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    message = error_of(raw)
+    assert f"not a recognised image format ({len(raw)} bytes)" in message
+    quoted = [raw[i : i + 4].decode() for i in range(len(raw) - 3) if raw[i : i + 4].decode() in message]
+    assert not quoted, message
+
+
 @pytest.mark.parametrize("max_side", [2048, 100])  # acceptable and oversized paths
 def test_truncation_is_caught_even_if_pillow_would_load_truncated_images(max_side, monkeypatch):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
