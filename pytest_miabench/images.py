@@ -499,3 +499,61 @@ def _transposition(orientation: int) -> Any:
         8: t.ROTATE_90,
     }[orientation]
 
+
+# -- thumbnails for the HTML report -----------------------------------------------
+
+
+def thumbnail_uri(image_bytes: bytes, max_side: int = 160, quality: int = 70) -> str | None:
+    """A small JPEG ``data:`` URI of an image, at most ``max_side`` pixels on
+    its long side; None if the bytes cannot be decoded.
+
+    JPEGs are decoded at reduced scale (``Image.draft``), so a thumbnail of a
+    large photo costs a fraction of a full decode.  Any mode is flattened to
+    RGB (transparency onto white; 16-bit and float images are rescaled to
+    their own range).  EXIF orientation is applied so the thumbnail shows
+    what a viewer would.  Made where the image is (the engine), so the HTML
+    side never needs image bytes or Pillow.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side!r}")
+    if not image_bytes:
+        return None
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as image:
+            image.draft("RGB", (max_side, max_side))
+            image.load()
+            try:
+                image = ImageOps.exif_transpose(image) or image  # type: ignore[assignment]
+            except Exception:  # a broken EXIF block must not cost the thumbnail
+                pass
+            # Flatten first: resizing is not defined for every mode (I;16, P...).
+            rgb = _thumbnail_rgb(image)
+            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=quality, optimize=True)
+    except Exception:  # undecodable, truncated, too large, unsupported
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _thumbnail_rgb(image: Any) -> Any:
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        image, mode = image.convert("I"), "I"
+    if mode in ("I", "F"):
+        lo, hi = image.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return image.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
