@@ -20,14 +20,14 @@ server; filter controls stay hidden and the sort buttons do nothing.  The
 thumbnail lightbox is a ``<details>`` element styled with CSS, so it works
 without JavaScript too.
 
-Importing this module is cheap; Pillow is imported inside ``thumbnail_uri``.
+Thumbnails are made by ``images.thumbnail_uri`` on the process that has the
+image; this module only checks and embeds them.  Importing it is cheap.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import math
 import re
@@ -35,71 +35,13 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-__all__ = ["CSP", "render_html", "safe_image_uri", "thumbnail_uri"]
+__all__ = ["CSP", "render_html", "safe_image_uri"]
 
 _DATA_URI = re.compile(r"data:image/(?:jpeg|png|webp|gif);base64,[A-Za-z0-9+/]+={0,2}")
 # A 160 px JPEG at quality 70 is 3-10 kB; anything far larger is not a thumbnail.
 MAX_THUMBNAIL_CHARS = 300_000
 MAX_CHANGED_SHOWN = 30
 MAX_MISSING_SHOWN = 200
-
-
-# -- thumbnails -------------------------------------------------------------
-
-
-def thumbnail_uri(image_bytes: bytes, max_side: int = 160, quality: int = 70) -> str | None:
-    """A small JPEG ``data:`` URI of an image, at most ``max_side`` pixels on
-    its long side; None if the bytes cannot be decoded.
-
-    JPEGs are decoded at reduced scale (``Image.draft``), so a thumbnail of a
-    large photo costs a fraction of a full decode.  Any mode is flattened to
-    RGB (transparency onto white; 16-bit and float images are rescaled to
-    their own range).  EXIF orientation is applied so the thumbnail shows
-    what a viewer would.
-    """
-    if max_side < 1:
-        raise ValueError(f"max_side must be at least 1, got {max_side!r}")
-    if not image_bytes:
-        return None
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(io.BytesIO(image_bytes)) as image:
-            image.draft("RGB", (max_side, max_side))
-            image.load()
-            try:
-                image = ImageOps.exif_transpose(image) or image  # type: ignore[assignment]
-            except Exception:  # a broken EXIF block must not cost the thumbnail
-                pass
-            # Flatten first: resizing is not defined for every mode (I;16, P...).
-            rgb = _to_rgb(image)
-            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            rgb.save(out, "JPEG", quality=quality, optimize=True)
-    except Exception:  # undecodable, truncated, too large, unsupported
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
-
-
-def _to_rgb(image: Any) -> Any:
-    from PIL import Image
-
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        image, mode = image.convert("I"), "I"
-    if mode in ("I", "F"):
-        lo, hi = image.getextrema()
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        return image.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def safe_image_uri(value: Any) -> str | None:

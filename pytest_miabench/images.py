@@ -15,8 +15,10 @@ Everything else is decoded once and re-encoded:
 * EXIF orientation 2-8: pixels are transposed to upright; the output has no
   EXIF, so nothing downstream rotates them a second time.
 * Longer side over ``max_side``: scaled to exactly ``max_side``, aspect kept.
-  JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``); a
-  still WebP is scaled by libwebp while it decodes (``webp.py``).
+  JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``);
+  other formats (Pillow offers no reduced decode for them) are decoded
+  whole, then resized.  Decodes of more than ``BIG_DECODE_PIXELS`` take
+  turns, so parallel samples do not add up their peaks.
 * Animated GIF, WEBP and APNG: the first frame is sent as a still.  Vision
   APIs take one picture per image part (OpenAI documents "non-animated GIF"
   only) and a model that accepts an animation would look at its first frame.
@@ -162,8 +164,10 @@ def _open(raw: bytes, sniffed: str | None) -> Any:
     """Image.open with every failure turned into an ImageError."""
     # Pillow registers a few plugins up front and imports all ~40 others
     # (~150 ms of pure Python) the first time a file is none of those, e.g.
-    # the first WebP.  The supported formats' plugins are imported here;
-    # anything else still gets Pillow's full search.
+    # the first WebP.  The supported formats' plugin modules (Pillow's public
+    # modules) are imported here instead: importing one only registers its
+    # format, as Pillow's own full search would; no Pillow setting changes,
+    # and any other format still gets that full search.
     from PIL import (  # noqa: F401
         GifImagePlugin,
         Image,
@@ -182,7 +186,9 @@ def _open(raw: bytes, sniffed: str | None) -> Any:
     except UnidentifiedImageError:
         if sniffed:
             raise ImageError(f"{what} is corrupt: header not readable ({len(raw)} bytes)") from None
-        raise ImageError(f"image bytes are not a recognised image format ({len(raw)} bytes, starting {raw[:8]!r})") from None
+        # Nothing of the content: these bytes could be any file (a path
+        # mix-up in a dataset), and the message ends up in reports.
+        raise ImageError(f"image bytes are not a recognised image format ({len(raw)} bytes)") from None
     except Exception as exc:  # plugins raise OSError, SyntaxError, ValueError, struct.error...
         raise ImageError(f"{what} is corrupt: header not readable ({len(raw)} bytes): {exc}") from None
 
@@ -373,9 +379,11 @@ def _orientation(image: Any, fmt: str, facts: _Facts) -> int:
     return value if 2 <= value <= 8 else 1
 
 
-# Decoding a 16 MP photo costs ~50-250 MB for a moment (WEBP has no reduced
-# decode); two at once on parallel threads double the peak for no gain on
-# two cores.  Big decodes take turns; small ones never wait.
+# Decoding a 16 MP photo costs ~35 MB at reduced size (JPEG, MPO) and
+# ~250 MB whole (WebP: Pillow decodes through libwebp's animation decoder,
+# which keeps full-size canvases besides the image); two at once on parallel
+# threads double the peak for no gain on two cores.  Big decodes take turns;
+# small ones never wait.
 BIG_DECODE_PIXELS = 8_000_000
 _big_decode = threading.Lock()
 
@@ -387,8 +395,8 @@ def _reencode(image: Any, fmt: str, max_side: int, orientation: int, raw: bytes)
     try:
         if image.size[0] * image.size[1] > BIG_DECODE_PIXELS:
             with _big_decode:
-                return _reencode_unchecked(image, fmt, max_side, orientation, raw)
-        return _reencode_unchecked(image, fmt, max_side, orientation, raw)
+                return _reencode_unchecked(image, fmt, max_side, orientation)
+        return _reencode_unchecked(image, fmt, max_side, orientation)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -397,7 +405,7 @@ def _reencode(image: Any, fmt: str, max_side: int, orientation: int, raw: bytes)
         raise ImageError(f"{fmt} image cannot be decoded ({size} bytes): {exc}") from None
 
 
-def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int, raw: bytes) -> PreparedImage:
+def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int) -> PreparedImage:
     transposed = orientation >= 5  # 5-8 swap width and height
     width, height = image.size
     scale = min(1.0, max_side / max(width, height))
@@ -410,16 +418,7 @@ def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int, r
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: a 16 MP photo then
         # costs a fraction of a full decode.  draft() never goes below target.
         image.draft(None, stored_target)
-    scaled = None
-    if fmt == "WEBP" and scale < 1.0:
-        # libwebp scales while decoding: no full-size copy (see webp.py).
-        from . import webp
-
-        scaled = webp.decode_scaled(raw, stored_target)
-    if scaled is not None:
-        image = scaled
-    else:
-        image.load()  # the first frame of an animation
+    image.load()  # the first frame of an animation
     image = _eight_bit(image)
     if image.size != stored_target:
         image = _resize(image, stored_target)
@@ -499,3 +498,62 @@ def _transposition(orientation: int) -> Any:
         7: t.TRANSVERSE,
         8: t.ROTATE_90,
     }[orientation]
+
+
+# -- thumbnails for the HTML report -----------------------------------------------
+
+
+def thumbnail_uri(image_bytes: bytes, max_side: int = 160, quality: int = 70) -> str | None:
+    """A small JPEG ``data:`` URI of an image, at most ``max_side`` pixels on
+    its long side; None if the bytes cannot be decoded.
+
+    JPEGs are decoded at reduced scale (``Image.draft``), so a thumbnail of a
+    large photo costs a fraction of a full decode.  Any mode is flattened to
+    RGB (transparency onto white; 16-bit and float images are rescaled to
+    their own range).  EXIF orientation is applied so the thumbnail shows
+    what a viewer would.  Made where the image is (the engine), so the HTML
+    side never needs image bytes or Pillow.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side!r}")
+    if not image_bytes:
+        return None
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as image:
+            image.draft("RGB", (max_side, max_side))
+            image.load()
+            try:
+                image = ImageOps.exif_transpose(image) or image  # type: ignore[assignment]
+            except Exception:  # a broken EXIF block must not cost the thumbnail
+                pass
+            # Flatten first: resizing is not defined for every mode (I;16, P...).
+            rgb = _thumbnail_rgb(image)
+            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            rgb.save(out, "JPEG", quality=quality, optimize=True)
+    except Exception:  # undecodable, truncated, too large, unsupported
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _thumbnail_rgb(image: Any) -> Any:
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        image, mode = image.convert("I"), "I"
+    if mode in ("I", "F"):
+        lo, hi = image.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return image.point(lambda v: (v - lo) * scale).convert("L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from support.imports import heavy_imports
 
-from pytest_miabench.html import CSP, render_html, safe_image_uri, thumbnail_uri
+from pytest_miabench.html import CSP, render_html, safe_image_uri
+from pytest_miabench.images import thumbnail_uri
 
 HOSTILE = [
     "<script>alert(1)</script>",
