@@ -19,15 +19,14 @@ from typing import Any
 from .cache import AsyncCache, ResponseCache
 from .client import Caller, Endpoint, Sampling
 from .dataset import Sample, Source
-from .html import thumbnail_uri  # TEMP until images.thumbnail_uri lands
-from .images import PreparedImage, prepare
+from .images import PreparedImage, prepare, thumbnail_uri
 from .loop import LoopThread
 from .pipeline import Context, SampleFailure, new_record, run_sample
 from .prefetch import Prefetcher
 from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
-from .sampling import judge_settings
 from .result import SampleRecord
+from .sampling import judge_settings
 from .settings import Settings
 
 __all__ = ["Engine", "SampleFailure", "judge_endpoint", "model_endpoint"]

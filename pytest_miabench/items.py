@@ -10,8 +10,8 @@ import pytest
 
 from .dataset import Sample
 from .engine import SampleFailure
-from .result import SampleRecord
 from .keys import ENGINE_KEY, RESULT_KEY, TIMEOUT_KEY
+from .result import SampleRecord
 
 COLLECTOR_NAME = "mia-bench"
 

@@ -21,7 +21,7 @@ from .client import Caller, CallError, CallStats, Completion, EndpointDown, stri
 from .dataset import Sample, SampleDataError
 from .images import ImageError, PreparedImage
 from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
-from .result import blank_result
+from .result import Component, Role, SampleRecord, blank_result
 from .settings import Settings
 
 ImageSource = Callable[[Sample], Awaitable[tuple[PreparedImage, "str | None"]]]
@@ -55,7 +55,7 @@ class Context:
 def new_record(sample: Sample) -> SampleRecord:
     """The record of a sample before anything was obtained (status ``failed``)."""
     spec = sample.spec
-    components = []
+    components: list[Component] = []
     if spec is not None:
         components = [
             {"text": text, "type": ctype, "weight": weight, "score": None}
@@ -121,7 +121,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
         }
     ]
 
-    def key() -> SampleRecord:
+    def key() -> dict[str, Any]:
         return {
             "v": cache_mod.SCHEMA_VERSION,
             "url": strip_userinfo(caller.endpoint.url),
@@ -131,7 +131,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
             "text": spec.instruction,
         }
 
-    answer = await _cached_call(ctx, cache_mod.MODEL, caller, key, messages, record)
+    answer = await _cached_call(ctx, "model", caller, key, messages, record)
     record["response"] = answer.text
     record["finish_reason"] = answer.finish_reason
     record["reasoning"] = answer.reasoning if answer.reasoning is not None else thinking.first_block(answer.text or "")
@@ -167,7 +167,7 @@ async def _verdict(
         if reask:
             record["judge_reasks"] = record.get("judge_reasks", 0) + 1
 
-        def key(reask: int = reask) -> SampleRecord:
+        def key(reask: int = reask) -> dict[str, Any]:
             parts: dict[str, Any] = {
                 "v": cache_mod.SCHEMA_VERSION,
                 "url": strip_userinfo(caller.endpoint.url),
@@ -185,7 +185,7 @@ async def _verdict(
                 parts["reask"] = reask
             return parts
 
-        completion = await _cached_call(ctx, cache_mod.JUDGE, caller, key, messages, record, read_cache=not ctx.settings.rejudge)
+        completion = await _cached_call(ctx, "judge", caller, key, messages, record, read_cache=not ctx.settings.rejudge)
         reply = completion.text
         verdict = protocol.parse(spec, reply)
         if verdict.status == SCORED:
@@ -196,7 +196,7 @@ async def _verdict(
 
 async def _cached_call(
     ctx: Context,
-    layer: str,
+    layer: Role,
     caller: Caller,
     key_parts: Callable[[], dict[str, Any]],
     messages: list[dict[str, Any]],
