@@ -525,7 +525,7 @@ def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
         detail += f": {_short(message)}"
     if status in (400, 401, 403) and endpoint.key_withheld():
         flag = "--mia-judge-api-key-env" if endpoint.role == "judge" else "--mia-api-key-env"
-        detail += f" (no key was sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it with {flag})"
+        detail += f" (no key sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it with {flag})"
     elif status in (401, 403) and endpoint.key() is None:
         detail += f" (no key: ${endpoint.api_key_env} is not set)"
     return detail

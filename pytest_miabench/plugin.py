@@ -72,7 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(runtime, "miabench-runtime")
 
 
-_PATH_FLAGS = ("--mia-dataset", "--mia-cache-dir", "--mia-baseline", "--mia-report", "--mia-html")
+_PATH_FLAGS = ("--mia-dataset", "--mia-cache-dir", "--mia-baseline", "--mia-report", "--mia-html", "--mia-image-root")
 
 
 def _warn_separate_path_values(config: pytest.Config) -> None:

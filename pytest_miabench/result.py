@@ -44,18 +44,15 @@ class ImageInfo(TypedDict):
     bytes: int
 
 
-class _TokenCounts(TypedDict):
-    # Tokens of this run's API calls, and of answers served from the cache.
+class TokenUsage(TypedDict):
+    """A role's tokens for one sample: of this run's API calls, and of answers
+    served from the cache."""
+
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int  # part of completion_tokens (usage.completion_tokens_details)
     cached_prompt_tokens: int
     cached_completion_tokens: int
-
-
-class TokenUsage(_TokenCounts, total=False):
-    """A role's tokens for one sample."""
-
-    reasoning_tokens: int  # the model's thinking tokens, when the server reports them
 
 
 class RoleFlags(TypedDict):
@@ -136,7 +133,7 @@ def blank_result(index: int, type_: str, components: list[Component] | None = No
 
 
 def _no_tokens() -> TokenUsage:
-    return {"prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0}
+    return {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0}
 
 
 # -- the run's summary -----------------------------------------------------

@@ -28,7 +28,7 @@ def load_source(config: pytest.Config, settings: Settings) -> Source:
         from . import dataset
 
         try:
-            config.stash[SOURCE_KEY] = dataset.load(settings.dataset, settings.split)
+            config.stash[SOURCE_KEY] = dataset.load(settings.dataset, settings.split, settings.image_root)
         except DatasetError as exc:
             raise pytest.UsageError(f"--mia-dataset: cannot load the MIA-Bench dataset: {exc}") from None
     return config.stash[SOURCE_KEY]

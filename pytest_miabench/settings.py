@@ -159,6 +159,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-protocol", _text, "evalscope", "judge protocol: evalscope, evalscope-json, lmms-eval, vlmevalkit, apple", "NAME"),
     Option("--mia-dataset", _text, DEFAULT_DATASET, "hub dataset id, local hub-layout directory, parquet file or JSON/JSONL file", "ID_OR_PATH"),
     Option("--mia-split", _text, "test", "dataset split (default test)", "NAME"),
+    Option("--mia-image-root", _text, None, "also read image files given as paths from DIR (default: only inside the dataset's folder)", "DIR"),
     Option("--mia-limit", _non_negative_int, None, "run only the first N samples", "N"),
     Option("--mia-max-tokens", _positive_int, None, "max_tokens for the model under test (default: the server's)", "N"),
     Option("--mia-temperature", _non_negative_float, None, "temperature for the model under test (default: the server's)", "X"),
@@ -238,6 +239,7 @@ class Settings:
     protocol: str = "evalscope"
     dataset: str = DEFAULT_DATASET
     split: str = "test"
+    image_root: str | None = None
     limit: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None

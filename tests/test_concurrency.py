@@ -60,12 +60,14 @@ def test_look_ahead_gives_the_same_results_report_and_junit(pytester: pytest.Pyt
     for concurrency in (1, 8):
         with OpenAIServer(jittery(rows), judge_model="judge") as server:
             bench = Bench(pytester, server, dataset)
-            result = bench.run(f"--mia-concurrency={concurrency}", "-p", "no:cacheprovider", "-v", "--junitxml=junit.xml")
+            # Run order is what this compares, so pytest-randomly (if installed) must not shuffle it.
+            result = bench.run(f"--mia-concurrency={concurrency}", "-p", "no:cacheprovider", "-p", "no:randomly", "-v", "--junitxml=junit.xml")
             result.assert_outcomes(passed=N_SAMPLES)
             order = [line.split()[0] for line in result.stdout.lines if line.startswith("mia-bench::")]
             report = bench.report()
             for key in ("created", "wall_seconds"):
                 report.pop(key)
+            report["usage"].pop("concurrency_reached")  # the adaptive limit starts at the window
             for role in ("model", "judge"):
                 report[role].pop("base_url")  # each run has its own server port
             for sample in report["samples"]:
@@ -87,7 +89,8 @@ def test_stop_on_first_failure_wastes_at_most_the_window(pytester: pytest.Pytest
 
     with OpenAIServer(failing_second, judge_model="judge") as server:
         bench = Bench(pytester, server, dataset)
-        result = bench.run("-x", f"--mia-concurrency={concurrency}", "-p", "no:cacheprovider")
+        # The window is over run order: keep it dataset order (no pytest-randomly shuffle).
+        result = bench.run("-x", f"--mia-concurrency={concurrency}", "-p", "no:cacheprovider", "-p", "no:randomly")
         result.assert_outcomes(passed=1, failed=1)
         called = {sample_of(r, rows) for r in server.by_role("model")}
         extra = called - {0, 1}

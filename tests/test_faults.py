@@ -128,8 +128,8 @@ def test_odd_model_replies_are_judged_as_given(bench: Bench, text: str | None, f
 
 @pytest.mark.parametrize(
     ("reply", "status"),
-    [("", "zero"), (None, "zero"), ("\x00\x01 garbage ]]]{", "zero"), ("total score: 9/10. " + "x" * 1_000_000, "scored")],
-    ids=["empty", "null", "garbage", "enormous"],
+    [("", "zero"), ("\x00\x01 garbage ]]]{", "zero"), ("total score: 9/10. " + "x" * 1_000_000, "scored")],
+    ids=["empty", "garbage", "enormous"],
 )
 def test_odd_judge_replies_follow_the_policy(bench: Bench, reply: str | None, status: str) -> None:
     bench.server.script = lambda r: Reply(reply) if r.role == "judge" else Reply("An answer.")
@@ -137,6 +137,21 @@ def test_odd_judge_replies_follow_the_policy(bench: Bench, reply: str | None, st
     sample = bench.report()["samples"][0]
     assert sample["status"] == status
     assert sample["score"] == (0.9 if status == "scored" else 0.0)
+
+
+@pytest.mark.parametrize(("text", "finish_reason"), [(None, "stop"), ("I can't help with that.", "content_filter")], ids=["null", "filtered"])
+def test_a_judge_reply_without_text_is_a_failed_call_never_a_verdict(bench: Bench, text: str | None, finish_reason: str) -> None:
+    bench.server.script = lambda r: Reply(text, finish_reason=finish_reason) if r.role == "judge" else Reply("An answer.")
+    result = bench.run("--mia-limit=1", "--mia-max-retries=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*judge call to * (judge) failed (after 2 attempts): malformed reply (no usable text*"])
+    assert len(bench.server.by_role("judge")) == 2  # retried
+    sample = bench.report()["samples"][0]
+    assert sample["status"] == "failed" and sample["response"] == "An answer."
+    # Nothing was cached as a verdict: a rerun asks the judge again.
+    bench.server.script = good
+    bench.run("--mia-limit=1").assert_outcomes(passed=1)
+    assert len(bench.server.by_role("judge")) == 3 and len(bench.server.by_role("model")) == 1
 
 
 def test_broken_rows_fail_with_their_cause_and_the_rest_runs(pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path) -> None:
