@@ -13,10 +13,19 @@ import pytest
 from support import data
 from support.server import OpenAIServer, Reply, Request
 
-# pytester's in-process runs forget modules first imported inside them, and
-# numpy cannot be imported twice in one process: import the plugin's heavy
-# dependencies here, before any in-process run, whatever order tests run in.
-for _module in ("numpy", "pyarrow.parquet", "datasets", "openai", "PIL.Image"):
+# pytester's in-process runs drop from sys.modules every module first
+# imported inside them, so whatever an inner run imports first is imported
+# again later.  Two libraries cannot be imported twice in one process; they
+# are imported here, before any in-process run, whatever order tests run in:
+# - numpy: its C core refuses a second initialisation ("cannot load module
+#   more than once per process"); inner runs import it (pyarrow, the report's
+#   confidence intervals).
+# - datasets: importing it registers its pyarrow extension types in pyarrow's
+#   process-wide registry, so a second import raises ArrowKeyError ("type
+#   extension ... already defined").
+# Everything else the plugin imports (openai, pyarrow, Pillow) imports again
+# cleanly and is deliberately not pre-imported here.
+for _module in ("numpy", "datasets"):
     importlib.import_module(_module)
 
 # Rows of the real instruction file used by the small end-to-end dataset:

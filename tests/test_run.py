@@ -164,8 +164,9 @@ def test_user_tests_are_not_run_with_mia_bench(bench: Bench, rows: list[dict[str
 
 def test_report_header_names_what_reproduces_the_run(bench: Bench) -> None:
     result = bench.run("--mia-limit=2", "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["mia-bench::0000", "mia-bench::0001"])
-    assert "mia-bench::0002" not in result.stdout.str()
+    # The set of ids is the promise; their listed order is not (pytest-randomly
+    # shuffles this inner run too).
+    assert {line for line in result.outlines if line.startswith("mia-bench::")} == {"mia-bench::0000", "mia-bench::0001"}
     verbose = bench.run("--mia-limit=2", "--collect-only")
     verbose.stdout.fnmatch_lines(
         [
