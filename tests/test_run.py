@@ -118,18 +118,22 @@ def test_unreachable_endpoint_fails_items_with_a_clear_message(bench: Bench) -> 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # One sample in flight at a time: its attempts are the breaker's first three.
     result = bench.pytester.runpytest(
-        *bench.args(f"--mia-base-url=http://127.0.0.1:{port}/v1", "--mia-max-retries=1")
+        *bench.args(f"--mia-base-url=http://127.0.0.1:{port}/v1", "--mia-max-retries=1", "--mia-concurrency=1", "-p", "no:randomly")
     )
-    result.assert_outcomes(failed=6)
-    assert result.ret == 1
+    result.assert_outcomes(failed=2)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
-        [f"*mia-bench sample 0000 [[]advanced[]]: row 0: model call to 127.0.0.1:{port} (vlm) failed (after 2 attempts): connection failed*"]
+        [
+            f"*mia-bench sample 0000 [[]advanced[]]: row 0: model call to 127.0.0.1:{port} (vlm) failed (after 2 attempts): connection failed*",
+            f"*STOPPED: row 1: model call to 127.0.0.1:{port} (vlm) failed: model endpoint 127.0.0.1:{port} (vlm) is unusable: connection refused on each of the first 3 attempts*",
+        ]
     )
     assert "Traceback" not in result.stdout.str()
     report = bench.report()
-    assert report["n_failed"] == 6 and report["total_score"] is None and report["passed"] is False
-    assert all(s["status"] == "failed" and "connection failed" in s["reason"] for s in report["samples"])
+    assert report["n_failed"] == 2 and report["n_missing"] == 4 and report["total_score"] is None and report["passed"] is False
+    assert all(s["status"] == "failed" and "connection" in s["reason"] for s in report["samples"])
 
 
 def test_without_mia_bench_the_plugin_is_inert(pytester: pytest.Pytester) -> None:
