@@ -29,7 +29,9 @@ def test_registry_names() -> None:
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_class_attributes(name: str) -> None:
     cls = builtin_protocols()[name]
-    actual = (cls.judge_sees_image, cls.image_detail, cls.temperature, cls.max_tokens, cls.failure_status, cls.headline)
+    # The failure status is what the parser gives a reply with nothing to read.
+    unreadable = cls().parse(SPEC, "I cannot grade this.").status
+    actual = (cls.judge_sees_image, cls.image_detail, cls.temperature, cls.max_tokens, unreadable, cls.headline)
     assert actual == EXPECTED[name]
     module = importlib.import_module(cls.__module__)
     assert module.__name__.startswith("pytest_miabench.protocols.")

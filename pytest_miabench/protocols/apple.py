@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from . import common
-from .base import DROPPED, Protocol, SampleSpec, Verdict
+from .base import Protocol, SampleSpec, Verdict
 
 
 class AppleProtocol(Protocol):
@@ -28,7 +28,6 @@ class AppleProtocol(Protocol):
     # The notebook never sets a temperature: the API default (1.0) applies.
     temperature: ClassVar[float | None] = None
     max_tokens: ClassVar[int | None] = 2000
-    failure_status: ClassVar[str] = DROPPED
     headline: ClassVar[str] = "total_score"
 
     def build_prompt(self, sample: SampleSpec, response: str) -> str:

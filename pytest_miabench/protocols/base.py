@@ -71,8 +71,6 @@ class Protocol(ABC):
     #: The reference's sampling settings (None: leave to the server).
     temperature: ClassVar[float | None] = 0.0
     max_tokens: ClassVar[int | None] = 4096
-    #: Status given to an unusable reply.
-    failure_status: ClassVar[str] = ZERO
     #: Name of the headline metric in the reference's own output.
     headline: ClassVar[str] = "total_score"
     #: Whether the reference removes the first ``<think>`` block of the

@@ -25,7 +25,6 @@ class EvalscopeProtocol(Protocol):
     image_detail: ClassVar[str | None] = None
     temperature: ClassVar[float | None] = 0.0
     max_tokens: ClassVar[int | None] = 4096
-    failure_status: ClassVar[str] = ZERO
     headline: ClassVar[str] = "total_score"
     strips_answer_thinking: ClassVar[bool] = True
 

@@ -103,7 +103,6 @@ class EvalscopeJsonProtocol(Protocol):
     image_detail: ClassVar[str | None] = None
     temperature: ClassVar[float | None] = 0.0
     max_tokens: ClassVar[int | None] = 4096
-    failure_status: ClassVar[str] = EXCLUDED
     headline: ClassVar[str] = "judge_score"
     strips_answer_thinking: ClassVar[bool] = True
 

@@ -32,7 +32,6 @@ class LmmsEvalProtocol(Protocol):
     image_detail: ClassVar[str | None] = None
     temperature: ClassVar[float | None] = 0.0
     max_tokens: ClassVar[int | None] = 1024
-    failure_status: ClassVar[str] = ZERO
     headline: ClassVar[str] = "total_score"
 
     def build_prompt(self, sample: SampleSpec, response: str) -> str:

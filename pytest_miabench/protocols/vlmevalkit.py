@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from . import common
-from .base import DROPPED, Protocol, SampleSpec, Verdict
+from .base import Protocol, SampleSpec, Verdict
 
 # Weights sentence per component count.  Unlike the original, n >= 3 has no
 # trailing space, so the prompt reads "... scores.List scores ..." (verbatim).
@@ -44,7 +44,6 @@ class VLMEvalKitProtocol(Protocol):
     image_detail: ClassVar[str | None] = "low"
     temperature: ClassVar[float | None] = 0.0
     max_tokens: ClassVar[int | None] = 2048
-    failure_status: ClassVar[str] = DROPPED
     headline: ClassVar[str] = "total_score"
 
     def build_prompt(self, sample: SampleSpec, response: str) -> str:
