@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .ratelimit import AdaptiveLimiter, RateCap, RetryBudget, backoff, server_wait
+from .settings import Settings
 
 if TYPE_CHECKING:
     import openai
@@ -113,6 +114,15 @@ class Endpoint:
 
     def secrets(self) -> list[str]:
         return [key] if (key := self.env_key()) else []
+
+
+def endpoints(settings: Settings) -> tuple[Endpoint, Endpoint]:
+    """The model's and the judge's endpoints, as the settings give them."""
+    assert settings.model is not None  # resolve() requires it with --mia-bench
+    return (
+        Endpoint("model", settings.model, settings.base_url, settings.api_key_env, settings.api_key_env_explicit),
+        Endpoint("judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit),
+    )
 
 
 class CallError(Exception):

@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from .cache import AsyncCache, ResponseCache
-from .client import Caller, Endpoint, Sampling
+from .client import Caller, Sampling, endpoints
 from .dataset import Sample, Source
 from .images import PreparedImage, prepare, thumbnail_uri
 from .loop import LoopThread
@@ -29,18 +29,7 @@ from .result import SampleRecord
 from .sampling import judge_settings
 from .settings import Settings
 
-__all__ = ["Engine", "SampleFailure", "judge_endpoint", "model_endpoint"]
-
-
-def model_endpoint(settings: Settings) -> Endpoint:
-    assert settings.model is not None
-    return Endpoint("model", settings.model, settings.base_url, settings.api_key_env, settings.api_key_env_explicit)
-
-
-def judge_endpoint(settings: Settings) -> Endpoint:
-    return Endpoint(
-        "judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit
-    )
+__all__ = ["Engine", "SampleFailure"]
 
 
 class Engine:
@@ -60,7 +49,6 @@ class Engine:
         self.loop = LoopThread()
         self.images: Prefetcher[tuple[PreparedImage, str | None]] = Prefetcher(self._prepare_image)
         self.cache = AsyncCache(cache) if cache is not None else None
-        self.fatal: str | None = None
         self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
         self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()
@@ -72,7 +60,7 @@ class Engine:
         import openai
 
         s = self.settings
-        model, judge = model_endpoint(s), judge_endpoint(s)
+        model, judge = endpoints(s)
         # One limiter per host: a model and a judge served by the same host
         # share its rate limit.  The bound is what the engine can have in
         # flight; the limiter lowers it while the host answers 429.
@@ -131,10 +119,6 @@ class Engine:
     async def _run(self, sample: Sample, record: SampleRecord) -> SampleRecord:
         try:
             return await run_sample(self._context, sample, record)
-        except SampleFailure as failure:
-            if failure.fatal and self.fatal is None:
-                self.fatal = failure.message
-            raise
         finally:
             limiter = self._context.model.limiter
             record["concurrency_limit"] = limiter.limit

@@ -126,21 +126,14 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.enabled:
         return None
-    from .client import Endpoint, strip_userinfo
+    from .client import endpoints, strip_userinfo
 
     limit = "all" if settings.limit is None else str(settings.limit)
     lines = [
         f"mia-bench: model={settings.model} judge={settings.judge_model} protocol={settings.protocol}",
         f"mia-bench: dataset={settings.dataset} split={settings.split} limit={limit} concurrency={settings.concurrency}",
     ]
-    assert settings.model is not None  # resolve() requires it with --mia-bench
-    roles = (
-        Endpoint("model", settings.model, settings.base_url, settings.api_key_env, settings.api_key_env_explicit),
-        Endpoint(
-            "judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit
-        ),
-    )
-    for endpoint in roles:
+    for endpoint in endpoints(settings):
         where = strip_userinfo(endpoint.url)
         if endpoint.url_is_default:
             where += " (default)"
