@@ -126,6 +126,9 @@ class AsyncCache:
         self._cache = cache
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mia-cache")
         self.problems: list[str] = []
+        # After one failed write, no more: each would wait out the busy
+        # timeout (a locked or full database stays so) before the answer is used.
+        self._writable = True
 
     async def get(self, layer: str, key: str) -> dict[str, Any] | None:
         try:
@@ -135,10 +138,13 @@ class AsyncCache:
             return None
 
     async def put(self, layer: str, key: str, value: dict[str, Any]) -> None:
+        if not self._writable:
+            return
         try:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._cache.put, layer, key, value)
         except sqlite3.Error as exc:
             # The answer is used and reported all the same; a rerun asks again.
+            self._writable = False
             self._problem(f"writing the response cache failed ({exc}); answers are kept in the reports only")
 
     def _problem(self, message: str) -> None:
