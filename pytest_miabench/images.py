@@ -379,11 +379,12 @@ def _orientation(image: Any, fmt: str, facts: _Facts) -> int:
     return value if 2 <= value <= 8 else 1
 
 
-# Decoding a 16 MP photo costs ~35 MB at reduced size (JPEG, MPO) and
-# ~250 MB whole (WebP: Pillow decodes through libwebp's animation decoder,
-# which keeps full-size canvases besides the image); two at once on parallel
-# threads double the peak for no gain on two cores.  Big decodes take turns;
-# small ones never wait.
+# One prepare() of a 16 MP image raises the peak RSS by ~30 MiB for JPEG/MPO
+# (reduced-size decode), ~80 MiB for PNG and ~250 MiB for WebP (Pillow
+# decodes it through libwebp's animation decoder, which keeps two full-size
+# canvases and hands over a third copy; benchmarks/bench_images.py).  Two at
+# once on parallel threads would add up for no gain on two cores.  Big
+# decodes take turns; small ones never wait.
 BIG_DECODE_PIXELS = 8_000_000
 _big_decode = threading.Lock()
 
