@@ -49,7 +49,6 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 
 DEFAULT_BUDGET = 300.0  # seconds of 429s a request may sit out before it fails
-SLOW_START = 8  # AdaptiveLimiter's first limit
 
 # A Go duration as OpenAI sends it: "1s", "6m0s", "20ms", "1h2m3.5s".
 _DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
@@ -252,12 +251,12 @@ class Slot:
 class AdaptiveLimiter:
     """Bounds requests in flight, and adapts the bound to 429s (AIMD).
 
-    * Slow start: the limit begins at ``initial`` (default: 8, or
-      ``limit_max`` if smaller) and grows by one per success, doubling each
-      round trip, until the first 429 or ``limit_max``.  Starting at 64 in
-      front of a 20-per-second limit gets 44 429s before any feedback;
-      starting at 8 costs an unlimited server three round trips to reach 64.
-      ``initial=limit_max`` turns it off.
+    * The limit begins at ``limit_max`` (the concurrency the user asked
+      for), as a bare client would: an unlimited server pays nothing for
+      the limiter.  Against a rate-limited server the first burst meets
+      429s, which cost no tokens and bring the first cut at once.  With
+      ``initial`` below ``limit_max`` it starts there instead and grows by
+      one per success (doubling each round trip) until the first 429.
     * ``on_rate_limited(slot)``: the limit drops to half of what was in
       flight (at least 1), once per congestion event: a 429 from a request
       granted before the last cut is already accounted for, so it is
@@ -276,7 +275,7 @@ class AdaptiveLimiter:
         if limit_max < 1:
             raise ValueError(f"concurrency must be >= 1, got {limit_max}")
         self.limit_max = limit_max
-        self._limit = min(max(SLOW_START if initial is None else initial, 1), limit_max)
+        self._limit = min(max(limit_max if initial is None else initial, 1), limit_max)
         self._in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._generation = 0
