@@ -15,6 +15,12 @@ openai 3.x, else ``httpx``) with openai's default pool limits and timeout,
 and no image work: the stored bytes go out as they are (the plugin shrinks
 the four 16 MP photos, so the floor sends more bytes, not fewer).
 
+With ``--client sdk`` it sends the same requests through the openai SDK's
+typed call instead (``chat.completions.with_raw_response.create``, the call
+the plugin makes, no retries), on the same pool: the difference between the
+two floors is what the SDK itself costs per request, which the plugin pays
+by design ("calls through the SDK's typed API").
+
 Prints one JSON line: the client used, samples done, failures.
 """
 
@@ -64,10 +70,19 @@ def model_body(model: str, instruction: str, image: bytes) -> bytes:
 
 def judge_body(model: str, instruction: str, components: list[str], reply: str) -> bytes:
     """A text judge prompt of the size the plugin's default protocol sends."""
-    fixed = JUDGE_FIXED_CHARS + JUDGE_CHARS_PER_COMPONENT * len(components)
-    prompt = " ".join([instruction, *components, reply]) + " " + "x" * max(0, fixed - len(components) - 2)
+    prompt = judge_prompt(instruction, components, reply)
     params = {"model": model, "messages": [{"role": "user", "content": prompt}], **JUDGE_SETTINGS}
     return json.dumps(params).encode("ascii")
+
+
+def model_messages(instruction: str, image: bytes) -> list[dict[str, Any]]:
+    uri = "data:" + mime_of(image) + ";base64," + base64.b64encode(image).decode("ascii")
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri}}, {"type": "text", "text": instruction}]}]
+
+
+def judge_prompt(instruction: str, components: list[str], reply: str) -> str:
+    fixed = JUDGE_FIXED_CHARS + JUDGE_CHARS_PER_COMPONENT * len(components)
+    return " ".join([instruction, *components, reply]) + " " + "x" * max(0, fixed - len(components) - 2)
 
 
 def reply_text(response: Any) -> str:
@@ -88,13 +103,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     done = 0
     slots = asyncio.Semaphore(args.concurrency)
 
+    async def bare(row: dict[str, Any], image: bytes) -> None:
+        answer = reply_text(await client.post(url, content=model_body(args.model, row["instruction"], image), headers=headers))
+        body = judge_body(args.judge_model, row["instruction"], list(row["components"]), answer)
+        reply_text(await client.post(url, content=body, headers=headers))
+
+    async def sdk(row: dict[str, Any], image: bytes) -> None:
+        chat = sdk_client.chat.completions.with_raw_response
+        raw = await chat.create(model=args.model, messages=model_messages(row["instruction"], image))  # type: ignore[arg-type]
+        answer = raw.parse().choices[0].message.content or ""
+        prompt = judge_prompt(row["instruction"], list(row["components"]), answer)
+        raw = await chat.create(
+            model=args.judge_model, messages=[{"role": "user", "content": prompt}],
+            temperature=JUDGE_SETTINGS["temperature"], max_tokens=int(JUDGE_SETTINGS["max_tokens"]),
+        )  # fmt: skip
+        raw.parse().choices[0].message.content  # noqa: B018 - parsed as the plugin parses it
+
+    one = sdk if args.client == "sdk" else bare
+
     async def sample(index: int, image: bytes) -> None:
         nonlocal done
         try:
-            row = text[index]
-            answer = reply_text(await client.post(url, content=model_body(args.model, row["instruction"], image), headers=headers))
-            body = judge_body(args.judge_model, row["instruction"], list(row["components"]), answer)
-            reply_text(await client.post(url, content=body, headers=headers))
+            await one(text[index], image)
             done += 1
         except Exception as exc:  # counted and reported; a floor that fails is no floor
             failures.append(f"{index}: {type(exc).__name__}: {exc}")
@@ -102,6 +132,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             slots.release()
 
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600, connect=5.0)) as client:
+        if args.client == "sdk":
+            import openai
+
+            sdk_client = openai.AsyncOpenAI(api_key="EMPTY", base_url=args.base_url, max_retries=0, http_client=client)
         tasks = set()
         index = 0
         for batch in pf.iter_batches(batch_size=8, columns=["image"]):
@@ -117,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
         await asyncio.gather(*list(tasks))
     return {
-        "client": f"{httpx.__name__} {httpx.__version__} AsyncClient",
+        "client": f"{httpx.__name__} {httpx.__version__} AsyncClient" + (" via openai's typed call" if args.client == "sdk" else ""),
         "samples": index,
         "done": done,
         "failures": len(failures),
@@ -134,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--samples", type=int, required=True)
     parser.add_argument("--result", required=True, help="where to write the JSON summary")
+    parser.add_argument("--client", choices=["bare", "sdk"], default="bare", help="bare httpx posts, or the openai SDK's typed call")
     args = parser.parse_args(argv)
     summary = asyncio.run(run(args))
     with open(args.result, "w", encoding="utf-8") as sink:

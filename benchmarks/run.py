@@ -63,10 +63,11 @@ def plugin_command(python: str, data: DatasetPaths, samples: int, concurrency: i
     return cmd
 
 
-def floor_command(python: str, data: DatasetPaths, samples: int, concurrency: int, url: str, result: Path) -> list[str]:
+def floor_command(python: str, data: DatasetPaths, samples: int, concurrency: int, url: str, result: Path, client: str = "bare") -> list[str]:
     return [
         python, str(HERE / "floor.py"), "--dataset", str(data.parquet), "--base-url", url, "--model", MODEL,
         "--judge-model", JUDGE, "--concurrency", str(concurrency), "--samples", str(samples), "--result", str(result),
+        "--client", client,
     ]  # fmt: skip
 
 
@@ -121,6 +122,10 @@ def run_scenario(name: str, samples: int, concurrency: int, latency: float, args
         floor_out, report = tmp / "floor.json", tmp / "report.json"
         result.floor = one("floor", lambda url: floor_command(args.plugin_python, data, samples, result.parallel, url, floor_out), env)
         result.floor.extra.update(_read_json(floor_out))
+        if args.sdk_floor:
+            sdk_out = tmp / "floor-sdk.json"
+            result.sdk_floor = one("floor-sdk", lambda url: floor_command(args.plugin_python, data, samples, result.parallel, url, sdk_out, "sdk"), env)
+            result.sdk_floor.extra.update(_read_json(sdk_out))
         profile = logs / f"{name}-plugin.pyspy.txt"
 
         def plugin(url: str) -> list[str]:
@@ -202,6 +207,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-python", default="/tmp/venv-evalscope/bin/python", help="interpreter with evalscope installed")
     parser.add_argument("--profile", nargs="?", const="busy", choices=("busy", "gil"),
                         help="run the plugin under py-spy and print where its time goes: busy threads, or (=gil) the GIL holder")  # fmt: skip
+    parser.add_argument("--no-sdk-floor", dest="sdk_floor", action="store_false",
+                        help="skip the second floor (the same requests through the openai SDK's typed call)")
     parser.add_argument("--label", default="", help="a word for the results file name (before, after, ...)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take before it is killed (default 900)")
     parser.add_argument("--out", type=Path, default=HERE / "out", help="datasets, logs and results (default benchmarks/out)")
@@ -240,7 +247,7 @@ def _main(args: argparse.Namespace) -> int:
         names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
         plan = [(name, *SCENARIOS[name]) for name in names]
     results = [run_scenario(name, samples, conc, latency, args) for name, samples, conc, latency in plan]
-    runs = [m for r in results for m in (r.floor, r.plugin, r.peer) if m is not None]
+    runs = [m for r in results for m in (r.floor, r.sdk_floor, r.plugin, r.peer) if m is not None]
     client = next((r.floor.extra.get("client") for r in results if r.floor and r.floor.extra.get("client")), "?")
     print()
     print(f"pytest-miabench benchmark {args.stamp}; {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu']}; "

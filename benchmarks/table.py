@@ -25,6 +25,7 @@ class ScenarioResult:
     plugin: Measurement | None
     floor: Measurement | None
     peer: Measurement | None = None
+    sdk_floor: Measurement | None = None  # the floor's requests through openai's typed call
 
     @property
     def ideal(self) -> float:
@@ -38,6 +39,13 @@ class ScenarioResult:
         return self.plugin.wall / self.floor.wall
 
     @property
+    def sdk_ratio(self) -> float | None:
+        """Plugin wall / SDK floor wall: the plugin's own overhead, the SDK's cost set aside."""
+        if self.plugin is None or self.sdk_floor is None or self.sdk_floor.wall <= 0:
+            return None
+        return self.plugin.wall / self.sdk_floor.wall
+
+    @property
     def overhead_ms(self) -> float | None:
         if self.plugin is None or self.floor is None:
             return None
@@ -46,8 +54,9 @@ class ScenarioResult:
     def as_json(self) -> dict[str, object]:
         return {
             "name": self.name, "samples": self.samples, "latency": self.latency, "parallel": self.parallel,
-            "ideal": self.ideal, "ratio": self.ratio, "overhead_ms_per_sample": self.overhead_ms,
+            "ideal": self.ideal, "ratio": self.ratio, "sdk_ratio": self.sdk_ratio, "overhead_ms_per_sample": self.overhead_ms,
             "plugin": self.plugin and self.plugin.as_json(), "floor": self.floor and self.floor.as_json(),
+            "sdk_floor": self.sdk_floor and self.sdk_floor.as_json(),
             "peer": self.peer and self.peer.as_json(),
         }  # fmt: skip
 
@@ -73,7 +82,8 @@ def growth(result: ScenarioResult) -> str:
 
 def render_summary(results: Sequence[ScenarioResult]) -> str:
     headers = [
-        "scenario", "samples", "lat s", "conc", "wall s", "floor s", "ratio", "ideal s", "overhead ms/sample",
+        "scenario", "samples", "lat s", "conc", "wall s", "floor s", "ratio", "SDK floor s", "ratio to SDK floor",
+        "ideal s", "overhead ms/sample",
         "CPU s", "floor CPU s", "peak RSS MiB", f"RSS {RSS_MARK_SAMPLES}->end MiB", "1st req s", "exit",
     ]  # fmt: skip
     rows = []
@@ -81,7 +91,7 @@ def render_summary(results: Sequence[ScenarioResult]) -> str:
         p, f = r.plugin, r.floor
         rows.append([
             r.name, str(r.samples), f"{r.latency:g}", str(r.parallel), _f(p and p.wall), _f(f and f.wall),
-            _f(r.ratio, ".3f"), _f(r.ideal), _f(r.overhead_ms, ".1f"), _f(p and p.cpu, ".1f"), _f(f and f.cpu, ".1f"),
+            _f(r.ratio, ".3f"), _f(r.sdk_floor.wall if r.sdk_floor else None), _f(r.sdk_ratio, ".3f"), _f(r.ideal), _f(r.overhead_ms, ".1f"), _f(p and p.cpu, ".1f"), _f(f and f.cpu, ".1f"),
             _f(p and p.peak_rss_mib, ".0f"), growth(r), _f(p and p.first_request), str(p.exit_code if p else "-"),
         ])  # fmt: skip
     return _grid(headers, rows)
