@@ -5,8 +5,8 @@ The original prompt body with the range 0 to sum(weights), a per-sample
 EXACT format line, a text-only judge at temperature 0 and ``max_tokens``
 4096, the regex parser keyed by component *types* reading the judge reply
 without its first think block, unreadable replies (judge errors included)
-scored 0.  (``mia_bench`` first appears in 1.5.2; 1.5.0 and 1.5.1 lack it.)  Metrics: ``total_score`` and
-``component_{i}_{type}`` means.
+scored 0.  Metrics: ``total_score`` and ``component_{i}_{type}`` means.
+(``mia_bench`` first appears in 1.5.2; 1.5.0 and 1.5.1 lack it.)
 """
 
 from __future__ import annotations
