@@ -93,9 +93,9 @@ def split_parse(reply: str | None, component_types: Sequence[str]) -> tuple[dict
             # The judge's own "component k" number is ignored: keys go by
             # position, so a duplicated type keeps the last value.
             piece = segment.split(":")[1][1:].split("/")
-            scores[component_types[i]] = int(piece[0]) / int(piece[1])  # IndexError past the last type
+            scores[component_types[i]] = reference_int_text(piece[0]) / reference_int_text(piece[1])  # IndexError past the last type
         piece = segments[-1].split(":")[1][1:].split("/")
-        scores["total_score"] = int(piece[0]) / int(piece[1])  # no clamp: 11/10 -> 1.1
+        scores["total_score"] = reference_int_text(piece[0]) / reference_int_text(piece[1])  # no clamp: 11/10 -> 1.1
     except Exception as exc:  # noqa: BLE001 - the reference's bare except
         return None, f"first sentence not in the expected format ({type(exc).__name__}: {exc})"
     return scores, ""
@@ -162,6 +162,24 @@ def reference_int(digits: str) -> int:
         chunk = digits[at : at + _SAFE_CHUNK]
         value = value * 10 ** len(chunk) + int(chunk)
     return value
+
+
+# int()'s base-10 grammar: whitespace (str.isspace() but U+001C-U+001F), a
+# sign, decimal digits with single underscores between them.
+_INT_SPACE = r"[^\S\x1c-\x1f]*"
+_INT_TEXT = re.compile(_INT_SPACE + r"[+-]?\d+(?:_\d+)*" + _INT_SPACE)
+
+
+def reference_int_text(text: str) -> int:
+    """``int(text)`` for any text, under the reference's digit limit (as
+    ``reference_int``), whatever this process's own limit is."""
+    if len(text) <= _SAFE_CHUNK:
+        return int(text)
+    if not _INT_TEXT.fullmatch(text):
+        raise ValueError(f"invalid literal for int() with base 10: {text[:20]!r}...")
+    body = text.strip()  # the match above leaves no U+001C-U+001F at either end
+    value = reference_int(body.lstrip("+-").replace("_", ""))
+    return -value if body.startswith("-") else value
 
 
 def _ratio(numerator: str, denominator: str) -> float:
