@@ -44,29 +44,26 @@ gap = st.lists(st.one_of(st.just(" "), space), max_size=3).map("".join)
 gap1 = st.lists(st.one_of(st.just(" "), space), min_size=1, max_size=3).map("".join)
 
 # Lengths around the float overflow (309 digits) and the int() limit (4300).
-LENGTHS = st.one_of(st.integers(1, 4), st.sampled_from([308, 309, 310, 400, 4299, 4300, 4301, 4302, 5000]))
+HUGE_LENGTHS = st.sampled_from([308, 309, 310, 400, 4299, 4300, 4301, 4302])
 UNICODE_DIGITS = "\u0660\u0669\u06f3\u0967\uff14\U0001d7ce"
 
 
 @st.composite
-def numeral(draw: st.DrawFn) -> str:
-    length = draw(LENGTHS)
-    if length <= 4:
-        body = draw(st.text(alphabet="0123456789" + UNICODE_DIGITS, min_size=length, max_size=length))
-        return body
-    first = draw(st.sampled_from("0123456789"))
+def huge(draw: st.DrawFn) -> str:
+    length = draw(HUGE_LENGTHS)
+    first = draw(st.sampled_from("01123456789"))  # "0": leading zeros count towards the limit
     return first + draw(st.sampled_from("0123456789")) * (length - 1)
 
 
-small = st.integers(0, 12).map(str)
-number = st.one_of(small, small, numeral())
+small = st.one_of(st.integers(0, 12).map(str), st.text(alphabet="0123456789" + UNICODE_DIGITS, min_size=1, max_size=3))
+number = st.one_of(small, small, small, huge())
 label = st.sampled_from(["score of component", "Score Of Component", "component", "COMPONENT", "score of  component"])
 total_label = st.sampled_from(["total score", "Total Score", "total\u017fcore", "total \u017fcore", "TOTAL SCORE"])
 
 
 @st.composite
 def component_sentence(draw: st.DrawFn) -> str:
-    k = draw(st.one_of(st.sampled_from(["1", "2", "3", "4", "0"]), numeral()))
+    k = draw(st.one_of(st.sampled_from(["1", "2", "3", "1", "2", "3", "4", "0", "\u0662"]), huge()))
     return f"{draw(label)}{draw(gap1)}{k}{draw(gap)}:{draw(gap)}{draw(number)}{draw(gap)}/{draw(gap)}{draw(number)}"
 
 
@@ -83,28 +80,31 @@ def split_sentence(draw: st.DrawFn) -> str:
     return ",".join(parts) + draw(st.sampled_from([".", "", ". Reasons.", "\r.", " and more"]))
 
 
+# Values json.loads can produce; mostly ones inside the bounds (weights >= 3),
+# so that the coercion rule, not a missing key, decides.
+NUMERIC_TEXT = st.builds(
+    lambda a, b, c: a + b + c,
+    st.sampled_from(["", "", " ", "\u00a0", "\x1c", "\u3000", "\t", "\u200b"]),
+    st.sampled_from(["0", "1", "2.5", "3", "1e0", "1_0", "1_.5", "1._5", "1_e0", "2_.", "+_1", "-_0", "_1", "1_", "1__0",
+                     "in_f", "nan", "\u0663", "3.", ".5", "0x1", "1 0", "0_0.5"]),
+    st.sampled_from(["", "", " ", "\u2028", "\x1f", "\u200b"]),
+)  # fmt: skip
 JSON_VALUES = st.one_of(
-    st.integers(-2, 12),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.booleans(),
-    st.none(),
-    st.sampled_from([10**400, [], {}, "x"]),
-    st.sampled_from(["1_.5", "1._5", "1_e1", "1_.", "1__0", "_1", "1_", "+_1", " 1_0 ", "1_0", "in_f", "٣", "3.", ".5", "1e0", "0x1"]),
-    st.builds(lambda a, b, c: a + b + c, st.sampled_from(["", " ", "\u00a0", "\x1c", "\u3000", "\t"]),
-              st.sampled_from(["0", "1", "2.5", "3", "4", "1e1", "nan", "inf", "1_0"]),
-              st.sampled_from(["", " ", "\u2028", "\x1f", "\u200b"])),
+    st.integers(0, 3), st.floats(0, 3), NUMERIC_TEXT, NUMERIC_TEXT, NUMERIC_TEXT,
+    st.one_of(st.integers(-2, 12), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+              st.sampled_from([10**400, [], {}, "x"])),
 )  # fmt: skip
 
 
 @st.composite
 def json_object(draw: st.DrawFn) -> str:
-    keys = [f"component_{i}" for i in draw(st.lists(st.integers(1, 4), max_size=4))]
-    data = {key: draw(JSON_VALUES) for key in keys}
+    count = draw(st.sampled_from([1, 3, 3, 3, 4]))
+    data: dict[str, object] = {f"component_{i}": draw(JSON_VALUES) for i in range(1, count + 1)}
     if draw(st.booleans()):
-        data["reasoning"] = draw(st.one_of(st.text(alphabet='ab {}"\\<>/', max_size=8), st.integers(0, 3), st.none()))
+        data["reasoning"] = draw(st.one_of(st.text(alphabet='ab {}"\\<>/', max_size=8), st.text(max_size=3), st.sampled_from([0, None])))
     text = json.dumps(data, ensure_ascii=draw(st.booleans()), allow_nan=True)
     if draw(st.integers(0, 5)) == 0:
-        text = text[: draw(st.integers(0, len(text)))]  # truncated mid-object
+        text = text[: max(0, len(text) - draw(st.integers(1, 12)))]  # cut off near the end (max_tokens)
     fence = draw(st.sampled_from(["", "```json\n", "```\n"]))
     return fence + text + ("\n```" if fence else "")
 
@@ -126,17 +126,32 @@ def think_block(draw: st.DrawFn, inner: st.SearchStrategy[str]) -> str:
     return draw(OPENERS) + content + draw(CLOSERS)
 
 
-def reply_strategy(piece: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+def reply_strategy(piece: st.SearchStrategy[str], parts: int) -> st.SearchStrategy[str]:
     """Replies made of score pieces, noise, whitespace and think blocks (which
     hold the same pieces) in any order."""
     part = st.one_of(piece, piece, NOISE, space, think_block(piece))
-    return st.lists(part, max_size=7).map("".join)
+    return st.lists(part, max_size=parts).map("".join)
 
 
 regex_piece = st.one_of(component_sentence(), total_sentence())
-regex_replies = reply_strategy(regex_piece)
-json_replies = reply_strategy(st.one_of(json_object(), json_object(), regex_piece))
-split_replies = st.one_of(reply_strategy(split_sentence()), split_sentence())
+regex_replies = reply_strategy(regex_piece, 8)
+
+
+@st.composite
+def json_reply(draw: st.DrawFn) -> str:
+    """Mostly one object outside think blocks, with blocks (holding objects,
+    quotes, braces) and prose around it, so the coercion rule decides."""
+    prose = st.sampled_from([". ", "Here is my grade:\n", "\n", "total score: 9/10 ", "\u3000"])
+    around = st.one_of(think_block(json_object()), think_block(json_object()), prose)
+    parts = draw(st.lists(around, max_size=2))
+    if draw(st.integers(0, 9)) < 8:
+        parts.append(draw(json_object()))
+    parts += draw(st.lists(st.one_of(around, st.just("\nThat is my grade.")), max_size=2))
+    return "".join(parts)
+
+
+json_replies = json_reply()
+split_replies = st.one_of(reply_strategy(split_sentence(), 4), split_sentence())
 
 
 @FUZZ
