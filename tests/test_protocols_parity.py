@@ -69,7 +69,7 @@ class Vector:
     text: str
     # Apple / VLMEvalKit: None = dropped, else the full metrics dict (types + total_score).
     original: dict[str, float] | None
-    # lmms-eval and evalscope 1.5-1.10: per-sample score, per-position component values.
+    # lmms-eval and evalscope 1.5.2-1.10: per-sample score, per-position component values.
     lmms: float
     lmms_components: tuple[float, ...]
     evalscope: float

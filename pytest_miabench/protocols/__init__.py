@@ -22,7 +22,7 @@ def builtin_protocols() -> dict[str, type[Protocol]]:
     from .lmms_eval import LmmsEvalProtocol
     from .vlmevalkit import VLMEvalKitProtocol
 
-    # evalscope (1.5-1.10) first: it is the default.
+    # evalscope (1.5.2-1.10) first: it is the default.
     classes: list[type[Protocol]] = [
         EvalscopeProtocol,
         EvalscopeJsonProtocol,

@@ -1,5 +1,7 @@
-"""Apple's original protocol: ``evaluation.ipynb`` of apple/ml-mia-bench at
-HEAD (commit 89171af), the benchmark's own definition.
+"""Apple's original protocol: ``evaluation.ipynb`` of apple/ml-mia-bench, the
+benchmark's own definition.  The notebook is the same from the first commit
+(89171af, 2024-08-12) to HEAD (5422852, 2025-03-09): later commits touch only
+README.md and the data file.
 
 The judge (gpt-4o in the notebook) sees the text and then the image, the
 temperature is left to the API default and ``max_tokens`` is 2000.  The reply
@@ -32,8 +34,7 @@ class AppleProtocol(Protocol):
 
     def build_prompt(self, sample: SampleSpec, response: str) -> str:
         # "0 to 10" and the fixed x/2, y/8, z/10 example are hard-coded, even
-        # for the two rows whose weights sum to 8.  (The repo's first commit,
-        # 2341e3c, had "y/10" here; HEAD has "y/8".)
+        # for the two rows whose weights sum to 8 (every commit says "y/8").
         return common.original_body(sample, response, score_range="10") + common.ORIGINAL_FORMAT_LINE
 
     def parse(self, sample: SampleSpec, reply: str | None) -> Verdict:

@@ -1,7 +1,8 @@
 """Pieces shared by several protocols: the original prompt body (Apple
 notebook ``generate_prompt``, reused by lmms-eval and both evalscope
 variants), the split parser of Apple / VLMEvalKit and the regex parser of
-lmms-eval / evalscope 1.5-1.10."""
+lmms-eval / evalscope 1.5.2-1.10, with the think-block rule evalscope
+applies to every judge reply."""
 
 from __future__ import annotations
 
@@ -92,9 +93,9 @@ def split_parse(reply: str | None, component_types: Sequence[str]) -> tuple[dict
             # The judge's own "component k" number is ignored: keys go by
             # position, so a duplicated type keeps the last value.
             piece = segment.split(":")[1][1:].split("/")
-            scores[component_types[i]] = int(piece[0]) / int(piece[1])  # IndexError past the last type
+            scores[component_types[i]] = reference_int_text(piece[0]) / reference_int_text(piece[1])  # IndexError past the last type
         piece = segments[-1].split(":")[1][1:].split("/")
-        scores["total_score"] = int(piece[0]) / int(piece[1])  # no clamp: 11/10 -> 1.1
+        scores["total_score"] = reference_int_text(piece[0]) / reference_int_text(piece[1])  # no clamp: 11/10 -> 1.1
     except Exception as exc:  # noqa: BLE001 - the reference's bare except
         return None, f"first sentence not in the expected format ({type(exc).__name__}: {exc})"
     return scores, ""
@@ -114,13 +115,78 @@ def split_verdict(sample: SampleSpec, reply: str | None) -> Verdict:
     return Verdict(SCORED, scores["total_score"], per_position, scores)
 
 
+# evalscope's ``parse_content_with_reasoning`` (evalscope/api/messages/utils.py,
+# unchanged from 1.0 to at least 1.14): only ``<think>``, ``<think >``,
+# ``<think signature="...">`` and ``<think redacted="true">`` (in that order,
+# double quotes, case-sensitive) open a block, which must be closed.
+_EVALSCOPE_THINK = re.compile(r'<think(?:\s+signature="([^"]*)")?(?:\s+redacted="(true)")?\s*>(.*?)</think>', re.DOTALL)
+
+
+def evalscope_reply_text(reply: str | None) -> str | None:
+    """The judge reply as evalscope's parsers see it.
+
+    evalscope builds every assistant message from the raw content, and its
+    validator moves the first complete think block out of the text; what
+    is left is ``.strip()``-ed.  Without a block the text is untouched
+    (not stripped).  (A server that also returns a non-empty
+    ``reasoning_content`` field skips this step in evalscope; this plugin
+    parses the content text alone.)
+    """
+    if not isinstance(reply, str):
+        return reply
+    found = _EVALSCOPE_THINK.search(reply)
+    if found is None:
+        return reply
+    return (reply[: found.start()] + reply[found.end() :]).strip()
+
+
 _COMPONENT_RE = re.compile(r"(?:score\s+of\s+)?component\s+(\d+)\s*:\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 _TOTAL_RE = re.compile(r"total\s+score\s*:\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
 
+#: CPython's default ``sys.int_max_str_digits``, under which the references
+#: run: ``int()`` of a longer numeral raises ValueError.
+REFERENCE_INT_MAX_STR_DIGITS = 4300
+# The smallest limit a host can set (0 aside): chunks this long always parse.
+_SAFE_CHUNK = 640
+
+
+def reference_int(digits: str) -> int:
+    """``int(digits)`` as the reference computes it, whatever this process's
+    own ``sys.get_int_max_str_digits()`` is: ValueError past 4300 digits
+    (leading zeros count), otherwise the exact value.  ``digits`` is a
+    ``\\d+`` match, so Unicode decimal digits are allowed, as in ``int()``."""
+    if len(digits) > REFERENCE_INT_MAX_STR_DIGITS:
+        raise ValueError(f"numeral of {len(digits)} digits exceeds the limit of {REFERENCE_INT_MAX_STR_DIGITS}")
+    value = 0
+    for at in range(0, len(digits), _SAFE_CHUNK):
+        chunk = digits[at : at + _SAFE_CHUNK]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return value
+
+
+# int()'s base-10 grammar: whitespace (str.isspace() but U+001C-U+001F), a
+# sign, decimal digits with single underscores between them.
+_INT_SPACE = r"[^\S\x1c-\x1f]*"
+_INT_TEXT = re.compile(_INT_SPACE + r"[+-]?\d+(?:_\d+)*" + _INT_SPACE)
+
+
+def reference_int_text(text: str) -> int:
+    """``int(text)`` for any text, under the reference's digit limit (as
+    ``reference_int``), whatever this process's own limit is."""
+    if len(text) <= _SAFE_CHUNK:
+        return int(text)
+    if not _INT_TEXT.fullmatch(text):
+        raise ValueError(f"invalid literal for int() with base 10: {text[:20]!r}...")
+    body = text.strip()  # the match above leaves no U+001C-U+001F at either end
+    value = reference_int(body.lstrip("+-").replace("_", ""))
+    return -value if body.startswith("-") else value
+
 
 def _ratio(numerator: str, denominator: str) -> float:
-    den = int(denominator)
-    value = int(numerator) / den if den else 0.0
+    """The references' clamped ratio.  ValueError: a numeral over the digit
+    limit; OverflowError: the quotient does not fit a float."""
+    num, den = reference_int(numerator), reference_int(denominator)
+    value = num / den if den else 0.0
     return min(1.0, max(0.0, value))
 
 
@@ -128,16 +194,24 @@ def _ratio(numerator: str, denominator: str) -> float:
 class RegexResult:
     by_key: dict[str, float]
     total: float
-    matched: bool  # whether any in-range score was found at all
+    matched: bool  # whether any in-range score was read at all
 
 
 def regex_parse(reply: str | None, keys: Sequence[str]) -> RegexResult:
-    """lmms-eval HEAD / evalscope 1.5-1.10 parser.
+    """lmms-eval HEAD / evalscope 1.5.2-1.10 parser.
 
     Components: every match, in order, later ones overwrite earlier ones.
     Total: the *first* match.  Without a total, the unweighted mean of the
     ratios found so far (over distinct keys), taken before missing
     components are zero-filled.
+
+    Errors are caught where the references catch them.  A numeral over
+    4300 digits (ValueError from ``int()``) skips that component match
+    only (their per-match ``except (ValueError, IndexError)``).  A ratio
+    too large for a float (OverflowError) escapes the per-match handler
+    and ends the component phase: earlier components stay, later ones are
+    never read, and the total is still read.  Either error in the total
+    makes the total 0 (not the component mean); components stay.
     """
     scores: dict[str, float] = {}
     matched = False
@@ -145,18 +219,22 @@ def regex_parse(reply: str | None, keys: Sequence[str]) -> RegexResult:
     if isinstance(reply, str) and reply:
         try:
             for k, num, den in _COMPONENT_RE.findall(reply):
-                k_int = int(k)
-                if 1 <= k_int <= len(keys):
-                    scores[keys[k_int - 1]] = _ratio(num, den)
-                    matched = True
-            found = _TOTAL_RE.search(reply)
-            if found:
+                try:
+                    index = reference_int(k) - 1
+                    if 0 <= index < len(keys):
+                        scores[keys[index]] = _ratio(num, den)
+                        matched = True
+                except ValueError:
+                    continue
+        except OverflowError:
+            pass
+        found = _TOTAL_RE.search(reply)
+        if found:
+            try:
                 total = _ratio(found.group(1), found.group(2))
                 matched = True
-        except (OverflowError, ValueError):
-            # Absurd numbers (hundreds of digits) make the references' int
-            # arithmetic raise, and their broad except scores everything 0.
-            return RegexResult(dict.fromkeys(keys, 0.0), 0.0, False)
+            except (ValueError, OverflowError):
+                total = 0.0
     if total is None:
         total = sum(scores.values()) / len(scores) if scores else 0.0
     for key in keys:

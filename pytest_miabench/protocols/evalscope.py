@@ -3,9 +3,10 @@ mia_bench_adapter.py}``.
 
 The original prompt body with the range 0 to sum(weights), a per-sample
 EXACT format line, a text-only judge at temperature 0 and ``max_tokens``
-4096, the regex parser keyed by component *types*, unreadable replies
-(judge errors included) scored 0.  Metrics: ``total_score`` and
-``component_{i}_{type}`` means.
+4096, the regex parser keyed by component *types* reading the judge reply
+without its first think block, unreadable replies (judge errors included)
+scored 0.  Metrics: ``total_score`` and ``component_{i}_{type}`` means.
+(``mia_bench`` first appears in 1.5.2; 1.5.0 and 1.5.1 lack it.)
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class EvalscopeProtocol(Protocol):
         # wins), so every position of a type reports the same value and the
         # no-total fallback averages over distinct types.
         keys = list(sample.component_types)
-        result = common.regex_parse(reply, keys)
+        # evalscope's message model takes the first <think> block out of
+        # the judge's text before the parser sees it (lmms-eval does not).
+        result = common.regex_parse(common.evalscope_reply_text(reply), keys)
         per_position = tuple(result.by_key[key] for key in keys)
         metrics = {"total_score": result.total}
         for i, (ctype, value) in enumerate(zip(keys, per_position), start=1):

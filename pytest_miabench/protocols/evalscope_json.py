@@ -6,12 +6,15 @@ sentence, then the contract suffix listing one bounded key per component.
 Text-only judge, temperature 0, ``max_tokens`` 4096.  The score is
 sum(component_i) / sum(W_i) (the judge's own total is ignored); a reply
 that breaks the contract is a parse_error and the sample is excluded.
+The reply is read without its first think block, as evalscope's message
+model removes it before the contract sees the text.
 Metrics: ``judge_score`` and ``component_{i}_{type}`` means.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 from . import common
@@ -55,12 +58,30 @@ def json_objects(text: str) -> list[str]:
     return found
 
 
+# What Rust's ``str::trim`` removes: Unicode White_Space, which is Python's
+# ``str.isspace`` without U+001C..U+001F.
+_RUST_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+# Rust's ``f64::from_str`` grammar: ASCII digits only, no underscores, no
+# whitespace; "1.", ".5", exponents, and inf/infinity/nan in any case.
+_RUST_F64 = re.compile(r"[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)", re.IGNORECASE)
+
+
+def _rust_f64(text: str) -> float | None:
+    # Both parsers round correctly, so Python's float gives Rust's value.
+    return float(text) if _RUST_F64.fullmatch(text) else None
+
+
 def lax_float(value: Any) -> float:
     """Pydantic v2 lax ``float`` coercion of a JSON value (ValueError if refused).
 
-    bool and int are accepted, so are numeric strings ("4", " 4.0 ", "1e0");
-    "4/4", "", non-ASCII digits and null are not.  (Known gap: pydantic also
-    takes underscores next to the point, "1_.5"; Python's float does not.)
+    bool and int are accepted (an int too large for a float is not).  A
+    string goes through pydantic-core's ``str_as_float`` (unchanged since
+    pydantic-core 2.17, pydantic 2.7): Rust's float parser on the string
+    trimmed of Unicode White_Space; failing that, when the *untrimmed*
+    string has underscores but none leading, trailing or doubled, the same
+    parser on it with every underscore removed.  So "1_.5", "1._5",
+    "1_e1", "1_." and "+_1" are numbers, " 1_0 " and "\\x1c4" are not;
+    nor are "4/4", "", non-ASCII digits or null.
     """
     if isinstance(value, (bool, int)):
         try:
@@ -69,8 +90,13 @@ def lax_float(value: Any) -> float:
             raise ValueError("integer too large for a float") from None
     if isinstance(value, float):
         return value
-    if isinstance(value, str) and value.strip().isascii():
-        return float(value)  # ValueError when not a number
+    if isinstance(value, str):
+        parsed = _rust_f64(value.strip(_RUST_WHITESPACE))
+        if parsed is None and "_" in value and "__" not in value and not value.startswith("_") and not value.endswith("_"):
+            parsed = _rust_f64(value.replace("_", ""))
+        if parsed is None:
+            raise ValueError(f"{value!r} is not a number")
+        return parsed
     raise ValueError(f"{type(value).__name__} is not a number")
 
 
@@ -119,6 +145,9 @@ class EvalscopeJsonProtocol(Protocol):
 
     def parse(self, sample: SampleSpec, reply: str | None) -> Verdict:
         nothing = (None,) * len(sample.components)
+        # The brace scan runs on what is left: a "{" or an unbalanced quote
+        # inside the block never reaches it.
+        reply = common.evalscope_reply_text(reply)
         if not reply:
             return Verdict(EXCLUDED, None, nothing, {}, "parse_error: empty response")
         payloads = json_objects(reply)
