@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .ratelimit import AdaptiveLimiter, RateCap, RetryBudget, backoff, server_wait
-from .settings import Settings
+from .settings import MOCK_CACHE_URL, MOCK_MODEL, Settings
 
 if TYPE_CHECKING:
     import openai
@@ -76,6 +76,12 @@ class Endpoint:
     @property
     def url(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+    @property
+    def cache_url(self) -> str:
+        """The endpoint as the response cache keys it: the built-in mock's
+        port changes every run, its answers do not."""
+        return MOCK_CACHE_URL if self.model == MOCK_MODEL else strip_userinfo(self.url)
 
     @property
     def url_is_default(self) -> bool:

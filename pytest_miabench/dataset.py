@@ -26,6 +26,14 @@ from typing import IO, Any
 
 from .protocols.base import SampleSpec
 
+#: Former hub ids and where the data lives now.  lmms-eval moved MIA-Bench on
+#: 2026-07-30 (its PR #1416); the old id still redirects, but that should not
+#: be relied on, so it is loaded under its new name.
+HUB_ALIASES = {"lmms-lab/MIA-Bench": "lmms-lab-encoder/MIA-Bench"}
+#: Seconds the hub may take to answer one request before it counts as
+#: unreachable.  Without this check ``datasets`` retries for 25 s (connection
+#: refused) to 80 s (no answer) before it gives up.
+HUB_PROBE_TIMEOUT = 5.0
 TEXT_COLUMNS = ("instruction", "type", "num_of_component", "components", "component_weight", "component_type")
 IMAGE_ROOT_OPTION = "--mia-image-root"
 
@@ -512,7 +520,49 @@ def load(source: str, split: str, image_root: str | None = None) -> Source:
         raise DatasetError(f"{path}: expected a directory, a .parquet, .json or .jsonl file")
     if source.startswith((".", "/", "~")) or source.endswith((".parquet", ".json", ".jsonl")) or source.count("/") > 1:
         raise DatasetError(f"{source}: no such file or directory")
-    return _load_with_datasets(source, split, _ImageFiles(None, extra), local=False)
+    repo_id = HUB_ALIASES.get(source, source)
+    if not _hub_offline():
+        _probe_hub(repo_id, source)
+    return _load_with_datasets(repo_id, split, _ImageFiles(None, extra), local=False)
+
+
+def _hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``HF_DATASETS_OFFLINE``) as ``datasets`` reads
+    it: then it serves its cache and makes no request, so nothing to probe."""
+    import datasets.config
+
+    return bool(datasets.config.HF_HUB_OFFLINE)
+
+
+def _probe_hub(repo_id: str, named: str, timeout: float = HUB_PROBE_TIMEOUT) -> None:
+    """One request to the hub (``HF_ENDPOINT``) with a short timeout: any HTTP
+    answer, even an error status, means it is reachable and ``datasets`` goes
+    on; no answer is one ``DatasetError`` at once, naming the ways forward.
+    Proxies come from the environment, as for the hub client itself."""
+    import urllib.error
+    import urllib.request
+
+    import datasets.config
+
+    endpoint = str(datasets.config.HF_ENDPOINT).rstrip("/")
+    url = f"{endpoint}/api/datasets/{repo_id}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # the hub answered; what it said is for datasets to report
+    except OSError as exc:  # URLError, and a timeout reading the answer
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, TimeoutError):  # socket.timeout is this since 3.10
+            why = f"no answer within {timeout:g} s"
+        else:
+            why = str(reason) or type(reason).__name__
+        raise DatasetError(
+            f"{named}: the Hugging Face Hub at {endpoint} cannot be reached ({why}). Ways forward: "
+            "pytest --mia-bench --mia-demo runs the built-in demo set with no network; "
+            "--mia-dataset=PATH reads a local hub-layout directory (data/test-*.parquet), parquet or JSON file; "
+            "HF_HUB_OFFLINE=1 uses the datasets cache of an earlier online run"
+        ) from None
 
 
 def _load_json(path: Path, files: _ImageFiles) -> Source:

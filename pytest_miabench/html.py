@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from .result import DEMO_WARNING, mock_warning
+
 __all__ = ["CSP", "render_html", "safe_image_uri"]
 
 _DATA_URI = re.compile(r"data:image/(?:jpeg|png|webp|gif);base64,[A-Za-z0-9+/]+={0,2}")
@@ -293,7 +295,7 @@ def _header(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> 
     title = _e(_map(report.get("model")).get("name")) or "model"
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in _meta(report))
     return (
-        f"<h1>MIA-Bench report &mdash; {title}</h1>"
+        f"<h1>MIA-Bench report &mdash; {'DEMO' if report.get('demo') is True else title}</h1>{_demo_banner(report)}"
         '<header class="top">'
         '<div class="headline"><div class="label">total_score</div>'
         f'<div class="big" id="total-score">{_fmt(_num(report.get("total_score")))}</div>{_total_ci(report)}{_verdict(report)}</div>'
@@ -405,6 +407,18 @@ def _counts(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]]) -> 
         warn = key not in ("n_samples", "n_scored") and (_int(value) or 0) > 0
         items.append(f'<li class="{"nz" if warn else ""}">{label} <b id="count-{label}">{_count(value)}</b></li>')
     return "".join(items)
+
+
+def _demo_banner(report: Mapping[str, Any]) -> str:
+    """Above everything: a demo or mock run's number means nothing."""
+    roles = [str(r) for r in _seq(report.get("mock_roles"))]
+    if report.get("demo") is True:
+        text = DEMO_WARNING
+    elif roles:
+        text = mock_warning(roles)
+    else:
+        return ""
+    return f'<p class="banner demo" id="demo-banner"><b>{_e(text.split(":", 1)[0])}</b>:{_e(text.split(":", 1)[1])}</p>'
 
 
 def _banners(report: Mapping[str, Any]) -> str:
@@ -659,7 +673,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     report = _map(report)
     samples = [_map(s) for s in _seq(report.get("samples"))]
     model = _map(report.get("model"))
-    title = f"MIA-Bench {_fmt(report.get('total_score'))}"
+    title = f"MIA-Bench {'DEMO ' if report.get('demo') is True else ''}{_fmt(report.get('total_score'))}"
     if model.get("name") is not None:
         title += f" \u2014 {_e(model.get('name'))}"
     return (

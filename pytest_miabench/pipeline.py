@@ -17,7 +17,7 @@ from typing import Any
 from . import cache as cache_mod
 from . import thinking
 from .cache import AsyncCache
-from .client import Caller, CallError, CallStats, Completion, EndpointDown, strip_userinfo
+from .client import Caller, CallError, CallStats, Completion, EndpointDown
 from .dataset import Sample, SampleDataError
 from .images import ImageError, PreparedImage
 from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
@@ -124,7 +124,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
     def key() -> dict[str, Any]:
         return {
             "v": cache_mod.SCHEMA_VERSION,
-            "url": strip_userinfo(caller.endpoint.url),
+            "url": caller.endpoint.cache_url,
             "model": caller.endpoint.model,
             "settings": caller.sampling.requested(),
             "image": {"sha256": image.sha256, "mime": image.mime},
@@ -170,7 +170,7 @@ async def _verdict(
         def key(reask: int = reask) -> dict[str, Any]:
             parts: dict[str, Any] = {
                 "v": cache_mod.SCHEMA_VERSION,
-                "url": strip_userinfo(caller.endpoint.url),
+                "url": caller.endpoint.cache_url,
                 "model": caller.endpoint.model,
                 "protocol": protocol.name,
                 "prompt_version": protocol.prompt_version,

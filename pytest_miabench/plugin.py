@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .protocols import Protocol
 
 
+
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Offer the extension hooks (e.g. custom judge protocols)."""
     pluginmanager.add_hookspecs(hookspecs)
@@ -68,8 +69,32 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
     if not uses_xdist:
-        runtime = BenchRuntime(config, settings, protocol, judge_image)
+        runtime = BenchRuntime(config, _with_mock(config, settings), protocol, judge_image)
         config.pluginmanager.register(runtime, "miabench-runtime")
+
+
+def _with_mock(config: pytest.Config, settings: Settings) -> Settings:
+    """Start the built-in mock server when a role is ``mock`` and route that
+    role to it.  Only processes that run samples start one (the single
+    process, or each xdist worker: answers depend only on the request, so
+    workers need not share a server, and nothing crosses processes); it stops
+    when pytest cleans up, after the engine (cleanups run last-in first-out)."""
+    from .settings import mock_roles
+
+    roles = mock_roles(settings)
+    if not roles:
+        return settings
+    import dataclasses
+
+    from .mock import MockServer
+
+    server = MockServer()
+    config.add_cleanup(server.stop)
+    return dataclasses.replace(
+        settings,
+        base_url=server.url if "model" in roles else settings.base_url,
+        judge_base_url=server.url if "judge" in roles else settings.judge_base_url,
+    )
 
 
 _PATH_FLAGS = ("--mia-dataset", "--mia-cache-dir", "--mia-baseline", "--mia-report", "--mia-html", "--mia-image-root")
@@ -127,13 +152,19 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if settings is None or not settings.enabled:
         return None
     from .client import endpoints, strip_userinfo
+    from .settings import MOCK_LABEL, mock_roles
 
     limit = "all" if settings.limit is None else str(settings.limit)
     lines = [
         f"mia-bench: model={settings.model} judge={settings.judge_model} protocol={settings.protocol}",
         f"mia-bench: dataset={settings.dataset} split={settings.split} limit={limit} concurrency={settings.concurrency}",
     ]
+    if settings.demo:
+        lines.insert(0, "mia-bench: DEMO: built-in demo set and mock model and judge; no key, no network, the score means nothing")
     for endpoint in endpoints(settings):
+        if endpoint.role in mock_roles(settings):
+            lines.append(f"mia-bench: {endpoint.role}: {MOCK_LABEL}, no key, nothing leaves this machine")
+            continue
         where = strip_userinfo(endpoint.url)
         if endpoint.url_is_default:
             where += " (default)"

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .protocols.base import Protocol
 from .result import (
+    DEMO_WARNING,
     ROLES,
     SCHEMA_VERSION,
     BaselineComparison,
@@ -27,9 +28,10 @@ from .result import (
     SampleRecord,
     Summary,
     UsageTotals,
+    mock_warning,
 )
 from .sampling import judge_settings
-from .settings import Settings
+from .settings import MOCK_LABEL, Settings, mock_roles
 
 __all__ = ["SCHEMA_VERSION", "RunOutcome", "build_report", "dumps_report", "terminal_lines", "write_html", "write_json"]
 
@@ -61,10 +63,13 @@ def build_report(outcome: RunOutcome) -> Report:
     protocol = outcome.protocol
     samples = [_report_sample(nodeid, record) for nodeid, record in sorted(outcome.results.items(), key=lambda kv: kv[1]["index"])]
     judge = judge_settings(s, protocol)
+    mocked = mock_roles(s)
     return {
         "schema_version": SCHEMA_VERSION,
         "plugin_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "demo": s.demo,
+        "mock_roles": list(mocked),
         "complete": not outcome.interrupted and not summary["missing"],
         "total_score": summary["total_score"],
         "n_samples": summary["n_samples"],
@@ -87,7 +92,7 @@ def build_report(outcome: RunOutcome) -> Report:
         "cost": summary["cost"],
         "model": {
             "name": s.model,
-            "base_url": _endpoint_url(s.base_url),
+            "base_url": MOCK_LABEL if "model" in mocked else _endpoint_url(s.base_url),
             "api_key_env": s.api_key_env,
             "max_tokens": s.max_tokens,
             "temperature": s.temperature,
@@ -96,7 +101,7 @@ def build_report(outcome: RunOutcome) -> Report:
         },
         "judge": {
             "name": s.judge_model,
-            "base_url": _endpoint_url(s.judge_base_url),
+            "base_url": MOCK_LABEL if "judge" in mocked else _endpoint_url(s.judge_base_url),
             "api_key_env": s.judge_api_key_env,
             "sees_image": outcome.judge_image,
             "temperature": judge.get("temperature"),
@@ -243,7 +248,7 @@ def _bold(colour: str) -> Markup:
 def terminal_lines(outcome: RunOutcome) -> list[Line]:
     """The summary block: headline, counts, breakdowns, comparisons, gate verdict."""
     summary = outcome.summary
-    lines = [_headline(outcome)]
+    lines = _mock_lines(outcome.settings) + [_headline(outcome)]
     if summary["stopped"]:
         lines.append((f"STOPPED: {summary['stopped']}", _bold("red")))
     lines += _count_lines(summary)
@@ -259,6 +264,13 @@ def terminal_lines(outcome: RunOutcome) -> list[Line]:
     lines += _gate_lines(outcome)
     lines += _path_lines(outcome.settings)
     return lines
+
+
+def _mock_lines(settings: Settings) -> list[Line]:
+    if settings.demo:
+        return [(DEMO_WARNING, _bold("yellow"))]
+    roles = mock_roles(settings)
+    return [(mock_warning(roles), _bold("yellow"))] if roles else []
 
 
 def _headline(outcome: RunOutcome) -> Line:

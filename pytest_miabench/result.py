@@ -12,10 +12,26 @@ from the package, so every other module may use these types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, TypedDict
 
 #: Version of the JSON report's layout; a baseline of another version is refused.
 SCHEMA_VERSION = 1
+
+#: A --mia-demo run's plain statement, in the terminal and both reports.
+DEMO_WARNING = (
+    "DEMO RUN: the built-in demo set (20 real MIA-Bench instructions, drawn images) answered and graded by the "
+    "built-in mock model and judge. The score is drawn at random and means nothing about any model."
+)
+
+
+def mock_warning(roles: Sequence[str]) -> str:
+    """What a run with ``--mia-model mock`` / ``--mia-judge-model mock`` says."""
+    who = " and ".join(f"the {role}" for role in roles)
+    return (
+        f"MOCK: {who} {'is' if len(roles) == 1 else 'are'} the built-in mock on 127.0.0.1 (a dry run: nothing was "
+        "spent). The score means nothing about any model."
+    )
 
 Role = Literal["model", "judge"]
 ROLES: tuple[Role, Role] = ("model", "judge")
@@ -330,6 +346,8 @@ class Report(TypedDict):
     schema_version: int
     plugin_version: str
     created: str
+    demo: bool  # --mia-demo: the built-in demo set and mock; the number means nothing
+    mock_roles: list[str]  # roles ("model", "judge") the built-in mock answered
     complete: bool
     total_score: float | None
     n_samples: int

@@ -27,6 +27,11 @@ def load_source(config: pytest.Config, settings: Settings) -> Source:
     if SOURCE_KEY not in config.stash:
         from . import dataset
 
+        if settings.demo:
+            from . import demo
+
+            config.stash[SOURCE_KEY] = demo.load()
+            return config.stash[SOURCE_KEY]
         try:
             config.stash[SOURCE_KEY] = dataset.load(settings.dataset, settings.split, settings.image_root)
         except DatasetError as exc:

@@ -17,8 +17,18 @@ from urllib.parse import urlsplit
 
 import pytest
 
-DEFAULT_DATASET = "lmms-lab/MIA-Bench"
+# lmms-eval moved MIA-Bench here on 2026-07-30 (its PR #1416); the old id
+# names the same data and is still accepted (see dataset.HUB_ALIASES).
+DEFAULT_DATASET = "lmms-lab-encoder/MIA-Bench"
 DEFAULT_JUDGE_MODEL = "gpt-4o"
+#: The model name that selects the built-in mock server (mock.py), for either role.
+MOCK_MODEL = "mock"
+#: How the run header and reports name the mock's endpoint (its port differs per process).
+MOCK_LABEL = "built-in mock (127.0.0.1)"
+#: What the response cache keys the mock's calls on, instead of its per-process URL.
+MOCK_CACHE_URL = "mock://built-in/v1"
+#: ``dataset`` of a --mia-demo run, as the header and reports show it.
+DEMO_DATASET = "mia-bench-demo (built-in, 20 rows)"
 # OpenAI's high-detail path first fits an image inside 2048x2048, so pixels
 # beyond that are pure upload cost there; Qwen-VL/vLLM servers cap far lower.
 DEFAULT_IMAGE_MAX_SIDE = 2048
@@ -150,10 +160,11 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("--mia-bench", _bool, False, "collect and run the MIA-Bench samples (and only those)", None, True),
-    Option("--mia-model", _text, None, "model under test (required with --mia-bench)", "NAME"),
+    Option("--mia-demo", _bool, False, "run the built-in demo set against the built-in mock model and judge: no key, no network, no download; its number means nothing", None, True),
+    Option("--mia-model", _text, None, "model under test (required with --mia-bench); 'mock': the built-in mock server, no key, no spending", "NAME"),
     Option("--mia-base-url", _text, None, "model endpoint, OpenAI-compatible (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the model endpoint's key", "VAR"),
-    Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL})", "NAME"),
+    Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL}); 'mock': the built-in mock judge", "NAME"),
     Option("--mia-judge-base-url", _text, None, "judge endpoint (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-judge-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the judge endpoint's key", "VAR"),
     Option("--mia-protocol", _text, "evalscope", "judge protocol: evalscope, evalscope-json, lmms-eval, vlmevalkit, apple", "NAME"),
@@ -230,6 +241,7 @@ class Settings:
     """Everything the run depends on, resolved once at configure time."""
 
     enabled: bool = False
+    demo: bool = False
     model: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -305,16 +317,62 @@ def resolve(config: pytest.Config) -> Settings:
             raise pytest.UsageError(f"{where}: {exc}") from None
     values["api_key_env_explicit"] = sources["api_key_env"] != "default"
     values["judge_api_key_env_explicit"] = sources["judge_api_key_env"] != "default"
+    if values["demo"] and values["enabled"]:
+        _demo_values(values, sources)
     settings = Settings(**values)
     if settings.max_drop is not None and not settings.baseline:
         raise pytest.UsageError(f"{sources['max_drop']}: needs --mia-baseline PATH (the report to compare with)")
     if settings.enabled and not settings.model:
         raise pytest.UsageError(
-            "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file)"
+            "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file); "
+            "to try the plugin first, with no key and no network: pytest --mia-bench --mia-demo"
         )
     if settings.enabled:
         _check_urls(settings, sources)
+        _check_mock(settings, sources)
     return settings
+
+
+# What --mia-demo decides itself; naming one of these on the command line
+# with it is a contradiction.  Values from the ini file are set aside instead:
+# a project configured for its real run can still try the demo.
+_DEMO_FIXED = ("model", "judge_model", "dataset", "split", "image_root", "base_url", "judge_base_url")
+
+
+def _demo_values(values: dict[str, Any], sources: dict[str, str]) -> None:
+    for name in _DEMO_FIXED:
+        where = sources[name]
+        mock_named = name in ("model", "judge_model") and values[name] == MOCK_MODEL
+        if where.endswith("on the command line") and not mock_named:
+            raise pytest.UsageError(
+                f"{where}: --mia-demo runs the built-in demo set against the built-in mock model and judge; "
+                "drop one of the two (for a dry run on your own data without spending, use --mia-model mock --mia-judge-model mock)"
+            )
+    values.update(
+        model=MOCK_MODEL,
+        judge_model=MOCK_MODEL,
+        dataset=DEMO_DATASET,
+        split="test",
+        image_root=None,
+        base_url=None,
+        judge_base_url=None,
+    )
+
+
+def mock_roles(settings: Settings) -> tuple[str, ...]:
+    """The roles ("model", "judge") served by the built-in mock."""
+    return tuple(role for role, name in (("model", settings.model), ("judge", settings.judge_model)) if name == MOCK_MODEL)
+
+
+def _check_mock(settings: Settings, sources: dict[str, str]) -> None:
+    """``mock`` is the built-in server: an endpoint given for it would be ignored."""
+    for role, url_field in (("model", "base_url"), ("judge", "judge_base_url")):
+        if role in mock_roles(settings) and getattr(settings, url_field) is not None:
+            flag = "--mia-model" if role == "model" else "--mia-judge-model"
+            raise pytest.UsageError(
+                f"{sources[url_field]}: {flag} mock is the built-in mock server on 127.0.0.1 and takes no endpoint; "
+                "drop the URL, or name the model your server serves"
+            )
 
 
 def base_url_problem(url: str) -> str | None:
@@ -339,7 +397,9 @@ def _check_urls(settings: Settings, sources: dict[str, str]) -> None:
         if url is not None and (problem := base_url_problem(url)):
             raise pytest.UsageError(f"{sources[name]}: {problem}; give the endpoint's base URL, e.g. http://localhost:8000/v1")
     env_url = os.environ.get("OPENAI_BASE_URL")
-    if env_url and (settings.base_url is None or settings.judge_base_url is None) and (problem := base_url_problem(env_url)):
+    mocked = mock_roles(settings)  # the mock ignores OPENAI_BASE_URL
+    uses_env = (settings.base_url is None and "model" not in mocked) or (settings.judge_base_url is None and "judge" not in mocked)
+    if env_url and uses_env and (problem := base_url_problem(env_url)):
         raise pytest.UsageError(f"OPENAI_BASE_URL in the environment: {problem}")
 
 
