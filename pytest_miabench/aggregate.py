@@ -8,6 +8,7 @@ sample index: floating-point sums do not depend on which worker ran what.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Generator
@@ -178,11 +179,14 @@ class Aggregator:
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         """Under xdist: a worker's unclaimed samples (their calls were paid)."""
         output = getattr(node, "workeroutput", None) or {}
-        self.unclaimed.extend(output.get("mia_unclaimed") or [])
+        unclaimed = output.get("mia_unclaimed") or []
+        self.unclaimed.extend(json.loads(unclaimed) if isinstance(unclaimed, str) else unclaimed)
         self._summary = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "mia_result", None)
+        if isinstance(result, str):  # from an xdist worker, as ASCII JSON
+            result = json.loads(result)
         if isinstance(result, dict) and report.when == "call":
             # An item's record, as ``blank_result`` built it (on a worker, perhaps).
             self.results[report.nodeid] = cast(SampleRecord, result)

@@ -30,6 +30,7 @@ from .result import (
 )
 from .sampling import judge_settings
 from .settings import Settings
+from .text import escape_surrogates_in_json, printable
 
 __all__ = ["SCHEMA_VERSION", "RunOutcome", "build_report", "dumps_report", "terminal_lines", "write_html", "write_json"]
 
@@ -178,7 +179,7 @@ def _passed(outcome: RunOutcome) -> bool:
 def write_html(path: str, report: Report) -> None:
     from .html import render_html
 
-    _write_atomic(path, render_html(report))
+    _write_atomic(path, printable(render_html(report)))
 
 
 def write_json(path: str, data: Report) -> None:
@@ -200,7 +201,8 @@ def dumps_report(data: Report) -> str:
         else:
             text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
         parts.append(f"  {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+    text = "{\n" + ",\n".join(parts) + "\n}\n"
+    return escape_surrogates_in_json(text)
 
 
 def _write_atomic(path: str, text: str) -> None:

@@ -6,6 +6,7 @@ xdist worker), never on an xdist controller, which runs nothing.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Generator
 from pathlib import Path
@@ -121,7 +122,7 @@ class BenchRuntime:
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             # xdist's own channel back to the controller, sent at the worker's end.
-            workeroutput["mia_unclaimed"] = unclaimed
+            workeroutput["mia_unclaimed"] = _wire(unclaimed)
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
@@ -194,7 +195,8 @@ class BenchRuntime:
         without bloating JUnit XML with responses."""
         report = yield
         if call.when == "call" and RESULT_KEY in item.stash:
-            report.mia_result = item.stash[RESULT_KEY]
+            result = item.stash[RESULT_KEY]
+            report.mia_result = _wire(result) if self.is_worker else result
         if call.when == "teardown" and self._engine is not None:
             for problem in self._engine.problems():
                 self._warn(problem)
@@ -205,3 +207,9 @@ class BenchRuntime:
         """Close before the aggregator writes its reports (and before xdist
         sends this worker's output), so unclaimed calls are counted."""
         self._close()
+
+
+def _wire(value: object) -> str:
+    """Records as ASCII JSON for xdist's channel, which refuses text UTF-8
+    cannot encode (a lone surrogate a server sent); the controller decodes."""
+    return json.dumps(value, ensure_ascii=True)

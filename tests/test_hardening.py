@@ -1,0 +1,47 @@
+"""Hardening (issue 11): odd text, bad output paths, huge replies, corrupt
+caches, leaked credentials, interrupted runs and runs with nothing counted."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+from support.server import Reply, Request
+
+from conftest import Bench
+
+LONE = "\ud83d"  # half of a surrogate pair: valid in JSON text, not in UTF-8
+
+
+def lone_surrogates(request: Request) -> Reply:
+    if request.role == "judge":
+        return Reply(f"score of component 1: 1/1, total score: 5/10 {LONE}")
+    if "Explain the activity" in request.text:  # sample 0: an error body carrying one
+        return Reply(f"no {LONE} here", status=400)
+    return Reply(f"an answer {LONE} with half a pair")
+
+
+@pytest.mark.parametrize("extra", [[], ["--mia-no-cache"], ["-n", "2"]])
+def test_a_lone_surrogate_flows_into_every_output(bench: Bench, extra: list[str]) -> None:
+    bench.server.script = lone_surrogates
+    args = ["--mia-limit=3", "--mia-html=r.html", "--junitxml=junit.xml", "--mia-cache-dir=c", "-rA", *extra]
+    for run in range(2):  # the second run reads the cache (when there is one)
+        result = bench.run(*args, subprocess=True)
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stderr.str()
+        result.assert_outcomes(passed=2, failed=1)
+        result.stdout.fnmatch_lines(["*HTTP 400: no \ufffd here*", "total_score: 0.5000*"])
+        # the JSON report carries the text exactly, as a \ud83d escape
+        raw = bench.report_path.read_bytes()
+        assert b"\\ud83d" in raw
+        report = json.loads(raw)
+        by_index = {s["index"]: s for s in report["samples"]}
+        assert by_index[1]["response"] == f"an answer {LONE} with half a pair"
+        assert by_index[1]["judge_reply"].endswith(LONE)
+        assert LONE in by_index[0]["reason"]
+        if run and "--mia-no-cache" not in extra:
+            assert report["usage"]["model"]["cache_hits"] == 2
+        # HTML and JUnit XML cannot carry it: U+FFFD (HTML) or pytest's own escape (XML)
+        page = (bench.pytester.path / "r.html").read_text(encoding="utf-8")
+        assert "an answer \ufffd with half a pair" in page
+        ET.parse(bench.pytester.path / "junit.xml")
