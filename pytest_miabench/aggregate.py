@@ -278,6 +278,9 @@ class Aggregator:
                 except OSError as exc:
                     # One report failing must not cost the other, nor end in a traceback.
                     self.write_errors.append(f"cannot write {path}: {exc.strerror or exc}")
+            if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+                # A report that was asked for and not written fails the run.
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def outcome(self) -> RunOutcome:
         """What the reports are made from, as of now."""

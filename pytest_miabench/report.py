@@ -205,6 +205,28 @@ def dumps_report(data: Report) -> str:
     return escape_surrogates_in_json(text)
 
 
+def output_path_problem(path: str) -> str | None:
+    """Why a report could not be written to ``path``, or None.  Checked
+    before the run, so an unwritable path costs no API call: the nearest
+    existing ancestor must be a directory where a file can be made (missing
+    directories below it are made when the report is written)."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return f"{path} is a directory; give a file path"
+    ancestor = target.parent
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mia-probe-", dir=ancestor)
+    except OSError as exc:  # read-only, no permission, or a /proc or /sys path
+        return f"cannot create a file in {ancestor} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def _write_atomic(path: str, text: str) -> None:
     """Write atomically: a reader never sees half a report."""
     target = Path(path).expanduser()

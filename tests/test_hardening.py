@@ -45,3 +45,53 @@ def test_a_lone_surrogate_flows_into_every_output(bench: Bench, extra: list[str]
         page = (bench.pytester.path / "r.html").read_text(encoding="utf-8")
         assert "an answer \ufffd with half a pair" in page
         ET.parse(bench.pytester.path / "junit.xml")
+
+
+# -- 4. output paths ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--mia-report=/proc/r.json", "*--mia-report: cannot write /proc/r.json: cannot create a file in /proc (*)*"),
+        ("--mia-html=/proc/no/such/place.html", "*--mia-html: cannot write /proc/no/such/place.html: *"),
+        ("--mia-report=afile/r.json", "*--mia-report: cannot write afile/r.json: afile is not a directory*"),
+        ("--mia-html=ro/r.html", "*--mia-html: cannot write ro/r.html: cannot create a file in ro (*)*"),
+    ],
+)
+def test_an_unwritable_output_path_is_a_usage_error_before_any_call(bench: Bench, arg: str, message: str) -> None:
+    (bench.pytester.path / "afile").write_text("x")
+    # A read-only mount: unwritable even for root (which ignores chmod).
+    (bench.pytester.path / "ro").symlink_to("/proc/self")
+    result = bench.run("--mia-limit=1", arg)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert bench.server.requests == []
+
+
+def test_a_missing_parent_that_can_be_made_is_made(bench: Bench) -> None:
+    bench.run("--mia-limit=1", "--mia-html=out/deep/r.html").assert_outcomes(passed=1)
+    assert (bench.pytester.path / "out" / "deep" / "r.html").is_file()
+
+
+def test_an_output_that_fails_at_the_end_fails_the_run_and_keeps_the_others(bench: Bench) -> None:
+    # The directory is fine at the start and replaced by a file mid-run.
+    (bench.pytester.path / "out").mkdir()
+    bench.pytester.makeconftest(
+        """
+        import shutil
+        from pathlib import Path
+
+        def pytest_runtest_call(item):
+            out = Path("out")
+            if out.is_dir():
+                shutil.rmtree(out)
+                out.write_text("not a directory any more")
+        """
+    )
+    result = bench.run("--mia-limit=2", "--mia-html=out/r.html", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["ERROR: cannot write out/r.html: *"])
+    assert "Traceback" not in result.stdout.str()
+    assert bench.report()["n_scored"] == 2  # the JSON report was written all the same
