@@ -247,6 +247,9 @@ class Aggregator:
         reasons = []
         threshold = self.settings.threshold
         total = summary["total_score"]
+        if total is None and summary["n_results"] and (threshold is not None or self.baseline is not None):
+            # No number is not a pass: a gate that was asked for cannot hold.
+            reasons.append("no_score")
         if threshold is not None and (total is None or total < threshold):
             reasons.append("threshold")
         baseline = summary["baseline"]

@@ -309,11 +309,26 @@ def _count_lines(summary: Summary) -> list[Line]:
             counts += f"  {label}: {value}"
     lines: list[Line] = [(counts, {})]
     if summary["n_results"] and summary["total_score"] is None:
-        lines.append(("warning: no sample counted in the mean (every one failed or was left out by the protocol)", {"yellow": True}))
+        lines.append((_no_score(summary), _bold("red")))
     if summary["n_zero"] or summary["n_dropped"] or summary["n_excluded"]:
         how = "counted as 0" if summary["n_zero"] else "left out of the mean"
         lines.append((f"note: the protocol's failure policy moved the number: unparseable judge replies were {how}", {"yellow": True}))
     return lines
+
+
+def _no_score(summary: Summary) -> str:
+    """Said plainly: the run has no number, and why."""
+    why = [
+        f"{n} {label}"
+        for n, label in (
+            (summary["n_excluded"], "excluded by the protocol"),
+            (summary["n_dropped"], "dropped by the protocol"),
+            (summary["n_failed"], "failed"),
+        )
+        if n
+    ]
+    n = summary["n_results"]
+    return f"NO SCORE: none of the {n} sample{'s' if n != 1 else ''} counts in the mean ({', '.join(why)}); total_score is null"
 
 
 def _usage_lines(usage: UsageTotals) -> list[Line]:
@@ -421,6 +436,9 @@ def _gate_lines(outcome: RunOutcome) -> list[Line]:
     reasons = outcome.gate_reasons
     threshold = outcome.settings.threshold
     total = outcome.summary["total_score"]
+    if "no_score" in reasons:
+        gates = " and ".join(g for g, on in (("threshold", threshold is not None), ("baseline", outcome.summary["baseline"] is not None)) if on)
+        return [(f"FAIL: no total_score to check against the {gates} (no sample was counted)", _bold("red"))]
     if threshold is not None:
         if "threshold" in reasons:
             lines.append((f"FAIL: total_score {_fmt(total)} is below the threshold {threshold:g}", _bold("red")))

@@ -95,3 +95,25 @@ def test_an_output_that_fails_at_the_end_fails_the_run_and_keeps_the_others(benc
     result.stdout.fnmatch_lines(["ERROR: cannot write out/r.html: *"])
     assert "Traceback" not in result.stdout.str()
     assert bench.report()["n_scored"] == 2  # the JSON report was written all the same
+
+
+# -- 13. nothing counted ----------------------------------------------------------
+
+
+def test_a_run_where_every_sample_is_excluded_has_no_score_and_fails_any_gate(bench: Bench) -> None:
+    bench.server.script = lambda r: Reply('{"component_1": 1, "component_2": 1, "component_3": 1}') if r.role == "judge" else Reply("x")
+    bench.run("--mia-limit=2", "--mia-protocol=evalscope-json", "--mia-no-cache").assert_outcomes(passed=2)
+    bench.report_path.rename(bench.pytester.path / "base.json")
+    bench.server.script = lambda r: Reply("total score: 5/10") if r.role == "judge" else Reply("x")  # prose: excluded
+    for gate, code in (
+        ([], pytest.ExitCode.OK),
+        (["--mia-threshold=0.5"], pytest.ExitCode.TESTS_FAILED),
+        (["--mia-baseline=base.json"], pytest.ExitCode.TESTS_FAILED),
+    ):
+        result = bench.run("--mia-limit=2", "--mia-protocol=evalscope-json", "--mia-no-cache", *gate)
+        assert result.ret == code, gate
+        result.stdout.fnmatch_lines(["NO SCORE: none of the 2 samples counts in the mean (2 excluded by the protocol); total_score is null"])
+        if gate:
+            result.stdout.fnmatch_lines(["FAIL: no total_score to check against the * (no sample was counted)"])
+        assert bench.report()["total_score"] is None
+        assert bench.report()["passed"] is (not gate)
