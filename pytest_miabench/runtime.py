@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from .cache import CacheError, ResponseCache
+from .client import ScrubFilter, endpoints
 from .dataset import DatasetError, Source
 from .engine import Engine
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
@@ -57,6 +58,7 @@ class BenchRuntime:
         self.judge_image = judge_image
         self.is_worker = hasattr(config, "workerinput")
         self._engine: Engine | None = None
+        self._scrubber: ScrubFilter | None = None
         self._positions: dict[str, int] = {}
         self._items: list[pytest.Item] = []
         self._submitted_to = 0  # positions below this were submitted
@@ -108,7 +110,10 @@ class BenchRuntime:
                     self._warn(f"{exc}; running without it")
             workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1))
             source = load_source(self.config, self.settings)
+            # Installed once openai (and httpx) are imported, so their loggers exist.
+            self._scrubber = ScrubFilter([secret for endpoint in endpoints(self.settings) for secret in endpoint.secrets()])
             self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image, workers)
+            self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine
             self.config.add_cleanup(self._close)
         return self._engine
@@ -117,7 +122,11 @@ class BenchRuntime:
         engine, self._engine = self._engine, None
         if engine is None:
             return
-        unclaimed = engine.close()
+        try:
+            unclaimed = engine.close()
+        finally:
+            if self._scrubber is not None:
+                self._scrubber.remove()
         self.config.stash[UNCLAIMED_KEY] = unclaimed
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:

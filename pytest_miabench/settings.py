@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -319,15 +320,17 @@ def resolve(config: pytest.Config) -> Settings:
 
 def base_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible base URL, or None."""
+    # A message never shows a password given in the URL.
+    shown = re.sub(r"//[^/?#]*@", "//***@", url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError as exc:
-        return f"{url!r} is not a valid URL ({exc})"
+        return f"{shown!r} is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
-        return f"{url!r} is not an http(s) URL"
+        return f"{shown!r} is not an http(s) URL"
     if not parts.hostname:
-        return f"{url!r} has no host"
+        return f"{shown!r} has no host"
     return None
 
 

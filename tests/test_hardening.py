@@ -3,8 +3,10 @@ caches, leaked credentials, interrupted runs and runs with nothing counted."""
 
 from __future__ import annotations
 
+import base64
 import json
 import xml.etree.ElementTree as ET
+from urllib.parse import quote
 
 import pytest
 from support.server import Reply, Request
@@ -117,3 +119,58 @@ def test_a_run_where_every_sample_is_excluded_has_no_score_and_fails_any_gate(be
             result.stdout.fnmatch_lines(["FAIL: no total_score to check against the * (no sample was counted)"])
         assert bench.report()["total_score"] is None
         assert bench.report()["passed"] is (not gate)
+
+
+# -- 7. credentials -----------------------------------------------------------------
+
+KEY = "sk-hardening-canary-4c2a9e"
+PASSWORD = "pw-s3cret-71be"
+
+
+def _encodings(secret: str) -> list[str]:
+    raw = secret.encode()
+    b64, b64url = base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()
+    return [secret, b64, b64.rstrip("="), b64url, b64url.rstrip("="), raw.hex(), raw.hex().upper(), quote(secret, safe="")]
+
+
+def test_credentials_and_their_encodings_appear_in_no_output(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIA_KEY", KEY)
+    calls = {"n": 0}
+
+    def hostile(request: Request) -> Reply:
+        calls["n"] += 1
+        auth = request.headers.get("authorization", "")
+        echo = " ".join(_encodings(KEY) if KEY in auth else [])
+        if request.role == "judge":
+            if calls["n"] % 3 == 0:  # an error body echoing it, retried
+                return Reply(f"overloaded {echo}", status=503, echo_credentials=True)
+            return Reply(f"total score: 5/10 {echo} {auth}", echo_credentials=True)
+        return Reply(f"an answer {auth}", echo_credentials=True)
+
+    bench.server.script = hostile
+    model_url = bench.server.url.replace("http://", f"http://alice:{PASSWORD}@")
+    outputs = []
+    for extra in (
+        ["--log-file=log.txt", "--log-file-level=DEBUG", "--junitxml=junit.xml", "--mia-html=r.html", "--mia-cache-dir=c", "-rA", "-v"],
+        ["-o", "log_cli=true", "--log-level=DEBUG", "--mia-no-cache", "-rA"],
+        ["-n", "2", "--mia-no-cache", "-rA"],
+    ):
+        result = bench.run(
+            f"--mia-base-url={model_url}", "--mia-judge-api-key-env=MIA_KEY", "--mia-limit=3", "--mia-max-retries=3", *extra
+        )
+        result.assert_outcomes(passed=3)
+        outputs += [result.stdout.str(), result.stderr.str()]
+    # the credentials were really sent, so their absence below means something
+    basic = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    assert {r.headers.get("authorization") for r in bench.server.by_role("model")} == {basic}
+    assert {r.headers.get("authorization") for r in bench.server.by_role("judge")} == {f"Bearer {KEY}"}
+    assert "HTTP Request: POST http://127.0.0.1" in "".join(outputs)  # httpx's log lines were seen
+    files = [p for p in bench.pytester.path.rglob("*") if p.is_file()]
+    assert {"log.txt", "junit.xml", "r.html", "report.json", "responses.sqlite3"} <= {p.name for p in files}
+    texts = outputs + [p.read_bytes().decode("latin-1") for p in files]
+    leaks = _encodings(KEY) + _encodings(PASSWORD) + [basic.split()[1], "alice:"]
+    for text in texts:
+        assert not [leak for leak in leaks if leak in text]
+    report = bench.report()
+    assert report["model"]["base_url"] == bench.server.url
+    assert "***" in report["samples"][0]["response"] and "***" in report["samples"][0]["judge_reply"]

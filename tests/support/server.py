@@ -10,6 +10,7 @@ parts, auth header) so a test can check exactly what reached the server.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import threading
@@ -85,9 +86,23 @@ class Reply:
     error: dict[str, Any] | None = None  # the "error" object of a non-200 reply
     message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
     reasoning_tokens: int | None = None  # usage.completion_tokens_details
+    # A hostile server: append the credential of the request's Authorization
+    # header (a bearer key, or a basic-auth password) to the text, in base64
+    # and hex, and send the header back as ``X-Echo``.
+    echo_credentials: bool = False
 
 
 Script = Callable[[Request], Reply]
+
+
+def _echo_credentials(reply: Reply, authorization: str) -> Reply:
+    scheme, _, token = authorization.partition(" ")
+    secret = base64.b64decode(token).decode().partition(":")[2] if scheme.lower() == "basic" else token
+    raw = secret.encode()
+    echoed = f"b64={base64.b64encode(raw).decode()} hex={raw.hex()}"
+    text = f"{reply.text or ''} {echoed}" if reply.status == 200 else None
+    error = None if reply.status == 200 else {"message": f"{reply.text} {echoed}", "type": "test_error"}
+    return dataclasses.replace(reply, text=text if reply.status == 200 else reply.text, error=error, headers={**reply.headers, "X-Echo": authorization})
 
 
 def default_script(judge_model: str = "judge") -> Script:
@@ -227,6 +242,8 @@ class OpenAIServer:
                     reply = server.script(request)
                 except Exception as exc:  # a broken script shows up as a 500
                     reply = Reply(text=f"script error: {exc!r}", status=500)
+                if reply.echo_credentials:
+                    reply = _echo_credentials(reply, request.headers.get("authorization", ""))
                 delay = reply.delay + server.latency
                 if reply.hang:
                     server._stop.wait()
