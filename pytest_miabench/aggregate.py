@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Generator
 from typing import Any, cast
@@ -25,6 +27,10 @@ from .result import Cost, Report, Role, RoleCost, RoleDeviations, RoleTotals, Sa
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: pytest ends the run as on Ctrl-C."""
 STATUSES = (SCORED, ZERO, DROPPED, EXCLUDED, "failed")
 
 
@@ -152,6 +158,8 @@ class Aggregator:
         self.gate_failed = False
         self.interrupted = False
         self.write_errors: list[str] = []
+        self._sigterm_installed = False
+        self._terminated = False
         self.unclaimed: list[SampleRecord] = []
         self.baseline: Baseline | None = None
         self.fingerprint = fingerprint
@@ -260,6 +268,46 @@ class Aggregator:
     def pytest_keyboard_interrupt(self) -> None:
         self.interrupted = True
 
+    # -- SIGTERM -------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """SIGTERM (what CI runners send on cancel) ends the run like Ctrl-C:
+        the partial report is written.  Only from the main thread, only when
+        SIGTERM has its default action (never over another handler), and
+        only until the session ends (``pytest_unconfigure`` restores it)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._sigterm_installed = True
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        if self._terminated:
+            return  # once is enough: a second one must not cut the report short
+        self._terminated = True
+        raise Terminated("SIGTERM received: the run was cancelled; the report holds what was obtained")
+
+    def pytest_unconfigure(self) -> None:
+        if self._sigterm_installed:
+            self._sigterm_installed = False
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _adopt_finished(self) -> None:
+        """An interrupted run reports every sample whose answers arrived,
+        also those called ahead whose items never ran."""
+        nodeids = {index: nodeid for nodeid in self.expected if (index := _index_of(nodeid)) is not None}
+        kept: list[SampleRecord] = []
+        for record in self.unclaimed:
+            nodeid = nodeids.get(record["index"])
+            finished = record["status"] != "failed" or record["failed_stage"] is not None
+            if finished and nodeid is not None and nodeid not in self.results:
+                self.results[nodeid] = record
+            elif record["calls"]["model"] or record["calls"]["judge"]:
+                kept.append(record)
+        self.unclaimed = kept
+        self._summary = None
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.interrupted = True
@@ -271,6 +319,11 @@ class Aggregator:
             self.unclaimed.extend(unclaimed)
             self.config.stash[UNCLAIMED_KEY] = []
             self._summary = None
+        if self.interrupted:
+            self._adopt_finished()
+        else:
+            # Only paid calls count for samples whose items never ran.
+            self.unclaimed = [r for r in self.unclaimed if r["calls"]["model"] or r["calls"]["judge"]]
         if self.settings.report or self.settings.html:
             report = self.report()
             for path, write in ((self.settings.report, write_json), (self.settings.html, write_html)):

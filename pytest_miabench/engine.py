@@ -178,4 +178,5 @@ class Engine:
         self.images.close()
         if self.cache is not None:
             self.cache.close()
-        return [record for record in unclaimed if record["calls"]["model"] or record["calls"]["judge"]]
+        # Also a sample judged from the cache alone: an interrupted run reports it.
+        return [record for record in unclaimed if record["calls"]["model"] or record["calls"]["judge"] or record["status"] != "failed"]

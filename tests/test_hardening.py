@@ -4,12 +4,22 @@ caches, leaked credentials, interrupted runs and runs with nothing counted."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
-from support.server import Reply, Request
+from support import data
+from support.server import OpenAIServer, Reply, Request
 
 from conftest import Bench
 
@@ -174,3 +184,60 @@ def test_credentials_and_their_encodings_appear_in_no_output(bench: Bench, monke
     report = bench.report()
     assert report["model"]["base_url"] == bench.server.url
     assert "***" in report["samples"][0]["response"] and "***" in report["samples"][0]["judge_reply"]
+
+
+# -- 10. interrupted runs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_reports_every_sample_whose_answers_arrived(
+    pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The judge call of sample 3 never ends, so its item blocks while the
+    look-ahead window gets samples 4-6 judged: answered but not claimed."""
+    n, head = 12, 3
+    instructions = [" ".join(row["instruction"].split()[:8]) for row in rows[:n]]
+
+    def script(request: Request) -> Reply:
+        if request.role == "model":
+            text = " ".join(request.text.split())
+            return Reply(f"answer-{next(i for i, start in enumerate(instructions) if text.startswith(start))}-")
+        if f"answer-{head}-" in request.text:
+            return Reply(hang=True)
+        return Reply("score of component 1: 1/1, total score: 6/10.")
+
+    images = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(n)]
+    dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
+    with OpenAIServer(script, judge_model="judge") as server:
+        bench = Bench(pytester, server, dataset)
+        cmd = [sys.executable, "-m", "pytest", *bench.args("--mia-concurrency=4", "--mia-cache-dir=c", "--mia-timeout=600"), "-q", "-p", "no:randomly"]
+        proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            answered = _wait_for_judged(bench, pytester.path / "c" / "responses.sqlite3", 6)
+            time.sleep(0.5)  # the last answer's few steps after its cache write
+            proc.send_signal(sig)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode(errors="replace")
+        if sig == signal.SIGTERM:
+            assert b"SIGTERM received: the run was cancelled" in out
+        report = bench.report()
+    assert report["complete"] is False and report["passed"] is False
+    judged = sorted(s["index"] for s in report["samples"] if s["status"] == "scored")
+    assert judged == answered == [0, 1, 2, 4, 5, 6]
+    assert report["n_missing"] == n - 6
+
+
+def _wait_for_judged(bench: Bench, cache: Path, count: int) -> list[int]:
+    """The samples the server answered a judge call for, once ``count`` of
+    them are also in the cache (the client has them)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answered = sorted(int(m.group(1)) for r in bench.server.by_role("judge") if (m := re.search(r"answer-(\d+)-", r.text)) and m.group(1) != "3")
+        if len(answered) >= count and cache.exists():
+            with contextlib.closing(sqlite3.connect(cache)) as db:
+                if db.execute("SELECT COUNT(*) FROM mia_responses WHERE layer = 'judge'").fetchone()[0] >= count:
+                    return answered
+        time.sleep(0.02)
+    raise AssertionError(f"the run never got that far: {answered}")
