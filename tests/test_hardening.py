@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import random
 import re
 import signal
 import sqlite3
@@ -241,3 +242,91 @@ def _wait_for_judged(bench: Bench, cache: Path, count: int) -> list[int]:
                     return answered
         time.sleep(0.02)
     raise AssertionError(f"the run never got that far: {answered}")
+
+
+# -- 6. a corrupt cache -------------------------------------------------------------------
+
+
+def _per_sample(request: Request) -> Reply:
+    """Each sample its own answer and score, so a swapped entry shows."""
+    if request.role == "model":
+        return Reply(f"answer {len(request.text)}")
+    n = int(re.search(r"answer (\d+)", request.text).group(1)) % 11  # type: ignore[union-attr]
+    return Reply(f"score of component 1: 1/1, total score: {n}/10.")
+
+
+def test_random_bytes_in_the_cache_never_give_a_wrong_score(bench: Bench) -> None:
+    bench.server.script = _per_sample
+    bench.run("--mia-cache-dir=c").assert_outcomes(passed=6)
+    truth = {s["index"]: s["score"] for s in bench.report()["samples"]}
+    assert len(set(truth.values())) > 3
+    db = bench.pytester.path / "c" / "responses.sqlite3"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pristine = db.read_bytes()
+    page = 4096
+    assert len(pristine) >= 3 * page
+    asked_again = warned = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        corrupt = bytearray(pristine)
+        for _ in range(1 + seed % 4):  # a few bytes in pages after the header page
+            offset = rng.randrange(page, len(corrupt))
+            corrupt[offset] = rng.randrange(256)
+        if seed == 11:  # the header page too: the file is no database any more
+            corrupt[:100] = bytes(rng.randrange(256) for _ in range(100))
+        db.write_bytes(bytes(corrupt))
+        for extra in (db.parent / "responses.sqlite3-wal", db.parent / "responses.sqlite3-shm"):
+            extra.unlink(missing_ok=True)
+        bench.server.requests.clear()
+        result = bench.run("--mia-cache-dir=c", "-W", "always")
+        assert result.ret == pytest.ExitCode.OK, (seed, result.stdout.str()[-2000:])
+        result.assert_outcomes(passed=6)
+        assert {s["index"]: s["score"] for s in bench.report()["samples"]} == truth, seed
+        asked_again += bool(bench.server.requests)
+        warned += "mia-bench: " in result.stdout.str() and "cache" in result.stdout.str()
+    assert asked_again and warned  # both a miss and an unusable database were seen
+
+
+def test_a_corrupt_index_never_hands_out_another_entry(tmp_path: Path) -> None:
+    """A random byte in the key index can point a key at another row whose
+    value passes its checksum (this found 45 in 3000 before the row's own
+    key was checked): thousands of seeded corruptions, not one wrong value."""
+    from pytest_miabench.cache import ResponseCache, cache_key
+
+    pristine_dir = tmp_path / "pristine"
+    cache = ResponseCache(pristine_dir)
+    entries = {}
+    for layer in ("model", "judge"):
+        for i in range(6):
+            key = cache_key({"layer": layer, "i": i})
+            entries[(layer, key)] = {"text": f"{layer}-{i}"}
+            cache.put(layer, key, entries[(layer, key)])
+    cache._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    cache.close()
+    pristine = (pristine_dir / ResponseCache.FILENAME).read_bytes()
+    wrong, hits = [], 0
+    for trial in range(2000):
+        rng = random.Random(trial)
+        corrupt = bytearray(pristine)
+        for _ in range(1 + trial % 4):
+            corrupt[rng.randrange(4096, len(corrupt))] = rng.randrange(256)
+        directory = tmp_path / str(trial)
+        directory.mkdir()
+        (directory / ResponseCache.FILENAME).write_bytes(bytes(corrupt))
+        try:
+            damaged = ResponseCache(directory)
+        except Exception:
+            continue  # unusable: the engine warns and runs without it
+        try:
+            for (layer, key), value in entries.items():
+                try:
+                    got = damaged.get(layer, key)
+                except sqlite3.DatabaseError:
+                    continue  # the engine warns and asks the API
+                hits += got is not None
+                if got is not None and got != value:
+                    wrong.append((trial, value, got))
+        finally:
+            damaged.close()
+    assert hits and not wrong
