@@ -28,6 +28,7 @@ import os
 import random
 import re
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,58 @@ class EndpointDown(CallError):
 
 class MalformedReply(Exception):
     """An HTTP 200 whose body is not a usable chat completion (retried)."""
+
+
+class ReplyTooLarge(Exception):
+    """A reply body over ``--mia-max-reply-bytes``: not read further, never
+    parsed or stored, and not retried (the same request would get it again)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"reply body larger than {limit} bytes (--mia-max-reply-bytes); not read further, not stored")
+
+
+def bounded_http_client(max_reply_bytes: int) -> Any:
+    """The HTTP client both roles share: the SDK's defaults, with every reply
+    body bounded while it is read.
+
+    The SDK reads a non-streamed body whole before parsing it; a response
+    hook (run once the headers are in, before the body) refuses a declared
+    length over the cap and wraps the body stream so that reading stops
+    once the cap is passed.  Bodies are asked uncompressed so the count is
+    the size that is held in memory (replies are small; the bandwidth cost
+    is nil).
+    """
+    import openai
+
+    client = openai.DefaultAsyncHttpxClient(headers={"Accept-Encoding": "identity"})
+    # The SDK's HTTP library (httpx, or httpx2 in newer releases): the
+    # stream must be of its own AsyncByteStream type.
+    library = next(c for c in type(client).__mro__ if c.__name__ == "AsyncClient").__module__.partition(".")[0]
+    byte_stream = sys.modules[library].AsyncByteStream
+
+    class CappedStream(byte_stream):  # type: ignore[misc,valid-type]
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> Any:
+            seen = 0
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if seen > max_reply_bytes:
+                    raise ReplyTooLarge(max_reply_bytes)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    async def cap(response: Any) -> None:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_reply_bytes:
+            raise ReplyTooLarge(max_reply_bytes)
+        response.stream = CappedStream(response.stream)
+
+    client.event_hooks = {"response": [cap]}
+    return client
 
 
 @dataclass
@@ -494,7 +547,10 @@ class Caller:
                 except (openai.APITimeoutError, asyncio.TimeoutError):
                     failures += 1
                     delay = self._retry_delay(f"request timed out after {self.timeout:g} s", failures, stats)
-                except openai.APIConnectionError as exc:
+                except (openai.APIConnectionError, ReplyTooLarge) as exc:
+                    if (too_large := _cause_of_type(exc, ReplyTooLarge)) is not None:
+                        self.breaker.success()  # the endpoint answers: not a dead host
+                        raise CallError(self.endpoint, str(too_large), stats.attempts) from None
                     cause = _root_cause(exc)
                     self.breaker.failure(_systematic_connection_error(cause))
                     self._raise_if_tripped(stats)
@@ -602,6 +658,18 @@ def _root_cause(exc: BaseException) -> BaseException:
         seen.add(id(inner))
         exc = inner
     return exc
+
+
+def _cause_of_type(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` in ``exc``'s chain of causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _systematic_connection_error(cause: BaseException) -> str | None:

@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from .cache import AsyncCache, ResponseCache
-from .client import Caller, Sampling, endpoints
+from .client import Caller, Sampling, bounded_http_client, endpoints
 from .dataset import Sample, Source
 from .images import PreparedImage, prepare, thumbnail_uri
 from .loop import LoopThread
@@ -57,8 +57,6 @@ class Engine:
     # -- parts ---------------------------------------------------------------
 
     def _build_context(self, protocol: Protocol, judge_image: bool, workers: int) -> Context:
-        import openai
-
         s = self.settings
         model, judge = endpoints(s)
         # One limiter per host: a model and a judge served by the same host
@@ -73,8 +71,8 @@ class Engine:
             limiters.setdefault(endpoint.url, AdaptiveLimiter(bound))
             if rpm:
                 caps.setdefault(endpoint.url, RateCap(rpm))
-        # One connection pool and TLS context for both roles.
-        http_client = openai.DefaultAsyncHttpxClient()
+        # One connection pool and TLS context for both roles; replies bounded.
+        http_client = bounded_http_client(s.max_reply_bytes)
         common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait, "http_client": http_client}
         judge_sampling = judge_settings(s, protocol)
         model_caller = Caller(

@@ -330,3 +330,53 @@ def test_a_corrupt_index_never_hands_out_another_entry(tmp_path: Path) -> None:
         finally:
             damaged.close()
     assert hits and not wrong
+
+
+# -- 5. huge replies -----------------------------------------------------------------------
+
+HUGE = 50 * 1024 * 1024
+
+
+def test_a_huge_reply_fails_its_sample_unread_unstored_and_the_run_goes_on(bench: Bench) -> None:
+    def script(request: Request) -> Reply:
+        if request.role == "judge":
+            if "Describe the main theme of the banner" in request.text:  # sample 3
+                return Reply("total score: 5/10 ", huge=HUGE, chunked=True)
+            return Reply("total score: 5/10")
+        if "Describe the activities" in request.text:  # sample 1: with a Content-Length
+            return Reply("answer ", huge=HUGE)
+        if "Provide a critique of the ergonomic" in request.text:  # sample 2: chunked, no length given
+            return Reply("answer ", huge=HUGE, chunked=True)
+        return Reply("a fine answer")
+
+    bench.server.script = script
+    result = bench.run("--mia-cache-dir=c", "--mia-html=r.html", "--mia-max-retries=3", subprocess=True)
+    result.assert_outcomes(passed=3, failed=3)
+    cap = "reply body larger than 4194304 bytes (--mia-max-reply-bytes); not read further, not stored"
+    result.stdout.fnmatch_lines_random([f"*sample 0001*row 1: model call to * failed: {cap}*", f"*sample 0002*row 2: model call to * failed: {cap}*", f"*sample 0003*row 3: judge call to * failed: {cap}*"])
+    # read no further than the cap: the server could not send the rest
+    assert bench.server.broken_writes == 3
+    # asked once each (a retry would get the same), nothing large stored or written
+    assert len(bench.server.requests) == 6 + 4
+    for path in bench.pytester.path.rglob("*"):
+        if path.is_file():
+            assert path.stat().st_size < 1024 * 1024, path
+    report = bench.report()
+    by_index = {s["index"]: s for s in report["samples"]}
+    assert [by_index[i]["status"] for i in range(6)] == ["scored", "failed", "failed", "failed", "scored", "scored"]
+    assert by_index[3]["response"] == "a fine answer"  # the model's answer is kept
+    assert by_index[1]["response"] is None
+    # the cache holds no oversize answer: those samples are asked again
+    bench.server.requests.clear()
+    bench.server.script = lambda r: Reply("total score: 5/10") if r.role == "judge" else Reply("short now")
+    bench.run("--mia-cache-dir=c").assert_outcomes(passed=6)
+    assert sorted(r.role for r in bench.server.requests) == ["judge", "judge", "judge", "model", "model"]
+
+
+def test_the_reply_cap_has_an_ini_twin(bench: Bench) -> None:
+    bench.pytester.makeini("[pytest]\nmia_max_reply_bytes = 2000\n")
+    bench.server.script = lambda r: Reply("total score: 5/10") if r.role == "judge" else Reply("answer ", huge=3000)
+    result = bench.run("--mia-limit=1", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*reply body larger than 2000 bytes (--mia-max-reply-bytes)*"])
+    bench.run("--mia-limit=1", "-p", "no:cacheprovider", "--mia-max-reply-bytes=100000").assert_outcomes(passed=1)

@@ -90,6 +90,10 @@ class Reply:
     # header (a bearer key, or a basic-auth password) to the text, in base64
     # and hex, and send the header back as ``X-Echo``.
     echo_credentials: bool = False
+    # A huge reply: the text padded with "x" to this many bytes, sent with a
+    # Content-Length, or chunked without one (``chunked``).
+    huge: int = 0
+    chunked: bool = False
 
 
 Script = Callable[[Request], Reply]
@@ -134,6 +138,7 @@ class OpenAIServer:
         self._last_change: float | None = None
         self.first_request_at: float | None = None
         self.last_reply_at: float | None = None
+        self.broken_writes = 0  # replies the client hung up on before the end
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="openai-server", daemon=True)
@@ -242,6 +247,8 @@ class OpenAIServer:
                     reply = server.script(request)
                 except Exception as exc:  # a broken script shows up as a 500
                     reply = Reply(text=f"script error: {exc!r}", status=500)
+                if reply.huge:
+                    reply = dataclasses.replace(reply, text=(reply.text or "") + "x" * reply.huge)
                 if reply.echo_credentials:
                     reply = _echo_credentials(reply, request.headers.get("authorization", ""))
                 delay = reply.delay + server.latency
@@ -287,12 +294,24 @@ class OpenAIServer:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
+                    if reply.chunked:
+                        self.send_header("Transfer-Encoding", "chunked")
+                    else:
+                        self.send_header("Content-Length", str(len(body)))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(body)
+                    if reply.chunked:
+                        step = 1 << 16
+                        for start in range(0, len(body), step):
+                            chunk = body[start : start + step]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.write(b"0\r\n\r\n")
+                    else:
+                        self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout); nothing to do
+                    # the client gave up (a timeout, a reply over its size cap)
+                    with server._lock:
+                        server.broken_writes += 1
 
         return Handler
