@@ -27,11 +27,11 @@ from .result import Cost, Report, Role, RoleCost, RoleDeviations, RoleTotals, Sa
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
+STATUSES = (SCORED, ZERO, DROPPED, EXCLUDED, "failed")
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: pytest ends the run as on Ctrl-C."""
-STATUSES = (SCORED, ZERO, DROPPED, EXCLUDED, "failed")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -160,6 +160,7 @@ class Aggregator:
         self.write_errors: list[str] = []
         self._sigterm_installed = False
         self._terminated = False
+        self._finishing = False
         self.unclaimed: list[SampleRecord] = []
         self.baseline: Baseline | None = None
         self.fingerprint = fingerprint
@@ -283,8 +284,10 @@ class Aggregator:
         self._sigterm_installed = True
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
-        if self._terminated:
-            return  # once is enough: a second one must not cut the report short
+        # Once is enough, and never while the reports are written: the run
+        # is ending then anyway, and an exception would cut the report short.
+        if self._terminated or self._finishing:
+            return
         self._terminated = True
         raise Terminated("SIGTERM received: the run was cancelled; the report holds what was obtained")
 
@@ -309,6 +312,7 @@ class Aggregator:
         self._summary = None
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self._finishing = True
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.interrupted = True
         if self.config.option.collectonly:
