@@ -8,7 +8,10 @@ sample index: floating-point sums do not depend on which worker ran what.
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Generator
 from typing import Any, cast
@@ -25,6 +28,10 @@ from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
 STATUSES = (SCORED, ZERO, DROPPED, EXCLUDED, "failed")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: pytest ends the run as on Ctrl-C."""
 
 
 def _mean(values: list[float]) -> float | None:
@@ -151,6 +158,9 @@ class Aggregator:
         self.gate_failed = False
         self.interrupted = False
         self.write_errors: list[str] = []
+        self._sigterm_installed = False
+        self._terminated = False
+        self._finishing = False
         self.unclaimed: list[SampleRecord] = []
         self.baseline: Baseline | None = None
         self.fingerprint = fingerprint
@@ -178,11 +188,14 @@ class Aggregator:
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         """Under xdist: a worker's unclaimed samples (their calls were paid)."""
         output = getattr(node, "workeroutput", None) or {}
-        self.unclaimed.extend(output.get("mia_unclaimed") or [])
+        unclaimed = output.get("mia_unclaimed") or []
+        self.unclaimed.extend(json.loads(unclaimed) if isinstance(unclaimed, str) else unclaimed)
         self._summary = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "mia_result", None)
+        if isinstance(result, str):  # from an xdist worker, as ASCII JSON
+            result = json.loads(result)
         if isinstance(result, dict) and report.when == "call":
             # An item's record, as ``blank_result`` built it (on a worker, perhaps).
             self.results[report.nodeid] = cast(SampleRecord, result)
@@ -243,6 +256,9 @@ class Aggregator:
         reasons = []
         threshold = self.settings.threshold
         total = summary["total_score"]
+        if total is None and summary["n_results"] and (threshold is not None or self.baseline is not None):
+            # No number is not a pass: a gate that was asked for cannot hold.
+            reasons.append("no_score")
         if threshold is not None and (total is None or total < threshold):
             reasons.append("threshold")
         baseline = summary["baseline"]
@@ -253,7 +269,50 @@ class Aggregator:
     def pytest_keyboard_interrupt(self) -> None:
         self.interrupted = True
 
+    # -- SIGTERM -------------------------------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """SIGTERM (what CI runners send on cancel) ends the run like Ctrl-C:
+        the partial report is written.  Only from the main thread, only when
+        SIGTERM has its default action (never over another handler), and
+        only until the session ends (``pytest_unconfigure`` restores it)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._sigterm_installed = True
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        # Once is enough, and never while the reports are written: the run
+        # is ending then anyway, and an exception would cut the report short.
+        if self._terminated or self._finishing:
+            return
+        self._terminated = True
+        raise Terminated("SIGTERM received: the run was cancelled; the report holds what was obtained")
+
+    def pytest_unconfigure(self) -> None:
+        if self._sigterm_installed:
+            self._sigterm_installed = False
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _adopt_finished(self) -> None:
+        """An interrupted run reports every sample whose answers arrived,
+        also those called ahead whose items never ran."""
+        nodeids = {index: nodeid for nodeid in self.expected if (index := _index_of(nodeid)) is not None}
+        kept: list[SampleRecord] = []
+        for record in self.unclaimed:
+            nodeid = nodeids.get(record["index"])
+            finished = record["status"] != "failed" or record["failed_stage"] is not None
+            if finished and nodeid is not None and nodeid not in self.results:
+                self.results[nodeid] = record
+            elif record["calls"]["model"] or record["calls"]["judge"]:
+                kept.append(record)
+        self.unclaimed = kept
+        self._summary = None
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self._finishing = True
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.interrupted = True
         if self.config.option.collectonly:
@@ -264,6 +323,11 @@ class Aggregator:
             self.unclaimed.extend(unclaimed)
             self.config.stash[UNCLAIMED_KEY] = []
             self._summary = None
+        if self.interrupted:
+            self._adopt_finished()
+        else:
+            # Only paid calls count for samples whose items never ran.
+            self.unclaimed = [r for r in self.unclaimed if r["calls"]["model"] or r["calls"]["judge"]]
         if self.settings.report or self.settings.html:
             report = self.report()
             for path, write in ((self.settings.report, write_json), (self.settings.html, write_html)):
@@ -274,6 +338,9 @@ class Aggregator:
                 except OSError as exc:
                     # One report failing must not cost the other, nor end in a traceback.
                     self.write_errors.append(f"cannot write {path}: {exc.strerror or exc}")
+            if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+                # A report that was asked for and not written fails the run.
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def outcome(self) -> RunOutcome:
         """What the reports are made from, as of now."""

@@ -94,8 +94,15 @@ class ResponseCache:
 
     def get(self, layer: str, key: str) -> dict[str, Any] | None:
         """The stored value, or None when absent or failing its checksum."""
-        row = self._db.execute(f"SELECT value, digest FROM {TABLE} WHERE layer = ? AND key = ?", (layer, key)).fetchone()
-        if row is None or not isinstance(row[0], str) or row[1] != _digest(row[0]):
+        # The row's own layer and key are read back (from the table, by
+        # rowid: a lookup by key would take them from the index) and
+        # compared: a corrupt index can point a key at another sample's row,
+        # whose value passes its checksum.
+        row = self._db.execute(
+            f"SELECT value, digest, layer, key FROM {TABLE} WHERE rowid = (SELECT rowid FROM {TABLE} WHERE layer = ? AND key = ?)",
+            (layer, key),
+        ).fetchone()
+        if row is None or not isinstance(row[0], str) or row[1] != _digest(row[0]) or (row[2], row[3]) != (layer, key):
             return None
         try:
             value = json.loads(row[0])

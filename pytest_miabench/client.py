@@ -21,15 +21,19 @@ as a server fault.  Every attempt is counted, the paid ones included.
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import logging
 import os
 import random
 import re
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from .ratelimit import AdaptiveLimiter, RateCap, RetryBudget, backoff, server_wait
 from .settings import MOCK_CACHE_URL, MOCK_MODEL, Settings
@@ -57,6 +61,14 @@ def strip_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def userinfo(url: str) -> tuple[str, str] | None:
+    """The ``(user, password)`` of ``user:password@`` in a URL, decoded."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 @dataclass(frozen=True)
@@ -118,8 +130,21 @@ class Endpoint:
             return f"no key (${self.api_key_env} is not set)"
         return f"key from ${self.api_key_env}"
 
-    def secrets(self) -> list[str]:
-        return [key] if (key := self.env_key()) else []
+    def secrets(self) -> tuple[str, ...]:
+        """What must never be printed or stored: the key, and a password
+        (and ``user:password``, which basic auth sends) given in the URL."""
+        found = [key] if (key := self.env_key()) else []
+        if (info := userinfo(self.url)) is not None and info[1]:
+            found += [info[1], f"{info[0]}:{info[1]}"]
+        return tuple(found)
+
+    def basic_auth(self) -> str | None:
+        """The Authorization header for ``user:password@`` in the URL: what
+        httpx would send for it, given here so the URL the client holds (and
+        logs) has no userinfo."""
+        if (info := userinfo(self.url)) is None:
+            return None
+        return "Basic " + base64.b64encode(f"{info[0]}:{info[1]}".encode()).decode()
 
 
 def endpoints(settings: Settings) -> tuple[Endpoint, Endpoint]:
@@ -150,6 +175,58 @@ class EndpointDown(CallError):
 
 class MalformedReply(Exception):
     """An HTTP 200 whose body is not a usable chat completion (retried)."""
+
+
+class ReplyTooLarge(Exception):
+    """A reply body over ``--mia-max-reply-bytes``: not read further, never
+    parsed or stored, and not retried (the same request would get it again)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"reply body larger than {limit} bytes (--mia-max-reply-bytes); not read further, not stored")
+
+
+def bounded_http_client(max_reply_bytes: int, trust_env: bool = True) -> Any:
+    """The HTTP client both roles share: the SDK's defaults, with every reply
+    body bounded while it is read.
+
+    The SDK reads a non-streamed body whole before parsing it; a response
+    hook (run once the headers are in, before the body) refuses a declared
+    length over the cap and wraps the body stream so that reading stops
+    once the cap is passed.  Bodies are asked uncompressed so the count is
+    the size that is held in memory (replies are small; the bandwidth cost
+    is nil).
+    """
+    import openai
+
+    client = openai.DefaultAsyncHttpxClient(headers={"Accept-Encoding": "identity"}, trust_env=trust_env)
+    # The SDK's HTTP library (httpx, or httpx2 in newer releases): the
+    # stream must be of its own AsyncByteStream type.
+    library = next(c for c in type(client).__mro__ if c.__name__ == "AsyncClient").__module__.partition(".")[0]
+    byte_stream = sys.modules[library].AsyncByteStream
+
+    class CappedStream(byte_stream):  # type: ignore[misc,valid-type]
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> Any:
+            seen = 0
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if seen > max_reply_bytes:
+                    raise ReplyTooLarge(max_reply_bytes)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    async def cap(response: Any) -> None:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_reply_bytes:
+            raise ReplyTooLarge(max_reply_bytes)
+        response.stream = CappedStream(response.stream)
+
+    client.event_hooks = {"response": [cap]}
+    return client
 
 
 @dataclass
@@ -197,11 +274,78 @@ class CallStats:
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
-    """Remove key values from text that may echo them (error bodies)."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+    """Remove secrets from text that may echo them (error bodies, replies,
+    log lines): as given, and in the encodings a server or proxy commonly
+    echoes them in (base64 standard and URL-safe, hex, URL-encoded)."""
+    for variant in _variants(tuple(secrets)):
+        if variant in text:
+            text = text.replace(variant, "***")
     return text
+
+
+# A base64 fragment shorter than this could be an ordinary word.
+_MIN_FRAGMENT = 8
+
+
+@functools.lru_cache(maxsize=16)
+def _variants(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Every form of the secrets ``scrub`` removes, longest first, computed
+    once per set of secrets: scrubbing is a few substring searches."""
+    found: set[str] = set()
+    for secret in secrets:
+        if len(secret) < 4:
+            continue
+        raw = secret.encode("utf-8", "surrogatepass")
+        found.update((secret, raw.hex(), raw.hex().upper(), quote(secret, safe=""), quote_plus(secret)))
+        # Base64 of a text that holds the secret ("Bearer KEY", "user:KEY")
+        # holds one of three fragments, by the secret's offset mod 3: the
+        # characters that depend on the secret's bytes alone.
+        for offset in range(3):
+            encoded = base64.b64encode(b"\0" * offset + raw).decode()
+            whole = offset == 0
+            start = (0, 2, 3)[offset]
+            end = len(encoded.rstrip("="))
+            if (offset + len(raw)) % 3:
+                end -= 1  # the last character also holds what follows
+            for form in (encoded, encoded.replace("+", "-").replace("/", "_")):
+                if whole:
+                    found.update((form, form.rstrip("=")))
+                if end - start >= _MIN_FRAGMENT:
+                    found.add(form[start:end])
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+class ScrubFilter(logging.Filter):
+    """Scrubs secrets from the records of the HTTP libraries' loggers while
+    a run is on (a server's reply headers appear in their DEBUG lines)."""
+
+    LOGGERS = ("openai", "httpx", "httpcore")
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = tuple(secrets)
+        self._loggers: list[logging.Logger] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+    def install(self) -> None:
+        """On every logger of those libraries (a filter is not inherited:
+        each child logger that logs needs its own)."""
+        names = [name for name in logging.root.manager.loggerDict if name.split(".")[0].startswith(self.LOGGERS)]
+        for name in names:
+            logger = logging.getLogger(name)
+            logger.addFilter(self)
+            self._loggers.append(logger)
+
+    def remove(self) -> None:
+        for logger in self._loggers:
+            logger.removeFilter(self)
+        self._loggers.clear()
 
 
 @dataclass
@@ -354,9 +498,14 @@ class Caller:
         # per test by pytest-randomly and may be seeded by user code.
         self._rng = random.Random()
         self._openai = openai
+        basic = endpoint.basic_auth()
         self._client = openai.AsyncOpenAI(
             api_key=endpoint.key() or NO_KEY,
-            base_url=endpoint.url,
+            # Never a password in the URL the client holds: httpx and openai
+            # log URLs.  The userinfo goes as the basic-auth header instead
+            # (as httpx itself sends it, in place of the bearer key).
+            base_url=strip_userinfo(endpoint.url),
+            default_headers={"Authorization": basic} if basic else None,
             timeout=timeout,
             max_retries=0,
             http_client=http_client,
@@ -404,7 +553,10 @@ class Caller:
                 except (openai.APITimeoutError, asyncio.TimeoutError):
                     failures += 1
                     delay = self._retry_delay(f"request timed out after {self.timeout:g} s", failures, stats)
-                except openai.APIConnectionError as exc:
+                except (openai.APIConnectionError, ReplyTooLarge) as exc:
+                    if (too_large := _cause_of_type(exc, ReplyTooLarge)) is not None:
+                        self.breaker.success()  # the endpoint answers: not a dead host
+                        raise CallError(self.endpoint, str(too_large), stats.attempts) from None
                     cause = _root_cause(exc)
                     self.breaker.failure(_systematic_connection_error(cause))
                     self._raise_if_tripped(stats)
@@ -512,6 +664,18 @@ def _root_cause(exc: BaseException) -> BaseException:
         seen.add(id(inner))
         exc = inner
     return exc
+
+
+def _cause_of_type(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of ``kind`` in ``exc``'s chain of causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _systematic_connection_error(cause: BaseException) -> str | None:

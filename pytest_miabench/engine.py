@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from .cache import AsyncCache, ResponseCache
-from .client import Caller, Sampling, endpoints
+from .client import Caller, Sampling, bounded_http_client, endpoints
 from .dataset import Sample, Source
 from .images import PreparedImage, prepare, thumbnail_uri
 from .loop import LoopThread
@@ -57,8 +57,6 @@ class Engine:
     # -- parts ---------------------------------------------------------------
 
     def _build_context(self, protocol: Protocol, judge_image: bool, workers: int) -> Context:
-        import openai
-
         s = self.settings
         model, judge = endpoints(s)
         # One limiter per host: a model and a judge served by the same host
@@ -73,12 +71,12 @@ class Engine:
             limiters.setdefault(endpoint.url, AdaptiveLimiter(bound))
             if rpm:
                 caps.setdefault(endpoint.url, RateCap(rpm))
-        # One connection pool and TLS context for both roles.  The built-in
-        # mock is on 127.0.0.1: its calls never go through a proxy the
-        # environment names (the demo must work behind any proxy setting).
+        # One connection pool and TLS context for both roles; replies bounded.
+        # The built-in mock is on 127.0.0.1: its calls never go through a
+        # proxy the environment names (the demo must work behind any proxy).
         mocked = mock_roles(s)
-        shared = openai.DefaultAsyncHttpxClient() if len(mocked) < 2 else None
-        local = openai.DefaultAsyncHttpxClient(trust_env=False) if mocked else None
+        shared = bounded_http_client(s.max_reply_bytes) if len(mocked) < 2 else None
+        local = bounded_http_client(s.max_reply_bytes, trust_env=False) if mocked else None
         common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
         judge_sampling = judge_settings(s, protocol)
         model_caller = Caller(
@@ -184,4 +182,5 @@ class Engine:
         self.images.close()
         if self.cache is not None:
             self.cache.close()
-        return [record for record in unclaimed if record["calls"]["model"] or record["calls"]["judge"]]
+        # Also a sample judged from the cache alone: an interrupted run reports it.
+        return [record for record in unclaimed if record["calls"]["model"] or record["calls"]["judge"] or record["status"] != "failed"]

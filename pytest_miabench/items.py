@@ -12,6 +12,7 @@ from .dataset import Sample
 from .engine import SampleFailure
 from .keys import ENGINE_KEY, RESULT_KEY, TIMEOUT_KEY
 from .result import SampleRecord
+from .text import printable
 
 COLLECTOR_NAME = "mia-bench"
 
@@ -82,7 +83,8 @@ class MiaItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, (SampleFailure, SampleTimeout)):
-            return f"mia-bench sample {self.name} [{self.sample.type}]: {excinfo.value}"
+            # Server text may hold a lone surrogate: no terminal or XML takes one.
+            return printable(f"mia-bench sample {self.name} [{self.sample.type}]: {excinfo.value}")
         return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[str, int | None, str]:

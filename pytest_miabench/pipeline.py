@@ -23,6 +23,7 @@ from .images import ImageError, PreparedImage
 from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
 from .result import Component, Role, SampleRecord, blank_result
 from .settings import Settings
+from .text import printable
 
 ImageSource = Callable[[Sample], Awaitable[tuple[PreparedImage, "str | None"]]]
 
@@ -75,7 +76,8 @@ async def run_sample(ctx: Context, sample: Sample, record: SampleRecord) -> Samp
         spec = sample.spec
         image = await _image(ctx, sample, record)
         answer = await _model_answer(ctx, spec, image, record)
-        verdicts = await _verdicts(ctx, spec, ctx.protocol.judge_answer(answer.text or ""), image, record)
+        # The judge gets U+FFFD for a lone surrogate: a request body is UTF-8.
+        verdicts = await _verdicts(ctx, spec, ctx.protocol.judge_answer(printable(answer.text or "")), image, record)
         _apply(record, combine(verdicts))
     except SampleFailure as failure:
         record["reason"], record["failed_stage"] = failure.message, failure.stage

@@ -120,11 +120,11 @@ def _warn_separate_path_values(config: pytest.Config) -> None:
 
 def _check_output_paths(settings: Settings) -> None:
     """A report path that cannot be written is found before any API call."""
-    from pathlib import Path
+    from .report import output_path_problem
 
     for flag, value in (("--mia-report", settings.report), ("--mia-html", settings.html)):
-        if value and Path(value).expanduser().is_dir():
-            raise pytest.UsageError(f"{flag}: {value} is a directory; give a file path")
+        if value and (problem := output_path_problem(value)):
+            raise pytest.UsageError(f"{flag}: {problem}" if problem.startswith(value) else f"{flag}: cannot write {value}: {problem}")
 
 
 def _protocol(config: pytest.Config, settings: Settings) -> Protocol:

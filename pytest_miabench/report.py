@@ -32,6 +32,7 @@ from .result import (
 )
 from .sampling import judge_settings
 from .settings import MOCK_LABEL, Settings, mock_roles
+from .text import escape_surrogates_in_json, printable
 
 __all__ = ["SCHEMA_VERSION", "RunOutcome", "build_report", "dumps_report", "terminal_lines", "write_html", "write_json"]
 
@@ -183,7 +184,7 @@ def _passed(outcome: RunOutcome) -> bool:
 def write_html(path: str, report: Report) -> None:
     from .html import render_html
 
-    _write_atomic(path, render_html(report))
+    _write_atomic(path, printable(render_html(report)))
 
 
 def write_json(path: str, data: Report) -> None:
@@ -205,7 +206,30 @@ def dumps_report(data: Report) -> str:
         else:
             text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
         parts.append(f"  {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
+    text = "{\n" + ",\n".join(parts) + "\n}\n"
+    return escape_surrogates_in_json(text)
+
+
+def output_path_problem(path: str) -> str | None:
+    """Why a report could not be written to ``path``, or None.  Checked
+    before the run, so an unwritable path costs no API call: the nearest
+    existing ancestor must be a directory where a file can be made (missing
+    directories below it are made when the report is written)."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return f"{path} is a directory; give a file path"
+    ancestor = target.parent
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mia-probe-", dir=ancestor)
+    except OSError as exc:  # read-only, no permission, or a /proc or /sys path
+        return f"cannot create a file in {ancestor} ({exc.strerror or exc})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -297,11 +321,26 @@ def _count_lines(summary: Summary) -> list[Line]:
             counts += f"  {label}: {value}"
     lines: list[Line] = [(counts, {})]
     if summary["n_results"] and summary["total_score"] is None:
-        lines.append(("warning: no sample counted in the mean (every one failed or was left out by the protocol)", {"yellow": True}))
+        lines.append((_no_score(summary), _bold("red")))
     if summary["n_zero"] or summary["n_dropped"] or summary["n_excluded"]:
         how = "counted as 0" if summary["n_zero"] else "left out of the mean"
         lines.append((f"note: the protocol's failure policy moved the number: unparseable judge replies were {how}", {"yellow": True}))
     return lines
+
+
+def _no_score(summary: Summary) -> str:
+    """Said plainly: the run has no number, and why."""
+    why = [
+        f"{n} {label}"
+        for n, label in (
+            (summary["n_excluded"], "excluded by the protocol"),
+            (summary["n_dropped"], "dropped by the protocol"),
+            (summary["n_failed"], "failed"),
+        )
+        if n
+    ]
+    n = summary["n_results"]
+    return f"NO SCORE: none of the {n} sample{'s' if n != 1 else ''} counts in the mean ({', '.join(why)}); total_score is null"
 
 
 def _usage_lines(usage: UsageTotals) -> list[Line]:
@@ -409,6 +448,9 @@ def _gate_lines(outcome: RunOutcome) -> list[Line]:
     reasons = outcome.gate_reasons
     threshold = outcome.settings.threshold
     total = outcome.summary["total_score"]
+    if "no_score" in reasons:
+        gates = " and ".join(g for g, on in (("threshold", threshold is not None), ("baseline", outcome.summary["baseline"] is not None)) if on)
+        return [(f"FAIL: no total_score to check against the {gates} (no sample was counted)", _bold("red"))]
     if threshold is not None:
         if "threshold" in reasons:
             lines.append((f"FAIL: total_score {_fmt(total)} is below the threshold {threshold:g}", _bold("red")))

@@ -6,6 +6,7 @@ xdist worker), never on an xdist controller, which runs nothing.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Generator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from .cache import CacheError, ResponseCache
+from .client import ScrubFilter, endpoints
 from .dataset import DatasetError, Source
 from .engine import Engine
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
@@ -61,6 +63,7 @@ class BenchRuntime:
         self.judge_image = judge_image
         self.is_worker = hasattr(config, "workerinput")
         self._engine: Engine | None = None
+        self._scrubber: ScrubFilter | None = None
         self._positions: dict[str, int] = {}
         self._items: list[pytest.Item] = []
         self._submitted_to = 0  # positions below this were submitted
@@ -112,7 +115,10 @@ class BenchRuntime:
                     self._warn(f"{exc}; running without it")
             workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1))
             source = load_source(self.config, self.settings)
+            # Installed once openai (and httpx) are imported, so their loggers exist.
+            self._scrubber = ScrubFilter([secret for endpoint in endpoints(self.settings) for secret in endpoint.secrets()])
             self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image, workers)
+            self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine
             self.config.add_cleanup(self._close)
         return self._engine
@@ -121,12 +127,16 @@ class BenchRuntime:
         engine, self._engine = self._engine, None
         if engine is None:
             return
-        unclaimed = engine.close()
+        try:
+            unclaimed = engine.close()
+        finally:
+            if self._scrubber is not None:
+                self._scrubber.remove()
         self.config.stash[UNCLAIMED_KEY] = unclaimed
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             # xdist's own channel back to the controller, sent at the worker's end.
-            workeroutput["mia_unclaimed"] = unclaimed
+            workeroutput["mia_unclaimed"] = _wire(unclaimed)
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
@@ -199,7 +209,8 @@ class BenchRuntime:
         without bloating JUnit XML with responses."""
         report = yield
         if call.when == "call" and RESULT_KEY in item.stash:
-            report.mia_result = item.stash[RESULT_KEY]
+            result = item.stash[RESULT_KEY]
+            report.mia_result = _wire(result) if self.is_worker else result
         if call.when == "teardown" and self._engine is not None:
             for problem in self._engine.problems():
                 self._warn(problem)
@@ -210,3 +221,9 @@ class BenchRuntime:
         """Close before the aggregator writes its reports (and before xdist
         sends this worker's output), so unclaimed calls are counted."""
         self._close()
+
+
+def _wire(value: object) -> str:
+    """Records as ASCII JSON for xdist's channel, which refuses text UTF-8
+    cannot encode (a lone surrogate a server sent); the controller decodes."""
+    return json.dumps(value, ensure_ascii=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,12 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 180.0
 DEFAULT_RATE_LIMIT_WAIT = 300.0
+# The largest reply body read from an endpoint (model or judge): the JSON of
+# a completion, reasoning included.  4 MiB holds about a million characters
+# of plain text, far beyond any real answer to a MIA-Bench instruction or any
+# verdict, and keeps a runaway or hostile server from filling memory, the
+# judge's prompt, the cache and the reports.
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 
 class OptionError(ValueError):
@@ -181,6 +188,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-max-retries", _non_negative_int, DEFAULT_MAX_RETRIES, f"retries of a call on 429/5xx/timeouts/connection errors (default {DEFAULT_MAX_RETRIES})", "N"),
     Option("--mia-timeout", _positive_float, DEFAULT_TIMEOUT, f"seconds one HTTP request may take, body included (default {DEFAULT_TIMEOUT:g})", "SECONDS"),
     Option("--mia-rate-limit-wait", _non_negative_float, DEFAULT_RATE_LIMIT_WAIT, f"seconds one call may keep retrying HTTP 429 (default {DEFAULT_RATE_LIMIT_WAIT:g})", "SECONDS"),
+    Option("--mia-max-reply-bytes", _positive_int, DEFAULT_MAX_REPLY_BYTES, f"largest reply body read from the model or the judge; a larger reply fails its sample, unread and unstored (default {DEFAULT_MAX_REPLY_BYTES} = 4 MiB)", "N"),
     Option("--mia-rpm", _positive_float, None, "client-side cap on requests per minute to each endpoint, for the whole run", "N"),
     Option("--mia-reasoning-effort", _text, None, "reasoning_effort for the model under test (reasoning models; default: the server's)", "LEVEL"),
     Option("--mia-judge-reasoning-effort", _text, None, "reasoning_effort for the judge (reasoning models; default: the server's)", "LEVEL"),
@@ -262,6 +270,7 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     timeout: float = DEFAULT_TIMEOUT
     rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
     rpm: float | None = None
     reasoning_effort: str | None = None
     judge_reasoning_effort: str | None = None
@@ -377,15 +386,17 @@ def _check_mock(settings: Settings, sources: dict[str, str]) -> None:
 
 def base_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible base URL, or None."""
+    # A message never shows a password given in the URL.
+    shown = re.sub(r"//[^/?#]*@", "//***@", url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError as exc:
-        return f"{url!r} is not a valid URL ({exc})"
+        return f"{shown!r} is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
-        return f"{url!r} is not an http(s) URL"
+        return f"{shown!r} is not an http(s) URL"
     if not parts.hostname:
-        return f"{url!r} has no host"
+        return f"{shown!r} has no host"
     return None
 
 

@@ -105,12 +105,6 @@ def test_report_path_that_is_a_directory_is_a_usage_error(bench: Bench) -> None:
     result.stderr.fnmatch_lines(["*--mia-html: out is a directory; give a file path*"])
 
 
-def test_an_unwritable_report_does_not_cost_the_other(bench: Bench) -> None:
-    bench.run("--mia-limit=1", "--mia-html=/proc/no/such/place.html").assert_outcomes(passed=1)
-    assert bench.report()["n_scored"] == 1
-    assert "Traceback" not in bench.run("--mia-limit=1", "--mia-html=/proc/no/such/place.html").stdout.str()
-
-
 def test_collect_only_leaves_an_existing_report_alone(bench: Bench) -> None:
     bench.run("--mia-limit=2").assert_outcomes(passed=2)
     before = bench.report_path.read_text()

@@ -10,6 +10,7 @@ parts, auth header) so a test can check exactly what reached the server.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import threading
@@ -85,9 +86,27 @@ class Reply:
     error: dict[str, Any] | None = None  # the "error" object of a non-200 reply
     message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
     reasoning_tokens: int | None = None  # usage.completion_tokens_details
+    # A hostile server: append the credential of the request's Authorization
+    # header (a bearer key, or a basic-auth password) to the text, in base64
+    # and hex, and send the header back as ``X-Echo``.
+    echo_credentials: bool = False
+    # A huge reply: the text padded with "x" to this many bytes, sent with a
+    # Content-Length, or chunked without one (``chunked``).
+    huge: int = 0
+    chunked: bool = False
 
 
 Script = Callable[[Request], Reply]
+
+
+def _echo_credentials(reply: Reply, authorization: str) -> Reply:
+    scheme, _, token = authorization.partition(" ")
+    secret = base64.b64decode(token).decode().partition(":")[2] if scheme.lower() == "basic" else token
+    raw = secret.encode()
+    echoed = f"b64={base64.b64encode(raw).decode()} hex={raw.hex()}"
+    text = f"{reply.text or ''} {echoed}" if reply.status == 200 else None
+    error = None if reply.status == 200 else {"message": f"{reply.text} {echoed}", "type": "test_error"}
+    return dataclasses.replace(reply, text=text if reply.status == 200 else reply.text, error=error, headers={**reply.headers, "X-Echo": authorization})
 
 
 def default_script(judge_model: str = "judge") -> Script:
@@ -119,6 +138,7 @@ class OpenAIServer:
         self._last_change: float | None = None
         self.first_request_at: float | None = None
         self.last_reply_at: float | None = None
+        self.broken_writes = 0  # replies the client hung up on before the end
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="openai-server", daemon=True)
@@ -227,6 +247,10 @@ class OpenAIServer:
                     reply = server.script(request)
                 except Exception as exc:  # a broken script shows up as a 500
                     reply = Reply(text=f"script error: {exc!r}", status=500)
+                if reply.huge:
+                    reply = dataclasses.replace(reply, text=(reply.text or "") + "x" * reply.huge)
+                if reply.echo_credentials:
+                    reply = _echo_credentials(reply, request.headers.get("authorization", ""))
                 delay = reply.delay + server.latency
                 if reply.hang:
                     server._stop.wait()
@@ -270,12 +294,24 @@ class OpenAIServer:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
+                    if reply.chunked:
+                        self.send_header("Transfer-Encoding", "chunked")
+                    else:
+                        self.send_header("Content-Length", str(len(body)))
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(body)
+                    if reply.chunked:
+                        step = 1 << 16
+                        for start in range(0, len(body), step):
+                            chunk = body[start : start + step]
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.write(b"0\r\n\r\n")
+                    else:
+                        self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout); nothing to do
+                    # the client gave up (a timeout, a reply over its size cap)
+                    with server._lock:
+                        server.broken_writes += 1
 
         return Handler
