@@ -495,7 +495,7 @@ def _breakdowns(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]])
 def _drop_ci(base: Mapping[str, Any]) -> str:
     """The paired interval of the drop (baseline - run), as the gate reads it."""
     ci = _pair(base.get("diff_ci"))
-    return "n/a" if ci is None else f"[{-ci[1]:+.4f}, {-ci[0]:+.4f}]"
+    return "n/a" if ci is None else f"[{-ci[1] + 0.0:+.4f}, {-ci[0] + 0.0:+.4f}]"  # + 0.0: never "-0.0000"
 
 
 def _paired(base: Mapping[str, Any]) -> str:

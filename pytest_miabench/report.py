@@ -408,7 +408,8 @@ def _interval(pair: list[float] | None) -> str:
 def _drop_interval(baseline: BaselineComparison) -> str:
     """The paired interval of the drop (baseline - run), as the gate reads it."""
     ci = baseline["diff_ci"]
-    return _interval(None if ci is None else [-ci[1], -ci[0]])
+    # + 0.0: no "-0.0000" for an unchanged score.
+    return _interval(None if ci is None else [-ci[1] + 0.0, -ci[0] + 0.0])
 
 
 def _baseline_lines(baseline: BaselineComparison) -> list[Line]:
