@@ -13,17 +13,30 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, cast
 
 import pytest
 
 from . import stats
-from .baseline import Baseline, BaselineError, compare, load
+from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load, refusal
 from .keys import UNCLAIMED_KEY
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
 from .report import RunOutcome, build_report, terminal_lines, write_html, write_json
-from .result import Cost, Report, Role, RoleCost, RoleDeviations, RoleTotals, SampleRecord, Summary, Tally, UsageTotals, blank_result
+from .result import (
+    Cost,
+    Report,
+    Role,
+    RoleCost,
+    RoleDeviations,
+    RoleTotals,
+    SampleRecord,
+    Selection,
+    Summary,
+    Tally,
+    UsageTotals,
+    blank_result,
+)
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
@@ -144,9 +157,13 @@ class Aggregator:
         protocol: Protocol,
         judge_image: bool,
         fingerprint: str | None = None,
+        instructions: Sequence[str | None] | None = None,
     ) -> None:
         """``fingerprint``: of the dataset's rows (``dataset.Source.fingerprint``);
-        a baseline made on the same rows under another path is accepted."""
+        a baseline made on the same rows under another path is accepted.
+        ``instructions``: every row's instruction text (None for an unusable
+        row), by index: what a run selected is measured against the rows, and
+        a baseline of other samples is refused before any call."""
         self.config = config
         self.settings = settings
         self.protocol = protocol
@@ -164,6 +181,8 @@ class Aggregator:
         self.unclaimed: list[SampleRecord] = []
         self.baseline: Baseline | None = None
         self.fingerprint = fingerprint
+        self.instructions = list(instructions) if instructions is not None else None
+        self.refused: str | None = None  # the baseline refused at collection: no report is written
         if settings.baseline:
             try:
                 self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split, self.fingerprint)
@@ -176,6 +195,7 @@ class Aggregator:
         """In one process: the items left after -k, --deselect, --lf."""
         if session.items:
             self.expected = [item.nodeid for item in session.items]
+        self._check_baseline()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -183,6 +203,53 @@ class Aggregator:
         same ids, which are the samples the run must account for."""
         if not self.expected:
             self.expected = list(ids)
+            self._check_baseline()
+
+    def _run_samples(self) -> RunSamples:
+        """The samples this run selected, with the instruction text known
+        before any call (images are hashed only when read)."""
+        out: dict[int, tuple[str | None, str | None]] = {}
+        for nodeid in self.expected:
+            index = _index_of(nodeid)
+            if index is not None:
+                text = self.instructions[index] if self.instructions is not None and index < len(self.instructions) else None
+                out[index] = (text, None)
+        return out
+
+    def _check_baseline(self) -> None:
+        """Refuse a baseline of other samples once the selection is known,
+        before anything is paid for (under xdist, before any item is scheduled)."""
+        if self.baseline is None or self.settings.baseline_common or self.refused is not None:
+            return
+        diff = differences(self.baseline, self._run_samples())
+        if diff is not None:
+            self.refused = refusal(diff)
+            raise pytest.UsageError(f"--mia-baseline: {self.settings.baseline}: {self.refused}")
+
+    def selection(self) -> Selection:
+        """Which rows this run selected; fewer than the dataset's makes the report partial."""
+        rows = len(self.instructions) if self.instructions is not None else len(self.expected)
+        limit = self.settings.limit
+        selected = len(self.expected) or len(self.results)
+        option = self.config.option
+        filters = [
+            text
+            for text, given in (
+                (f"-k {getattr(option, 'keyword', '')}", getattr(option, "keyword", "")),
+                (f"-m {getattr(option, 'markexpr', '')}", getattr(option, "markexpr", "")),
+                (f"--deselect {' '.join(getattr(option, 'deselect', None) or [])}", getattr(option, "deselect", None)),
+                ("--lf", getattr(option, "lf", False)),
+                ("--sw", getattr(option, "stepwise", False)),
+            )
+            if given
+        ]
+        return {
+            "rows": rows,
+            "limit": limit,
+            "selected": selected,
+            "deselected": max(0, (rows if limit is None else min(rows, limit)) - selected),
+            "filters": filters,
+        }
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -234,7 +301,14 @@ class Aggregator:
                 summary["judge_spread"] = spread
             if self.baseline is not None:
                 summary["baseline"] = compare(
-                    summary, self.results, self.baseline, str(self.settings.baseline), self.settings.max_drop
+                    summary,
+                    self.results,
+                    self.baseline,
+                    str(self.settings.baseline),
+                    self.settings.max_drop,
+                    run_samples=self._run_samples(),
+                    common=self.settings.baseline_common,
+                    seed=self.settings.seed,
                 )
             self._summary = summary
         return self._summary
@@ -259,7 +333,8 @@ class Aggregator:
         if total is None and summary["n_results"] and (threshold is not None or self.baseline is not None):
             # No number is not a pass: a gate that was asked for cannot hold.
             reasons.append("no_score")
-        if threshold is not None and (total is None or total < threshold):
+        value = threshold_value(summary, self.settings)
+        if threshold is not None and (value is None or value < threshold):
             reasons.append("threshold")
         baseline = summary["baseline"]
         if baseline is not None and baseline["gate_failed"]:
@@ -315,7 +390,7 @@ class Aggregator:
         self._finishing = True
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             self.interrupted = True
-        if self.config.option.collectonly:
+        if self.config.option.collectonly or self.refused is not None:
             return  # nothing ran: an earlier run's report must not be overwritten
         # In one process the runtime closed its engine just before (tryfirst).
         unclaimed = self.config.stash.get(UNCLAIMED_KEY, None)
@@ -355,19 +430,29 @@ class Aggregator:
             interrupted=self.interrupted,
             started=self.started,
             gate_reasons=tuple(self.gate_reasons(summary)),
+            selection=self.selection(),
         )
 
     def report(self) -> Report:
         return build_report(self.outcome())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.config.option.collectonly:
+        if self.config.option.collectonly or self.refused is not None:
             return
         terminalreporter.section("MIA-Bench")
         for line, markup in terminal_lines(self.outcome()):
             terminalreporter.write_line(line, **markup)
         for error in self.write_errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
+
+
+def threshold_value(summary: Summary, settings: Settings) -> float | None:
+    """What --mia-threshold compares: total_score, or with
+    ``--mia-threshold-on lower`` the lower bound of its 95 % CI."""
+    if settings.threshold_on == "lower":
+        ci = summary["ci"]["total_score"]
+        return None if ci is None else ci[0]
+    return summary["total_score"]
 
 
 def cost(usage: UsageTotals, settings: Settings) -> Cost | None:

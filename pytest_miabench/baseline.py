@@ -2,7 +2,15 @@
 
 Only like can be compared: a baseline of another protocol, dataset or split
 measures something else, so it is refused with a usage error rather than
-producing a meaningless delta.
+producing a meaningless delta.  Within one dataset, the two runs must have
+run the same samples (indices, instruction texts, images); a baseline of
+other samples is refused unless ``--mia-baseline-common`` asks for the
+comparison on the samples both share, which is then marked partial.
+
+The comparison is paired: per sample (by dataset index), this run's score
+minus the baseline's.  ``--mia-max-drop X`` is a non-inferiority gate on
+those differences: it passes only when the upper bound of the 95 % paired
+bootstrap interval of the drop is at most X (see ``gate``).
 """
 
 from __future__ import annotations
@@ -12,14 +20,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, Tally
+from . import stats
+from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally
 
 CHANGED_LISTED = 20
+#: Indices of each kind of difference a message and the report name.
+EXAMPLES = 5
+#: The level of the paired interval the gate reads.
+GATE_LEVEL = 0.95
 
 
 class BaselineSample(TypedDict):
     index: int
     score: float | None
+    instruction: str | None
+    image_sha256: str | None  # None: not known (an older report, or the image failed)
+    response: str | None
+
+
+#: What this run knows of a sample to match it: its instruction text and
+#: image hash (None where not known, e.g. before the image was read).
+RunSamples = Mapping[int, tuple["str | None", "str | None"]]
 
 
 class Baseline(TypedDict):
@@ -66,7 +87,16 @@ def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | 
         "total_score": data["total_score"],
         "by_type": data.get("by_type") or {},
         "by_component_type": data.get("by_component_type") or {},
-        "samples": [{"index": s["index"], "score": s.get("score")} for s in data.get("samples") or []],
+        "samples": [
+            {
+                "index": s["index"],
+                "score": s.get("score"),
+                "instruction": s.get("instruction"),
+                "image_sha256": (s.get("image") or {}).get("sha256") or None,
+                "response": s.get("response"),
+            }
+            for s in data.get("samples") or []
+        ],
     }
 
 
@@ -94,6 +124,79 @@ def _check_shape(data: dict[str, Any], path: str) -> None:
             and (sample.get("score") is None or _number(sample.get("score")))
         ):
             raise BaselineError(f"{path}: every sample needs an integer index and a numeric or null score")
+        image = sample.get("image")
+        if not (
+            all(sample.get(key) is None or isinstance(sample.get(key), str) for key in ("instruction", "response"))
+            and (image is None or (isinstance(image, dict) and (image.get("sha256") is None or isinstance(image.get("sha256"), str))))
+        ):
+            raise BaselineError(f"{path}: sample {sample['index']}: instruction and response must be text or null, image an object")
+
+
+def _split(baseline: Baseline, run: RunSamples) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Indices only in the baseline, only in the run, and common ones whose
+    instruction text or image hash differ (where both sides know it)."""
+    theirs = {s["index"]: s for s in baseline["samples"]}
+    instruction: list[int] = []
+    image: list[int] = []
+    for index in sorted(set(theirs) & set(run)):
+        text, sha = run[index]
+        before = theirs[index]
+        if text is not None and before["instruction"] is not None and text != before["instruction"]:
+            instruction.append(index)
+        if sha and before["image_sha256"] and sha != before["image_sha256"]:
+            image.append(index)
+    return sorted(set(theirs) - set(run)), sorted(set(run) - set(theirs)), instruction, image
+
+
+def differences(baseline: Baseline, run: RunSamples) -> SampleSetDifference | None:
+    """How the baseline's samples differ from this run's, or None when they
+    are the same.  A sample matches by index, then by instruction text and
+    image hash where both sides know them (an older report has no image
+    hashes: ``images_compared`` is then False)."""
+    only_baseline, only_run, instruction, image = _split(baseline, run)
+    if not (only_baseline or only_run or instruction or image):
+        return None
+    counts = (len(only_baseline), len(only_run), len(instruction), len(image))
+    examples = {
+        "only_baseline": only_baseline[:EXAMPLES],
+        "only_run": only_run[:EXAMPLES],
+        "instruction": instruction[:EXAMPLES],
+        "image": image[:EXAMPLES],
+    }
+    return {
+        "n_only_baseline": len(only_baseline),
+        "n_only_run": len(only_run),
+        "n_instruction": len(instruction),
+        "n_image": len(image),
+        "images_compared": any(s["image_sha256"] for s in baseline["samples"]),
+        "examples": examples,
+        "text": _describe(counts, examples),
+    }
+
+
+def _describe(counts: tuple[int, int, int, int], examples: dict[str, list[int]]) -> str:
+    """One line: what differs, with counts and a few indices."""
+    parts = []
+    for count, key, what in zip(
+        counts,
+        ("only_baseline", "only_run", "instruction", "image"),
+        ("only in the baseline", "only in this run", "with another instruction text", "with another image"),
+    ):
+        if count:
+            shown = ", ".join(str(i) for i in examples[key])
+            more = ", ..." if count > len(examples[key]) else ""
+            parts.append(f"{count} sample{'s' if count != 1 else ''} {what} (index {shown}{more})")
+    return "the sample sets differ: " + "; ".join(parts)
+
+
+REFUSAL_HINT = (
+    "rerun the baseline's selection (same --mia-limit, -k, --deselect), or pass --mia-baseline-common "
+    "to compare on the samples both share (the comparison is then marked partial)"
+)
+
+
+def refusal(diff: SampleSetDifference) -> str:
+    return f"{diff['text']}; {REFUSAL_HINT}"
 
 
 def _deltas(now: Mapping[str, float | None], before: Mapping[str, float | None]) -> dict[str, float | None]:
@@ -105,22 +208,68 @@ def _deltas(now: Mapping[str, float | None], before: Mapping[str, float | None])
     return out
 
 
+def gate(diff_ci: list[float] | None, max_drop: float) -> str:
+    """The --mia-max-drop verdict from the paired interval of (run - baseline).
+
+    The drop is ``-(run - baseline)``, so its interval is ``[-hi, -lo]``.
+
+    - ``pass``: the drop's upper bound is at most ``max_drop``: a drop larger
+      than allowed is ruled out at the interval's level (non-inferiority);
+    - ``regression``: the drop's lower bound is above ``max_drop``: the run
+      is worse than allowed;
+    - ``inconclusive``: the interval straddles ``max_drop`` (or nothing was
+      paired): too noisy to rule a larger drop out, so the gate fails too.
+    """
+    if diff_ci is None:
+        return "inconclusive"
+    low, high = diff_ci
+    # A hair of slack: a drop of exactly max_drop, computed in floating point, is allowed.
+    if -low <= max_drop + 1e-12:
+        return "pass"
+    if -high > max_drop + 1e-12:
+        return "regression"
+    return "inconclusive"
+
+
 def compare(
-    summary: Tally, results: Mapping[str, SampleRecord], baseline: Baseline, path: str, max_drop: float | None
+    summary: Tally,
+    results: Mapping[str, SampleRecord],
+    baseline: Baseline,
+    path: str,
+    max_drop: float | None,
+    *,
+    run_samples: RunSamples | None = None,
+    common: bool = False,
+    seed: int = 0,
 ) -> BaselineComparison:
-    """The ``baseline`` block of a report: deltas, biggest movers, the gate.
-    ``results`` maps node ids to this run's records."""
+    """The ``baseline`` block of a report: deltas, paired statistics, biggest
+    movers, the gate.  ``results`` maps node ids to this run's records;
+    ``run_samples`` is every sample this run selected (default: those in
+    ``results``); ``common`` is --mia-baseline-common."""
+    if run_samples is None:
+        run_samples = {}
+    known = dict(run_samples)
+    for record in results.values():
+        image = record["image"]
+        known[record["index"]] = (record["instruction"], image.get("sha256") if image else None)
+    diff = differences(baseline, known)
+    _, only_run, other_text, other_image = _split(baseline, known)
+    # Pairs are made only of samples that are the same in both runs.
+    common_indexes = set(known) - set(only_run) - set(other_text) - set(other_image)
+    before_by_index = {s["index"]: s for s in baseline["samples"] if s["index"] in common_indexes}
     total = summary["total_score"]
     before_total = baseline["total_score"]
     delta = None if total is None else total - before_total
-    before_scores = {s["index"]: s["score"] for s in baseline["samples"]}
-    run_indexes = {record["index"] for record in results.values()}
     changed: list[ChangedSample] = []
+    pairs: list[tuple[int, float]] = []
     for nodeid, record in results.items():
         index = record["index"]
-        if index not in before_scores:
+        if index not in common_indexes:
             continue
-        before, after = before_scores[index], record["score"]
+        sample = before_by_index[index]
+        before, after = sample["score"], record["score"]
+        if record["status"] != "failed" and before is not None and after is not None:
+            pairs.append((index, after - before))
         if before == after:
             continue
         changed.append(
@@ -130,13 +279,23 @@ def compare(
                 "before": before,
                 "after": after,
                 "delta": None if before is None or after is None else after - before,
+                "response_before": sample["response"],
+                "response_after": record["response"],
             }
         )
     # Biggest drops first: that is what a release gate is looking for.
     changed.sort(key=lambda c: (c["delta"] is None, c["delta"] if c["delta"] is not None else 0.0, c["index"]))
-    gate_failed = None
-    if max_drop is not None:
-        gate_failed = delta is None or -delta > max_drop + 1e-12
+    pairs.sort()
+    paired = stats.paired_stats([d for _, d in pairs], seed=seed, level=GATE_LEVEL)
+    refused = None if diff is None or common else refusal(diff)
+    verdict: str | None = None
+    if refused is not None:
+        verdict = "refused"
+    elif max_drop is not None:
+        verdict = gate(paired["ci"], max_drop)
+    test = "two-sided paired sign-flip permutation test, " + (
+        "exact (every sign pattern)" if paired["p_exact"] else f"{stats.PERMUTATIONS} permutations seeded by --mia-seed"
+    )
     return {
         "path": path,
         "created": baseline["created"],
@@ -145,10 +304,25 @@ def compare(
         "by_type": _deltas(summary["by_type"], baseline["by_type"]),
         "by_component_type": _deltas(summary["by_component_type"], baseline["by_component_type"]),
         "n_changed": len(changed),
-        # A delta of means over different sample sets is worth a warning.
-        "n_only_baseline": len(set(before_scores) - run_indexes),
-        "n_only_run": len(run_indexes - set(before_scores)),
+        "n_only_baseline": 0 if diff is None else diff["n_only_baseline"],
+        "n_only_run": 0 if diff is None else diff["n_only_run"],
+        "differences": diff,
+        "partial": diff is not None and common,
+        "refused": refused,
+        "n_common": len(common_indexes),
+        "n_paired": paired["n"],
+        "mean_diff": paired["mean_diff"],
+        "sd_diff": paired["sd_diff"],
+        "diff_ci": paired["ci"],
+        "ci_level": GATE_LEVEL,
+        "p_value": paired["p_value"],
+        "p_value_test": test,
+        "mde": paired["mde"],
         "changed": changed[:CHANGED_LISTED],
         "max_drop": max_drop,
-        "gate_failed": gate_failed,
+        "gate_rule": None
+        if max_drop is None
+        else f"pass when the upper bound of the {GATE_LEVEL:.0%} paired bootstrap CI of the drop is <= {max_drop:g}",
+        "gate_verdict": verdict,
+        "gate_failed": None if verdict is None else verdict != "pass",
     }

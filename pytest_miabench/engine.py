@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import hashlib
 import threading
 from typing import Any
 
@@ -99,7 +101,9 @@ class Engine:
         return Context(s, protocol, judge_image, model_caller, judge_caller, self.cache, self._image)
 
     def _prepare_image(self, index: int) -> tuple[PreparedImage, str | None]:
-        image = prepare(self.source.image_bytes(index), self.settings.image_max_side)
+        raw = self.source.image_bytes(index)
+        # The stored bytes' hash, not the sent ones': re-encoding may change with Pillow, the image does not.
+        image = dataclasses.replace(prepare(raw, self.settings.image_max_side), source_sha256=hashlib.sha256(raw).hexdigest())
         if self.cache is not None:
             image.sha256  # noqa: B018 - hashed on this thread, not on the loop
         # Made where the image is: an xdist controller writing the HTML never sees image bytes.

@@ -255,7 +255,17 @@ def _verdict(report: Mapping[str, Any]) -> str:
             f"total_score {_fmt(total)} {'meets' if ok else 'is below'} the threshold {threshold:g}"
         )
     if baseline:
-        if baseline.get("gate_failed") is True:
+        verdict = baseline.get("gate_verdict")
+        drop = f"95% CI of the paired drop {_drop_ci(baseline)}, max drop {_fmt(baseline.get('max_drop'))}"
+        if verdict == "refused":
+            why.append(f"the baseline is not comparable: {baseline.get('refused')}")
+        elif verdict == "regression":
+            why.append(f"the score dropped more than allowed against the baseline ({drop})")
+        elif verdict == "inconclusive":
+            why.append(f"a drop larger than allowed against the baseline cannot be ruled out ({drop})")
+        elif verdict == "pass":
+            why.append(f"no drop larger than allowed against the baseline ({drop})")
+        elif baseline.get("gate_failed") is True:  # a report of an older version
             why.append(
                 f"the score dropped more than allowed against the baseline "
                 f"(delta {_signed(baseline.get('delta'))}, max drop {_fmt(baseline.get('max_drop'))})"
@@ -423,7 +433,15 @@ def _demo_banner(report: Mapping[str, Any]) -> str:
 
 def _banners(report: Mapping[str, Any]) -> str:
     banners = []
-    if report.get("complete") is False:
+    if report.get("partial") is True:
+        selection = _map(report.get("selection"))
+        how = ", ".join(str(f) for f in _seq(selection.get("filters")) if isinstance(f, str))
+        banners.append(
+            f"Partial run: {_count(selection.get('selected'))} of {_count(selection.get('rows'))} rows selected"
+            + (f" ({how})" if how else "")
+            + "; the numbers cover only those samples."
+        )
+    elif report.get("complete") is False:
         banners.append("This run is incomplete: the numbers cover only the samples that ran.")
     if (_int(report.get("n_zero")) or 0) + (_int(report.get("n_dropped")) or 0) + (_int(report.get("n_excluded")) or 0):
         banners.append(
@@ -474,6 +492,44 @@ def _breakdowns(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]])
     return "".join(out)
 
 
+def _drop_ci(base: Mapping[str, Any]) -> str:
+    """The paired interval of the drop (baseline - run), as the gate reads it."""
+    ci = _pair(base.get("diff_ci"))
+    return "n/a" if ci is None else f"[{-ci[1] + 0.0:+.4f}, {-ci[0] + 0.0:+.4f}]"  # + 0.0: never "-0.0000"
+
+
+def _paired(base: Mapping[str, Any]) -> str:
+    """The paired statistics and whether the comparison was partial or refused."""
+    out = []
+    refused = base.get("refused")
+    differences = _map(base.get("differences"))
+    if refused is not None:
+        out.append(f'<p class="banner" id="baseline-refused"><b>Not comparable</b>: {_e(refused)}</p>')
+    elif base.get("partial") is True:
+        out.append(
+            f'<p class="banner" id="baseline-partial"><b>Partial comparison</b> on the {_count(base.get("n_common"))} '
+            f"common samples: {_e(differences.get('text'))}</p>"
+        )
+    ci = _pair(base.get("diff_ci"))
+    if _int(base.get("n_paired")) is not None:
+        level = _num(base.get("ci_level"))
+        p_value = _num(base.get("p_value"))
+        out.append(
+            '<table class="kv" id="baseline-paired"><tbody>'
+            f"<tr><th>paired samples</th><td>{_count(base.get('n_paired'))}</td></tr>"
+            f"<tr><th>mean change (this run &minus; baseline)</th><td>{_signed(base.get('mean_diff'))}</td></tr>"
+            f"<tr><th>{'' if level is None else f'{level:.0%} '}CI (paired bootstrap)</th>"
+            f"<td>{'n/a' if ci is None else f'[{ci[0]:+.4f}, {ci[1]:+.4f}]'}</td></tr>"
+            f"<tr><th>p-value</th><td>{'n/a' if p_value is None else f'{p_value:.4g}'} "
+            f"<span class=\"small\">({_e(base.get('p_value_test'))})</span></td></tr>"
+            f"<tr><th>smallest detectable drop</th><td>{_fmt(base.get('mde'))} "
+            '<span class="small">(80% power, alpha 0.05)</span></td></tr>'
+            + (f"<tr><th>gate rule</th><td>{_e(base.get('gate_rule'))}</td></tr>" if base.get("gate_rule") else "")
+            + "</tbody></table>"
+        )
+    return "".join(out)
+
+
 def _baseline(report: Mapping[str, Any]) -> str:
     base = _map(report.get("baseline"))
     if not base:
@@ -491,7 +547,7 @@ def _baseline(report: Mapping[str, Any]) -> str:
         head += ' &middot; <b class="down-t">baseline gate failed</b>'
     elif base.get("gate_failed") is False:
         head += ' &middot; <b class="up-t">baseline gate passed</b>'
-    head += "</p>"
+    head += "</p>" + _paired(base)
     grids = (
         '<div class="grid2">'
         f'<div><h3>Delta by component type</h3>{_delta_rows(_map(base.get("by_component_type")))}</div>'
@@ -499,25 +555,31 @@ def _baseline(report: Mapping[str, Any]) -> str:
         "</div>"
     )
     changed = [_map(c) for c in _seq(base.get("changed"))]
-    changed.sort(key=lambda c: -abs(_num(c.get("delta")) or 0.0))
+    # Biggest drops first (a release gate looks for those), then gains; no delta last.
+    changed.sort(key=lambda c: (_num(c.get("delta")) is None, _num(c.get("delta")) or 0.0))
     if changed:
         rows = []
         for c in changed[:MAX_CHANGED_SHOWN]:
             anchor = _row_anchor(c.get("index"))
             idx = f'<a href="#{anchor}">{_e(c.get("index"))}</a>' if anchor else _e(c.get("index"))
             rows.append(
-                f"<tr><td>{idx}</td><td class=\"mono\">{_e(c.get('nodeid'))}</td>"
+                f"<tr><td>{idx}</td>"
                 f"<td>{_fmt(c.get('before'))}</td><td>{_fmt(c.get('after'))}</td>"
-                f"<td class=\"{_delta_cls(c.get('delta'))}\">{_signed(c.get('delta'))}</td></tr>"
+                f"<td class=\"{_delta_cls(c.get('delta'))}\">{_signed(c.get('delta'))}</td>"
+                f"<td class=\"answer\">{_text_cell(c.get('response_before'), 'not in the baseline report')}</td>"
+                f"<td class=\"answer\">{_text_cell(c.get('response_after'), 'no answer')}</td></tr>"
             )
+        listed = _int(base.get("n_changed")) or len(changed)
+        shown = min(len(changed), MAX_CHANGED_SHOWN)
         more = (
-            f'<p class="small">{len(changed) - MAX_CHANGED_SHOWN} more changed samples not listed.</p>'
-            if len(changed) > MAX_CHANGED_SHOWN
+            f'<p class="small">{listed - shown} more changed samples not listed (see the table of samples).</p>'
+            if listed > shown
             else ""
         )
         table = (
-            f"<h3>Samples whose score changed most</h3>"
-            '<table class="changed"><thead><tr><th>#</th><th>nodeid</th><th>before</th><th>after</th><th>delta</th></tr></thead>'
+            "<h3>Changed samples, biggest drops first</h3>"
+            '<table class="changed" id="baseline-changed"><thead><tr><th>#</th><th>before</th><th>after</th><th>delta</th>'
+            "<th>baseline's answer</th><th>this run's answer</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>{more}"
         )
     else:

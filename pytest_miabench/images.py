@@ -70,6 +70,7 @@ class PreparedImage:
     height: int
     source_format: str
     reencoded: bool
+    source_sha256: str = ""  # of the stored bytes (set by the engine): names the sample's image in reports
 
     @functools.cached_property
     def sha256(self) -> str:

@@ -106,6 +106,7 @@ async def _image(ctx: Context, sample: Sample, record: SampleRecord) -> Prepared
         "format": image.source_format,
         "reencoded": image.reencoded,
         "bytes": len(image.data),
+        "sha256": image.source_sha256,
     }
     record["thumbnail"] = thumbnail
     return image

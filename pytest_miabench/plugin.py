@@ -65,7 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # Fail fast with one clear message, before any xdist worker starts.
         _check_output_paths(settings)
         source = load_source(config, settings)
-        aggregator = Aggregator(config, settings, protocol, judge_image, source.fingerprint)
+        instructions = [sample.spec.instruction if sample.spec is not None else None for sample in source.samples]
+        aggregator = Aggregator(config, settings, protocol, judge_image, source.fingerprint, instructions)
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
     if not uses_xdist:

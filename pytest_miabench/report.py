@@ -26,6 +26,7 @@ from .result import (
     Report,
     ReportSample,
     SampleRecord,
+    Selection,
     Summary,
     UsageTotals,
     mock_warning,
@@ -54,6 +55,7 @@ class RunOutcome:
     interrupted: bool
     started: float  # time.time() at the start of the run
     gate_reasons: Sequence[str]  # the aggregate gates that failed: "threshold", "baseline"
+    selection: Selection  # which of the dataset's rows the run selected
 
 
 def build_report(outcome: RunOutcome) -> Report:
@@ -71,7 +73,10 @@ def build_report(outcome: RunOutcome) -> Report:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "demo": s.demo,
         "mock_roles": list(mocked),
-        "complete": not outcome.interrupted and not summary["missing"],
+        # Complete: the whole dataset ran; a --mia-limit, -k, --deselect or --lf run is partial.
+        "complete": not outcome.interrupted and not summary["missing"] and not _partial(outcome.selection),
+        "partial": _partial(outcome.selection),
+        "selection": outcome.selection,
         "total_score": summary["total_score"],
         "n_samples": summary["n_samples"],
         "n_scored": summary["n_scored"],
@@ -82,6 +87,7 @@ def build_report(outcome: RunOutcome) -> Report:
         "n_missing": summary["n_missing"],
         "missing": summary["missing"],
         "threshold": s.threshold,
+        "threshold_on": s.threshold_on,
         "passed": _passed(outcome),
         "by_type": summary["by_type"],
         "by_component_type": summary["by_component_type"],
@@ -122,6 +128,10 @@ def build_report(outcome: RunOutcome) -> Report:
         "wall_seconds": round(_now() - outcome.started, 3),
         "samples": samples,
     }
+
+
+def _partial(selection: Selection) -> bool:
+    return selection["selected"] < selection["rows"]
 
 
 def _report_sample(nodeid: str, record: SampleRecord) -> ReportSample:
@@ -282,6 +292,7 @@ def terminal_lines(outcome: RunOutcome) -> list[Line]:
     lines += _spread_lines(summary["judge_spread"], outcome.settings.judge_repeats)
     lines += _breakdown_lines(summary)
     lines += _missing_lines(summary["missing"])
+    lines += _selection_lines(outcome.selection)
     baseline = summary["baseline"]
     if baseline is not None:
         lines += _baseline_lines(baseline)
@@ -418,6 +429,28 @@ def _missing_lines(missing: list[str]) -> list[Line]:
     return [(f"not run: {shown}{more}", {"yellow": True})]
 
 
+def _selection_lines(selection: Selection) -> list[Line]:
+    if not _partial(selection):
+        return []
+    how = [f"--mia-limit {selection['limit']}"] if selection["limit"] is not None and selection["limit"] < selection["rows"] else []
+    how += selection["filters"]
+    text = f"partial run: {selection['selected']} of {selection['rows']} rows selected"
+    if how:
+        text += f" ({', '.join(how)})"
+    return [(text + "; the report says complete: false, partial: true", {"yellow": True})]
+
+
+def _interval(pair: list[float] | None) -> str:
+    return "n/a" if not pair else f"[{pair[0]:+.4f}, {pair[1]:+.4f}]"
+
+
+def _drop_interval(baseline: BaselineComparison) -> str:
+    """The paired interval of the drop (baseline - run), as the gate reads it."""
+    ci = baseline["diff_ci"]
+    # + 0.0: no "-0.0000" for an unchanged score.
+    return _interval(None if ci is None else [-ci[1] + 0.0, -ci[0] + 0.0])
+
+
 def _baseline_lines(baseline: BaselineComparison) -> list[Line]:
     lines: list[Line] = [
         (f"baseline {baseline['path']}: total_score {_fmt(baseline['total_score'])} -> delta {_signed(baseline['delta'])}", {}),
@@ -426,14 +459,28 @@ def _baseline_lines(baseline: BaselineComparison) -> list[Line]:
         parts = "  ".join(f"{k} {_signed(v)}" for k, v in deltas.items())
         if parts:
             lines.append((f"  delta by {label}: {parts}", {}))
-    if baseline["n_only_baseline"] or baseline["n_only_run"]:
+    if baseline["refused"]:
+        lines.append((f"  REFUSED for gating: {baseline['refused']}", _bold("red")))
+    elif baseline["partial"] and baseline["differences"] is not None:
         lines.append(
             (
-                f"  warning: the sample sets differ ({baseline['n_only_baseline']} only in the baseline, "
-                f"{baseline['n_only_run']} only in this run): the delta compares different means",
+                f"  partial comparison (--mia-baseline-common): on the {baseline['n_common']} common samples only; "
+                f"{baseline['differences']['text']}",
                 {"yellow": True},
             )
         )
+    if baseline["differences"] is not None and not baseline["differences"]["images_compared"]:
+        lines.append(("  note: the baseline's report has no image hashes (an older report): images were not compared", {"yellow": True}))
+    level = f"{baseline['ci_level']:.0%}"
+    p_value = "n/a" if baseline["p_value"] is None else f"{baseline['p_value']:.4g}"
+    lines.append(
+        (
+            f"  paired over n_paired={baseline['n_paired']} samples: mean change {_signed(baseline['mean_diff'])}  "
+            f"{level} CI {_interval(baseline['diff_ci'])}  p={p_value} (sign-flip permutation)  "
+            f"smallest detectable drop (80% power) {_fmt(baseline['mde'])}",
+            {},
+        )
+    )
     if baseline["changed"]:
         movers = ", ".join(
             f"{c['nodeid']} {_fmt(c['before'])}->{_fmt(c['after'])}" for c in baseline["changed"][:5]
@@ -451,18 +498,37 @@ def _gate_lines(outcome: RunOutcome) -> list[Line]:
     if "no_score" in reasons:
         gates = " and ".join(g for g, on in (("threshold", threshold is not None), ("baseline", outcome.summary["baseline"] is not None)) if on)
         return [(f"FAIL: no total_score to check against the {gates} (no sample was counted)", _bold("red"))]
+    if outcome.settings.threshold_on == "lower":
+        ci = outcome.summary["ci"]["total_score"]
+        what = f"the lower bound of total_score's 95% CI {_fmt(None if ci is None else ci[0])}"
+    else:
+        what = f"total_score {_fmt(total)}"
     if threshold is not None:
         if "threshold" in reasons:
-            lines.append((f"FAIL: total_score {_fmt(total)} is below the threshold {threshold:g}", _bold("red")))
+            lines.append((f"FAIL: {what} is below the threshold {threshold:g}", _bold("red")))
         else:
-            lines.append((f"PASS: total_score {_fmt(total)} meets the threshold {threshold:g}", _bold("green")))
+            lines.append((f"PASS: {what} meets the threshold {threshold:g}", _bold("green")))
     baseline = outcome.summary["baseline"]
-    if baseline is not None and baseline["max_drop"] is not None:
-        drop = None if baseline["delta"] is None else -baseline["delta"]
-        if "baseline" in reasons:
-            lines.append((f"FAIL: total_score dropped by {_fmt(drop)} against the baseline (max allowed {baseline['max_drop']:g})", _bold("red")))
-        else:
-            lines.append((f"PASS: total_score changed by {_fmt(baseline['delta'])} against the baseline (max allowed drop {baseline['max_drop']:g})", _bold("green")))
+    if baseline is None:
+        return lines
+    verdict, max_drop = baseline["gate_verdict"], baseline["max_drop"]
+    allowed = "" if max_drop is None else f" (max allowed drop {max_drop:g})"
+    interval = f"{baseline['ci_level']:.0%} CI of the paired drop {_drop_interval(baseline)}, n_paired={baseline['n_paired']}"
+    if verdict == "refused":
+        lines.append((f"FAIL: the baseline is not comparable with this run (see REFUSED above){allowed}", _bold("red")))
+    elif verdict == "pass":
+        lines.append((f"PASS: no drop above {max_drop:g} against the baseline: {interval}", _bold("green")))
+    elif verdict == "regression":
+        drop = None if baseline["mean_diff"] is None else -baseline["mean_diff"]
+        lines.append((f"FAIL: total_score dropped by {_fmt(drop)} against the baseline{allowed}: {interval}", _bold("red")))
+    elif verdict == "inconclusive":
+        lines.append(
+            (
+                f"FAIL: a drop above {max_drop:g} against the baseline cannot be ruled out: {interval}; "
+                f"this run detects drops of {_fmt(baseline['mde'])} and more",
+                _bold("red"),
+            )
+        )
     return lines
 
 

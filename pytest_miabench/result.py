@@ -58,6 +58,7 @@ class ImageInfo(TypedDict):
     format: str  # the source format (JPEG, PNG, ...), before any re-encoding
     reencoded: bool
     bytes: int
+    sha256: str  # of the image as stored in the dataset (before any re-encoding): what a baseline is matched on
 
 
 class TokenUsage(TypedDict):
@@ -222,6 +223,20 @@ class ChangedSample(TypedDict):
     before: float | None
     after: float | None
     delta: float | None
+    response_before: str | None  # the baseline's answer
+    response_after: str | None  # this run's answer
+
+
+class SampleSetDifference(TypedDict):
+    """How the baseline's samples differ from this run's (see ``baseline.differences``)."""
+
+    n_only_baseline: int
+    n_only_run: int
+    n_instruction: int  # same index, other instruction text
+    n_image: int  # same index, other image bytes
+    images_compared: bool  # False: the baseline's report has no image hashes (an older report)
+    examples: dict[str, list[int]]  # a few indices of each kind: only_baseline, only_run, instruction, image
+    text: str  # the above in one line
 
 
 class BaselineComparison(TypedDict):
@@ -230,15 +245,29 @@ class BaselineComparison(TypedDict):
     path: str
     created: object  # as the baseline file has it
     total_score: float
-    delta: float | None
+    delta: float | None  # difference of the two totals, each over its own samples
     by_type: dict[str, float | None]
     by_component_type: dict[str, float | None]
     n_changed: int
     n_only_baseline: int
     n_only_run: int
+    differences: SampleSetDifference | None  # None: the same samples
+    partial: bool  # compared on the common samples only (--mia-baseline-common)
+    refused: str | None  # why the sample sets cannot be compared (no --mia-baseline-common)
+    n_common: int  # samples in both, with the same instruction and image
+    n_paired: int  # of those, scored in both runs: what the paired statistics use
+    mean_diff: float | None  # paired: mean over n_paired of (this run - baseline)
+    sd_diff: float | None
+    diff_ci: list[float] | None  # paired bootstrap interval of mean_diff
+    ci_level: float
+    p_value: float | None  # two-sided paired sign-flip permutation test
+    p_value_test: str
+    mde: float | None  # smallest drop detectable at 80 % power, alpha 0.05
     changed: list[ChangedSample]
     max_drop: float | None
-    gate_failed: bool | None  # None: no --mia-max-drop gate
+    gate_rule: str | None  # the --mia-max-drop rule, in words
+    gate_verdict: str | None  # pass, regression, inconclusive, refused; None: no gate
+    gate_failed: bool | None  # None: no --mia-max-drop gate (True also when refused)
 
 
 class Tally(TypedDict):
@@ -333,6 +362,16 @@ class ProtocolInfo(TypedDict):
     headline: str
 
 
+class Selection(TypedDict):
+    """Which of the dataset's rows the run selected (``partial`` when not all)."""
+
+    rows: int  # rows in the dataset
+    limit: int | None  # --mia-limit
+    selected: int  # items left after --mia-limit, -k, -m, --deselect, --lf, ...
+    deselected: int  # rows within the limit that pytest deselected
+    filters: list[str]  # the selecting options given (e.g. "-k advanced", "--lf")
+
+
 class DatasetInfo(TypedDict):
     source: str
     split: str
@@ -348,7 +387,9 @@ class Report(TypedDict):
     created: str
     demo: bool  # --mia-demo: the built-in demo set and mock; the number means nothing
     mock_roles: list[str]  # roles ("model", "judge") the built-in mock answered
-    complete: bool
+    complete: bool  # every row of the dataset ran to a result, uninterrupted
+    partial: bool  # a subset of the rows was selected (see selection)
+    selection: Selection
     total_score: float | None
     n_samples: int
     n_scored: int
@@ -359,6 +400,7 @@ class Report(TypedDict):
     n_missing: int
     missing: list[str]
     threshold: float | None
+    threshold_on: str  # "mean" or "lower" (the CI's lower bound)
     passed: bool
     by_type: dict[str, float | None]
     by_component_type: dict[str, float | None]

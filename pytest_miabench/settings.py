@@ -141,6 +141,13 @@ def _seed(text: str) -> int:
         raise OptionError(f"expected a whole number, got {text!r}") from None
 
 
+def _threshold_on(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in ("mean", "lower"):
+        raise OptionError(f"expected mean or lower, got {text!r}")
+    return lowered
+
+
 def _env_name(text: str) -> str:
     text = _text(text)
     if not text.replace("_", "a").isalnum():
@@ -182,6 +189,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-max-tokens", _positive_int, None, "max_tokens for the model under test (default: the server's)", "N"),
     Option("--mia-temperature", _non_negative_float, None, "temperature for the model under test (default: the server's)", "X"),
     Option("--mia-threshold", _unit_float, None, "fail the session when total_score < X (X in [0, 1])", "X"),
+    Option("--mia-threshold-on", _threshold_on, "mean", "what --mia-threshold compares: mean (total_score, the default) or lower (the lower bound of its 95% CI)", "mean|lower"),
     Option("--mia-report", _text, None, "write the JSON report to PATH", "PATH"),
     Option("--mia-image-max-side", _positive_int, DEFAULT_IMAGE_MAX_SIDE, f"downscale images whose longer side exceeds N pixels (default {DEFAULT_IMAGE_MAX_SIDE})", "N"),
     Option("--mia-concurrency", _positive_int, DEFAULT_CONCURRENCY, f"samples in flight at once in one pytest process (default {DEFAULT_CONCURRENCY})", "N"),
@@ -202,7 +210,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-judge-repeats", _positive_int, 1, "judge each response K times and average the verdicts (default 1)", "K"),
     Option("--mia-html", _text, None, "write a self-contained HTML report to PATH", "PATH"),
     Option("--mia-baseline", _text, None, "JSON report of an earlier run to compare with (same protocol and dataset)", "PATH"),
-    Option("--mia-max-drop", _unit_float, None, "fail the session when total_score fell by more than X against --mia-baseline", "X"),
+    Option("--mia-max-drop", _unit_float, None, "fail the session unless the 95% CI of the paired drop against --mia-baseline lies at or below X (non-inferiority)", "X"),
+    Option("--mia-baseline-common", _bool, False, "compare with a baseline of other samples on the samples both share (marked partial) instead of refusing it", None, True),
     Option("--mia-price", _prices, None, "estimate cost: NAME=IN/OUT dollars per million input/output tokens, comma-separated", "NAME=IN/OUT"),
     Option("--mia-seed", _seed, 0, "seed of the bootstrap confidence intervals (default 0)", "N"),
 )
@@ -264,6 +273,7 @@ class Settings:
     max_tokens: int | None = None
     temperature: float | None = None
     threshold: float | None = None
+    threshold_on: str = "mean"
     report: str | None = None
     image_max_side: int = DEFAULT_IMAGE_MAX_SIDE
     concurrency: int = DEFAULT_CONCURRENCY
@@ -285,6 +295,7 @@ class Settings:
     html: str | None = None
     baseline: str | None = None
     max_drop: float | None = None
+    baseline_common: bool = False
     price: tuple[tuple[str, float, float], ...] | None = None
     seed: int = 0
     # Not options: whether the key variables were named by the user.
@@ -331,6 +342,8 @@ def resolve(config: pytest.Config) -> Settings:
     settings = Settings(**values)
     if settings.max_drop is not None and not settings.baseline:
         raise pytest.UsageError(f"{sources['max_drop']}: needs --mia-baseline PATH (the report to compare with)")
+    if settings.baseline_common and not settings.baseline:
+        raise pytest.UsageError(f"{sources['baseline_common']}: needs --mia-baseline PATH (the report to compare with)")
     if settings.enabled and not settings.model:
         raise pytest.UsageError(
             "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file); "

@@ -17,7 +17,7 @@ from typing import TypedDict
 
 from .result import ConfidenceIntervals, JudgeSpread, SampleRecord
 
-__all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "report_cis"]
+__all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "mde", "paired_stats", "report_cis", "sign_flip_p_value"]
 
 # Bound on resample-matrix cells held in memory at once (int64 indices):
 # 4M cells = 32 MB, enough for 400 values x 2000 resamples in one go.
@@ -209,4 +209,99 @@ def report_cis(
         "total_score": as_list(total),
         "by_type": {k: as_list(v) for k, v in types.items()},
         "by_component_type": {k: as_list(v) for k, v in components.items()},
+    }
+
+
+# -- paired comparison with a baseline -----------------------------------------
+
+#: Sign-flip permutations drawn when exact enumeration (2**n) would be larger.
+PERMUTATIONS = 10_000
+#: Exact enumeration up to this many nonzero differences (2**16 = 65536 sign patterns).
+_EXACT_MAX = 16
+#: z quantiles of the MDE: two-sided alpha 0.05 and 80 % power.
+MDE_ALPHA = 0.05
+MDE_POWER = 0.80
+
+
+class PairedStats(TypedDict):
+    n: int
+    mean_diff: float | None  # mean of (this run - baseline) per sample
+    sd_diff: float | None  # sample standard deviation (ddof=1) of those differences
+    ci: list[float] | None  # paired bootstrap percentile interval of mean_diff
+    p_value: float | None  # two-sided sign-flip permutation test of mean_diff = 0
+    p_exact: bool  # enumerated every sign pattern (else PERMUTATIONS random ones)
+    mde: float | None  # smallest true mean change detectable (80 % power, alpha 0.05)
+
+
+def mde(sd: float, n: int, *, alpha: float = MDE_ALPHA, power: float = MDE_POWER) -> float:
+    """Minimum detectable effect of a paired two-sided test (normal
+    approximation): ``(z_{1-alpha/2} + z_{power}) * sd / sqrt(n)``; with the
+    defaults, ``2.8016 * sd / sqrt(n)``."""
+    from statistics import NormalDist
+
+    z = NormalDist()
+    return (z.inv_cdf(1.0 - alpha / 2.0) + z.inv_cdf(power)) * sd / math.sqrt(n)
+
+
+def sign_flip_p_value(diffs: Sequence[float], *, seed: int = 0, n_permutations: int = PERMUTATIONS) -> tuple[float, bool]:
+    """Two-sided p-value of a paired sign-flip permutation test, and whether it was exact.
+
+    Under the null hypothesis (no change) each difference is as likely to
+    have either sign, so the statistic ``|sum(d)|`` is compared with its
+    value under sign patterns.  Zero differences are the same under every
+    flip and are left out.  Up to ``_EXACT_MAX`` nonzero differences every
+    pattern is enumerated and ``p = #{|sum| >= observed} / 2**n``; beyond,
+    ``n_permutations`` random patterns (``Generator(PCG64(seed))``) give
+    ``p = (1 + #{|sum| >= observed}) / (1 + n_permutations)``, which is never 0.
+    """
+    data = [d for d in _check_values(diffs) if d != 0.0]
+    if not data:
+        return 1.0, True
+
+    import numpy as np
+
+    arr = np.asarray(data, dtype=np.float64)
+    observed = abs(math.fsum(data))
+    # Ties between mathematically equal sums must not be lost to rounding.
+    tolerance = 1e-9 * max(1.0, float(np.abs(arr).sum()))
+    n = len(data)
+    if n <= _EXACT_MAX:
+        patterns = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+        sums = np.abs(patterns @ arr)
+        return float(np.count_nonzero(sums >= observed - tolerance)) / 2**n, True
+    rng = np.random.Generator(np.random.PCG64(seed))
+    hits = 0
+    rows = max(1, _CHUNK_CELLS // n)
+    for start in range(0, n_permutations, rows):
+        stop = min(n_permutations, start + rows)
+        signs = rng.integers(0, 2, size=(stop - start, n), dtype=np.int64) * 2 - 1
+        hits += int(np.count_nonzero(np.abs(signs @ arr) >= observed - tolerance))
+    return (1 + hits) / (1 + n_permutations), False
+
+
+def paired_stats(diffs: Sequence[float], *, seed: int = 0, n_resamples: int = 2000, level: float = 0.95) -> PairedStats:
+    """Statistics of per-sample differences (this run minus the baseline).
+
+    The interval is ``bootstrap_ci`` of the differences (resampling pairs,
+    so what both runs share cancels out), seeded with
+    ``group_seed(seed, "paired")``; the p-value is ``sign_flip_p_value``
+    seeded with ``group_seed(seed, "sign-flip")``; the MDE uses the sample SD
+    of the differences (None below two pairs).
+    """
+    data = _check_values(diffs)
+    n = len(data)
+    if n == 0:
+        return {"n": 0, "mean_diff": None, "sd_diff": None, "ci": None, "p_value": None, "p_exact": True, "mde": None}
+    mean = math.fsum(data) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in data) / (n - 1)) if n > 1 else None
+    ci = bootstrap_ci(data, seed=group_seed(seed, "paired"), n_resamples=n_resamples, level=level)
+    p_value, exact = sign_flip_p_value(data, seed=group_seed(seed, "sign-flip"))
+    return {
+        "n": n,
+        "mean_diff": mean,
+        "sd_diff": sd,
+        "ci": None if ci is None else [ci[0], ci[1]],
+        "p_value": p_value,
+        "p_exact": exact,
+        "mde": None if sd is None else mde(sd, n),
     }

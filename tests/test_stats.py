@@ -202,3 +202,30 @@ def test_report_cis_follows_the_counting_rule():
 def test_report_cis_empty():
     cis = report_cis([_result(0, "basic", "failed", None, [])])
     assert cis["total_score"] is None and cis["by_type"] == {} and cis["by_component_type"] == {}
+
+
+def test_sign_flip_sampled_when_exact_enumeration_is_too_large():
+    from pytest_miabench.stats import PERMUTATIONS, sign_flip_p_value
+
+    # 20 equal drops: only the two all-equal sign patterns reach the observed
+    # |sum| (chance 2 / 2**20), so 10000 seeded flips see none besides it.
+    p, exact = sign_flip_p_value([-0.1] * 20, seed=3)
+    assert not exact and p == 1 / (1 + PERMUTATIONS)
+    assert sign_flip_p_value([-0.1] * 20, seed=3) == sign_flip_p_value([-0.1] * 20, seed=3)
+    # Zeros carry no sign: left out; nothing left means no evidence at all.
+    assert sign_flip_p_value([0.0, 0.0]) == (1.0, True)
+    assert sign_flip_p_value([0.0, -0.1, 0.0]) == (1.0, True)  # 2 patterns, both |sum| = 0.1
+
+
+def test_paired_stats_small_cases():
+    from pytest_miabench.stats import mde, paired_stats
+
+    # sd 0.2 over 400 pairs: (1.959964 + 0.841621) * 0.2 / 20
+    assert mde(0.2, 400) == pytest.approx(2.801585 * 0.01, rel=1e-6)
+    one = paired_stats([-0.25])
+    assert (one["n"], one["mean_diff"], one["sd_diff"], one["ci"], one["mde"]) == (1, -0.25, None, [-0.25, -0.25], None)
+    # Two pairs: a resample's mean is -0.3, -0.2 or -0.1 with chances 1/4, 1/2, 1/4,
+    # so the 2.5 % and 97.5 % quantiles of 2000 resample means are the extremes.
+    two = paired_stats([-0.3, -0.1])
+    assert two["ci"] == pytest.approx([-0.3, -0.1]) and two["p_value"] == pytest.approx(0.5)
+    assert paired_stats([])["mean_diff"] is None
