@@ -162,6 +162,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-bench", _bool, False, "collect and run the MIA-Bench samples (and only those)", None, True),
     Option("--mia-demo", _bool, False, "run the built-in demo set against the built-in mock model and judge: no key, no network, no download; its number means nothing", None, True),
     Option("--mia-model", _text, None, "model under test (required with --mia-bench); 'mock': the built-in mock server, no key, no spending", "NAME"),
+    Option("--mia-model-revision", _text, None, "the weights under test (checkpoint hash, tag, snapshot): cached answers are reused across runs only under the same revision", "REV"),
     Option("--mia-base-url", _text, None, "model endpoint, OpenAI-compatible (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the model endpoint's key", "VAR"),
     Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL}); 'mock': the built-in mock judge", "NAME"),
@@ -243,6 +244,7 @@ class Settings:
     enabled: bool = False
     demo: bool = False
     model: str | None = None
+    model_revision: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     judge_model: str = DEFAULT_JUDGE_MODEL
