@@ -27,7 +27,7 @@ from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
 from .result import SampleRecord
 from .sampling import judge_settings
-from .settings import Settings
+from .settings import Settings, mock_roles
 
 __all__ = ["Engine", "SampleFailure"]
 
@@ -74,15 +74,20 @@ class Engine:
             limiters.setdefault(endpoint.url, AdaptiveLimiter(bound))
             if rpm:
                 caps.setdefault(endpoint.url, RateCap(rpm))
-        # One connection pool and TLS context for both roles.
-        http_client = openai.DefaultAsyncHttpxClient()
-        common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait, "http_client": http_client}
+        # One connection pool and TLS context for both roles.  The built-in
+        # mock is on 127.0.0.1: its calls never go through a proxy the
+        # environment names (the demo must work behind any proxy setting).
+        mocked = mock_roles(s)
+        shared = openai.DefaultAsyncHttpxClient() if len(mocked) < 2 else None
+        local = openai.DefaultAsyncHttpxClient(trust_env=False) if mocked else None
+        common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
         judge_sampling = judge_settings(s, protocol)
         model_caller = Caller(
             model,
             Sampling.for_model(model.model, s.max_tokens, s.temperature, s.reasoning_effort),
             limiter=limiters[model.url],
             rate_cap=caps.get(model.url),
+            http_client=local if "model" in mocked else shared,
             **common,
         )
         judge_caller = Caller(
@@ -91,6 +96,7 @@ class Engine:
             limiter=limiters[judge.url],
             rate_cap=caps.get(judge.url),
             require_text=True,
+            http_client=local if "judge" in mocked else shared,
             **common,
         )
         # The weights behind the model name (journal.py): a revision, or the run.

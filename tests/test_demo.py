@@ -36,12 +36,13 @@ def _dead_port() -> int:
 
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only loopback works: every proxy is a dead port, 127.0.0.1 bypasses it."""
+    """No network: every proxy is a dead port, and nothing exempts 127.0.0.1
+    from it, so the built-in mock must not go through proxies at all."""
     dead = f"http://127.0.0.1:{_dead_port()}"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.setenv(name, dead)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
 
@@ -167,6 +168,9 @@ def dead_hub(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 def test_unreachable_hub_is_one_clear_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, dead_hub: tuple[str, str]) -> None:
     url, why = dead_hub
     monkeypatch.setenv("HF_ENDPOINT", url)
+    # The hub itself is what fails here, not the (dead) proxy in front of it.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
     monkeypatch.setenv("HF_HOME", str(pytester.path / "hf"))
     result = pytester.runpytest_subprocess("--mia-bench", "--mia-model=vlm")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
