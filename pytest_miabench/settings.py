@@ -7,11 +7,10 @@ value is a ``pytest.UsageError`` that names the flag or ini key it came from.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +22,7 @@ DEFAULT_DATASET = "lmms-lab-encoder/MIA-Bench"
 DEFAULT_JUDGE_MODEL = "gpt-4o"
 #: The model name that selects the built-in mock server (mock.py), for either role.
 MOCK_MODEL = "mock"
+MOCK_REVISION = "built-in"  # the mock model's answers never change
 #: How the run header and reports name the mock's endpoint (its port differs per process).
 MOCK_LABEL = "built-in mock (127.0.0.1)"
 #: What the response cache keys the mock's calls on, instead of its per-process URL.
@@ -332,6 +332,9 @@ def resolve(config: pytest.Config) -> Settings:
     if settings.enabled:
         _check_urls(settings, sources)
         _check_mock(settings, sources)
+        if settings.model == MOCK_MODEL and settings.model_revision is None:
+            # The built-in mock's weights are known: its answers are reusable.
+            settings = replace(settings, model_revision=MOCK_REVISION)
     return settings
 
 
