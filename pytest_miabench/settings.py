@@ -7,10 +7,11 @@ value is a ``pytest.UsageError`` that names the flag or ini key it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -334,7 +335,7 @@ def resolve(config: pytest.Config) -> Settings:
         _check_mock(settings, sources)
         if settings.model == MOCK_MODEL and settings.model_revision is None:
             # The built-in mock's weights are known: its answers are reusable.
-            settings = replace(settings, model_revision=MOCK_REVISION)
+            settings = dataclasses.replace(settings, model_revision=MOCK_REVISION)
     return settings
 
 
