@@ -21,6 +21,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ SCHEMA_VERSION = 2
 MODEL = "model"
 JUDGE = "judge"
 TABLE = "mia_responses"
+RUNS = "mia_runs"  # the run journal: see ``ResponseCache.begin_run``
 # Writers queue on SQLite's lock; a few seconds is plenty for the short
 # transactions here, and on the cache thread a wait blocks no request.
 BUSY_TIMEOUT_MS = 5000
@@ -83,6 +85,10 @@ class ResponseCache:
                     " layer TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, digest TEXT NOT NULL,"
                     " created REAL NOT NULL, PRIMARY KEY (layer, key))"
                 )
+                db.execute(
+                    f"CREATE TABLE IF NOT EXISTS {RUNS} ("
+                    " lineage TEXT PRIMARY KEY, run TEXT NOT NULL, open INTEGER NOT NULL, updated REAL NOT NULL)"
+                )
                 break
             except sqlite3.OperationalError as exc:
                 if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
@@ -117,6 +123,38 @@ class ResponseCache:
             f"INSERT OR REPLACE INTO {TABLE} (layer, key, value, digest, created) VALUES (?, ?, ?, ?, ?)",
             (layer, key, text, _digest(text), time.time()),
         )
+
+    # -- the run journal ------------------------------------------------------
+
+    def begin_run(self, lineage: str, reuse_latest: bool = False) -> str:
+        """The run whose model answers this session may reuse.
+
+        A lineage is one model identity without a revision (endpoint and
+        name).  Its latest run is resumed while it is open (the session that
+        began it did not finish: interrupted, killed, stopped early), or when
+        ``reuse_latest`` (a re-judge of the answers already obtained); else a
+        new run begins, and the model is asked again."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # two sessions may start at once
+        try:
+            row = db.execute(f"SELECT run, open FROM {RUNS} WHERE lineage = ?", (lineage,)).fetchone()
+            if row is not None and (row[1] or reuse_latest) and isinstance(row[0], str):
+                run = row[0]
+            else:
+                run = uuid.uuid4().hex
+            db.execute(
+                f"INSERT OR REPLACE INTO {RUNS} (lineage, run, open, updated) VALUES (?, ?, 1, ?)",
+                (lineage, run, time.time()),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return run
+
+    def finish_run(self, lineage: str, run: str) -> None:
+        """The run completed: the next session asks the model again."""
+        self._db.execute(f"UPDATE {RUNS} SET open = 0, updated = ? WHERE lineage = ? AND run = ?", (time.time(), lineage, run))
 
     def count(self, layer: str) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE layer = ?", (layer,)).fetchone()[0])

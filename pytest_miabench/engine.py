@@ -45,6 +45,7 @@ class Engine:
         cache: ResponseCache | None,
         judge_image: bool,
         workers: int = 1,
+        model_run: str | None = None,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -54,11 +55,11 @@ class Engine:
         self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
         self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()
-        self._context = self._build_context(protocol, judge_image, workers)
+        self._context = self._build_context(protocol, judge_image, workers, model_run)
 
     # -- parts ---------------------------------------------------------------
 
-    def _build_context(self, protocol: Protocol, judge_image: bool, workers: int) -> Context:
+    def _build_context(self, protocol: Protocol, judge_image: bool, workers: int, model_run: str | None) -> Context:
         s = self.settings
         model, judge = endpoints(s)
         # One limiter per host: a model and a judge served by the same host
@@ -98,7 +99,9 @@ class Engine:
             http_client=local if "judge" in mocked else shared,
             **common,
         )
-        return Context(s, protocol, judge_image, model_caller, judge_caller, self.cache, self._image)
+        # The weights behind the model name (journal.py): a revision, or the run.
+        weights = {"revision": s.model_revision} if s.model_revision else {"run": model_run} if model_run else {}
+        return Context(s, protocol, judge_image, model_caller, judge_caller, self.cache, self._image, weights)
 
     def _prepare_image(self, index: int) -> tuple[PreparedImage, str | None]:
         raw = self.source.image_bytes(index)

@@ -11,7 +11,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import cache as cache_mod
@@ -51,6 +51,8 @@ class Context:
     judge: Caller
     cache: AsyncCache | None
     image: ImageSource
+    # Whose answers the model's cache entries are (journal.py): {"revision": REV}, {"run": ID} or {}.
+    weights: dict[str, str] = field(default_factory=dict)
 
 
 def new_record(sample: Sample) -> SampleRecord:
@@ -129,6 +131,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
             "v": cache_mod.SCHEMA_VERSION,
             "url": caller.endpoint.cache_url,
             "model": caller.endpoint.model,
+            "weights": ctx.weights,
             "settings": caller.sampling.requested(),
             "image": {"sha256": image.sha256, "mime": image.mime},
             "text": spec.instruction,

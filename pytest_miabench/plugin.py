@@ -39,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = resolve(config)
     config.stash[SETTINGS_KEY] = settings
     from .aggregate import AGGREGATOR_KEY, Aggregator
-    from .runtime import BenchRuntime, load_source
+    from .runtime import BenchRuntime, cache_directory, load_source
 
     protocol = _protocol(config, settings)
     judge_image = protocol.judge_sees_image if settings.judge_image is None else settings.judge_image
@@ -69,6 +69,11 @@ def pytest_configure(config: pytest.Config) -> None:
         aggregator = Aggregator(config, settings, protocol, judge_image, source.fingerprint, instructions)
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
+        directory = cache_directory(config, settings)
+        if directory is not None and not config.option.collectonly:
+            from .journal import ModelRuns
+
+            config.pluginmanager.register(ModelRuns(config, settings, directory), "miabench-model-runs")
     if not uses_xdist:
         runtime = BenchRuntime(config, _with_mock(config, settings), protocol, judge_image)
         config.pluginmanager.register(runtime, "miabench-runtime")
@@ -156,8 +161,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     from .settings import MOCK_LABEL, mock_roles
 
     limit = "all" if settings.limit is None else str(settings.limit)
+    revision = settings.model_revision or "unset (cached answers reused only to resume an interrupted run)"
     lines = [
-        f"mia-bench: model={settings.model} judge={settings.judge_model} protocol={settings.protocol}",
+        f"mia-bench: model={settings.model} revision={revision} judge={settings.judge_model} protocol={settings.protocol}",
         f"mia-bench: dataset={settings.dataset} split={settings.split} limit={limit} concurrency={settings.concurrency}",
     ]
     if settings.demo:

@@ -99,6 +99,7 @@ def build_report(outcome: RunOutcome) -> Report:
         "cost": summary["cost"],
         "model": {
             "name": s.model,
+            "revision": s.model_revision,
             "base_url": MOCK_LABEL if "model" in mocked else _endpoint_url(s.base_url),
             "api_key_env": s.api_key_env,
             "max_tokens": s.max_tokens,

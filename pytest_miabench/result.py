@@ -335,6 +335,7 @@ class ReportSample(TypedDict):
 
 class ModelInfo(TypedDict):
     name: str | None
+    revision: str | None  # --mia-model-revision: the weights under test
     base_url: str
     api_key_env: str  # the name of the variable, never its value
     max_tokens: int | None

@@ -19,7 +19,7 @@ from .client import ScrubFilter, endpoints
 from .dataset import DatasetError, Source
 from .engine import Engine
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
-from .keys import ENGINE_KEY, RESULT_KEY, SOURCE_KEY, TIMEOUT_KEY, UNCLAIMED_KEY
+from .keys import ENGINE_KEY, MODEL_RUN_KEY, RESULT_KEY, SOURCE_KEY, TIMEOUT_KEY, UNCLAIMED_KEY, WORKERINPUT_MODEL_RUN
 from .protocols.base import Protocol
 from .settings import Settings
 
@@ -117,11 +117,20 @@ class BenchRuntime:
             source = load_source(self.config, self.settings)
             # Installed once openai (and httpx) are imported, so their loggers exist.
             self._scrubber = ScrubFilter([secret for endpoint in endpoints(self.settings) for secret in endpoint.secrets()])
-            self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image, workers)
+            self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image, workers, self._model_run())
             self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine
             self.config.add_cleanup(self._close)
         return self._engine
+
+    def _model_run(self) -> str | None:
+        """The run model answers are keyed by (journal.py): the controller's,
+        passed in workerinput, or this process's own."""
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput is not None:
+            run = workerinput.get(WORKERINPUT_MODEL_RUN)
+            return run if isinstance(run, str) else None
+        return self.config.stash.get(MODEL_RUN_KEY, None)
 
     def _close(self) -> None:
         engine, self._engine = self._engine, None

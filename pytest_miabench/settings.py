@@ -24,6 +24,7 @@ DEFAULT_DATASET = "lmms-lab-encoder/MIA-Bench"
 DEFAULT_JUDGE_MODEL = "gpt-4o"
 #: The model name that selects the built-in mock server (mock.py), for either role.
 MOCK_MODEL = "mock"
+MOCK_REVISION = "built-in"  # the mock model's answers never change
 #: How the run header and reports name the mock's endpoint (its port differs per process).
 MOCK_LABEL = "built-in mock (127.0.0.1)"
 #: What the response cache keys the mock's calls on, instead of its per-process URL.
@@ -176,6 +177,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-bench", _bool, False, "collect and run the MIA-Bench samples (and only those)", None, True),
     Option("--mia-demo", _bool, False, "run the built-in demo set against the built-in mock model and judge: no key, no network, no download; its number means nothing", None, True),
     Option("--mia-model", _text, None, "model under test (required with --mia-bench); 'mock': the built-in mock server, no key, no spending", "NAME"),
+    Option("--mia-model-revision", _text, None, "the weights under test (checkpoint hash, tag, snapshot): cached answers are reused across runs only under the same revision", "REV"),
     Option("--mia-base-url", _text, None, "model endpoint, OpenAI-compatible (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the model endpoint's key", "VAR"),
     Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL}); 'mock': the built-in mock judge", "NAME"),
@@ -260,6 +262,7 @@ class Settings:
     enabled: bool = False
     demo: bool = False
     model: str | None = None
+    model_revision: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     judge_model: str = DEFAULT_JUDGE_MODEL
@@ -352,6 +355,9 @@ def resolve(config: pytest.Config) -> Settings:
     if settings.enabled:
         _check_urls(settings, sources)
         _check_mock(settings, sources)
+        if settings.model == MOCK_MODEL and settings.model_revision is None:
+            # The built-in mock's weights are known: its answers are reusable.
+            settings = dataclasses.replace(settings, model_revision=MOCK_REVISION)
     return settings
 
 

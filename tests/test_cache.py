@@ -19,14 +19,14 @@ from support.server import OpenAIServer, Reply, Request
 from conftest import Bench
 
 
-def test_a_rerun_makes_no_api_call_and_gives_the_same_score(bench: Bench) -> None:
-    first = bench.run()
+def test_a_rerun_under_the_same_revision_makes_no_api_call_and_gives_the_same_score(bench: Bench) -> None:
+    first = bench.run("--mia-model-revision=ckpt-1")
     first.assert_outcomes(passed=6)
     before = bench.report()
     assert before["usage"]["model"]["api_calls"] == 6 and before["usage"]["model"]["cache_hits"] == 0
     bench.server.requests.clear()
 
-    second = bench.run("-n", "2")
+    second = bench.run("-n", "2", "--mia-model-revision=ckpt-1")
     second.assert_outcomes(passed=6)
     after = bench.report()
     assert bench.server.requests == []
@@ -45,9 +45,12 @@ def test_cache_keys_cover_what_changes_the_answer(bench: Bench) -> None:
         return Reply(f"t={body.get('temperature')} m={body.get('max_tokens')} image={len(request.images[0][1])}")
 
     bench.server.script = script
-    bench.run("--mia-limit=2").assert_outcomes(passed=2)
+    revision = "--mia-model-revision=r1"
+    bench.run("--mia-limit=2", revision).assert_outcomes(passed=2)
     assert len(bench.server.requests) == 4
     for extra, model_calls, judge_calls in [
+        # Other weights: asked again; the same answers need no new verdict.
+        ("--mia-model-revision=r2", 2, 0),
         ("--mia-temperature=0.3", 2, 2),  # new model answers -> new judge prompts
         ("--mia-max-tokens=50", 2, 2),
         ("--mia-image-max-side=32", 2, 2),  # different image bytes
@@ -58,7 +61,8 @@ def test_cache_keys_cover_what_changes_the_answer(bench: Bench) -> None:
     ]:
         bench.server.requests.clear()
         bench.server.judge_model = "judge2" if "judge2" in extra else "judge"
-        bench.run("--mia-limit=2", extra).assert_outcomes(passed=2)
+        args = [extra] if "revision" in extra else [extra, revision]
+        bench.run("--mia-limit=2", *args).assert_outcomes(passed=2)
         roles = [r.role for r in bench.server.requests]
         assert (roles.count("model"), roles.count("judge")) == (model_calls, judge_calls), extra
         bench.server.judge_model = "judge"
@@ -76,10 +80,10 @@ def test_rejudge_keeps_model_answers(bench: Bench) -> None:
 
 def test_errors_are_never_cached(bench: Bench) -> None:
     bench.server.script = lambda r: Reply("down", status=503) if r.role == "judge" else Reply("fine")
-    bench.run("--mia-limit=2", "--mia-max-retries=0").assert_outcomes(failed=2)
+    bench.run("--mia-limit=2", "--mia-max-retries=0", "--mia-model-revision=r1").assert_outcomes(failed=2)
     bench.server.script = lambda r: Reply("total score: 5/10") if r.role == "judge" else Reply("fine")
     bench.server.requests.clear()
-    bench.run("--mia-limit=2").assert_outcomes(passed=2)
+    bench.run("--mia-limit=2", "--mia-model-revision=r1").assert_outcomes(passed=2)
     roles = [r.role for r in bench.server.requests]
     # the model answers were kept; the failed judge calls are asked again
     assert (roles.count("model"), roles.count("judge")) == (0, 2)
@@ -95,7 +99,8 @@ def test_errors_are_never_cached(bench: Bench) -> None:
     ],
 )
 def test_cache_location_follows_pytest(bench: Bench, args: list[str], where: str | None) -> None:
-    bench.run("--mia-limit=1").assert_outcomes(passed=1)  # fills .pytest_cache
+    args = [*args, "--mia-model-revision=r1"]
+    bench.run("--mia-limit=1", "--mia-model-revision=r1").assert_outcomes(passed=1)  # fills .pytest_cache
     bench.server.requests.clear()
     bench.run("--mia-limit=1", *args).assert_outcomes(passed=1)
     calls = len(bench.server.requests)
@@ -117,10 +122,10 @@ def test_many_xdist_workers_share_one_cache(pytester: pytest.Pytester, rows: lis
     dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:24], images)
     with OpenAIServer(judge_model="judge") as server:
         bench = Bench(pytester, server, dataset)
-        bench.run("-n", "2", "--mia-cache-dir=shared").assert_outcomes(passed=24)
+        bench.run("-n", "2", "--mia-cache-dir=shared", "--mia-model-revision=r1").assert_outcomes(passed=24)
         assert len(server.requests) == 48
         server.requests.clear()
-        bench.run("--mia-cache-dir=shared").assert_outcomes(passed=24)
+        bench.run("--mia-cache-dir=shared", "--mia-model-revision=r1").assert_outcomes(passed=24)
         assert server.requests == []
 
 

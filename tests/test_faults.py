@@ -142,7 +142,7 @@ def test_odd_judge_replies_follow_the_policy(bench: Bench, reply: str | None, st
 @pytest.mark.parametrize(("text", "finish_reason"), [(None, "stop"), ("I can't help with that.", "content_filter")], ids=["null", "filtered"])
 def test_a_judge_reply_without_text_is_a_failed_call_never_a_verdict(bench: Bench, text: str | None, finish_reason: str) -> None:
     bench.server.script = lambda r: Reply(text, finish_reason=finish_reason) if r.role == "judge" else Reply("An answer.")
-    result = bench.run("--mia-limit=1", "--mia-max-retries=1")
+    result = bench.run("--mia-limit=1", "--mia-max-retries=1", "--mia-model-revision=r1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*judge call to * (judge) failed (after 2 attempts): malformed reply (no usable text*"])
     assert len(bench.server.by_role("judge")) == 2  # retried
@@ -150,7 +150,7 @@ def test_a_judge_reply_without_text_is_a_failed_call_never_a_verdict(bench: Benc
     assert sample["status"] == "failed" and sample["response"] == "An answer."
     # Nothing was cached as a verdict: a rerun asks the judge again.
     bench.server.script = good
-    bench.run("--mia-limit=1").assert_outcomes(passed=1)
+    bench.run("--mia-limit=1", "--mia-model-revision=r1").assert_outcomes(passed=1)
     assert len(bench.server.by_role("judge")) == 3 and len(bench.server.by_role("model")) == 1
 
 

@@ -116,7 +116,7 @@ def test_judge_repeats_average_k_verdicts(bench: Bench) -> None:
         return Reply(f"total score: {[6, 8, 10][(n - 1) % 3]}/10")
 
     bench.server.script = noisy
-    result = bench.run("--mia-judge-repeats=3", "--mia-limit=4")
+    result = bench.run("--mia-judge-repeats=3", "--mia-limit=4", "--mia-model-revision=r1")
     result.assert_outcomes(passed=4)
     assert len(bench.server.by_role("judge")) == 12 and len(bench.server.by_role("model")) == 4
     assert sorted(asked.values()) == [3, 3, 3, 3]
@@ -129,8 +129,8 @@ def test_judge_repeats_average_k_verdicts(bench: Bench) -> None:
     result.stdout.fnmatch_lines(["judge disagreement over 3 repeats: mean per-sample std 0.1633*"])
     # distinct cache entries: a rerun asks nothing; K=1 reuses the first verdict
     bench.server.requests.clear()
-    bench.run("--mia-judge-repeats=3", "--mia-limit=4").assert_outcomes(passed=4)
-    bench.run("--mia-judge-repeats=1", "--mia-limit=4").assert_outcomes(passed=4)
+    bench.run("--mia-judge-repeats=3", "--mia-limit=4", "--mia-model-revision=r1").assert_outcomes(passed=4)
+    bench.run("--mia-judge-repeats=1", "--mia-limit=4", "--mia-model-revision=r1").assert_outcomes(passed=4)
     assert bench.server.requests == []
 
 
@@ -188,7 +188,7 @@ def test_usage_and_cost_sum_what_the_server_sent(bench: Bench) -> None:
         return Reply("An answer.", usage=usage["model"])
 
     bench.server.script = counted
-    result = bench.run("--mia-price=vlm=2/8,judge=1/4")
+    result = bench.run("--mia-price=vlm=2/8,judge=1/4", "--mia-model-revision=r1")
     result.assert_outcomes(passed=6)
     report = bench.report()
     for role, (prompt, completion) in usage.items():
@@ -202,7 +202,7 @@ def test_usage_and_cost_sum_what_the_server_sent(bench: Bench) -> None:
     assert report["cost"]["judge"]["spent"] == pytest.approx(judge_cost)
     result.stdout.fnmatch_lines(["tokens: model 6000 in / 300 out  judge 1800 in / 120 out", f"estimated cost: model ${model_cost:.4f}  judge ${judge_cost:.4f}  total ${model_cost + judge_cost:.4f}"])
     # from the cache: nothing spent, the tokens are shown as saved
-    rerun = bench.run("--mia-price=vlm=2/8")
+    rerun = bench.run("--mia-price=vlm=2/8", "--mia-model-revision=r1")
     report = bench.report()
     assert report["usage"]["model"]["prompt_tokens"] == 0 and report["usage"]["model"]["cached_prompt_tokens"] == 6000
     assert report["cost"]["model"]["spent"] == 0 and report["cost"]["model"]["saved_by_cache"] == pytest.approx(model_cost)

@@ -174,7 +174,7 @@ def test_report_header_names_what_reproduces_the_run(bench: Bench) -> None:
     verbose = bench.run("--mia-limit=2", "--collect-only")
     verbose.stdout.fnmatch_lines(
         [
-            "mia-bench: model=vlm judge=judge protocol=evalscope",
+            "mia-bench: model=vlm revision=unset (cached answers reused only to resume an interrupted run) judge=judge protocol=evalscope",
             f"mia-bench: dataset={bench.dataset} split=test limit=2 concurrency=8",
         ]
     )
