@@ -38,7 +38,7 @@ def lone_surrogates(request: Request) -> Reply:
 @pytest.mark.parametrize("extra", [[], ["--mia-no-cache"], ["-n", "2"]])
 def test_a_lone_surrogate_flows_into_every_output(bench: Bench, extra: list[str]) -> None:
     bench.server.script = lone_surrogates
-    args = ["--mia-limit=3", "--mia-html=r.html", "--junitxml=junit.xml", "--mia-cache-dir=c", "-rA", *extra]
+    args = ["--mia-limit=3", "--mia-html=r.html", "--junitxml=junit.xml", "--mia-cache-dir=c", "--mia-model-revision=r1", "-rA", *extra]
     for run in range(2):  # the second run reads the cache (when there is one)
         result = bench.run(*args, subprocess=True)
         assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stderr.str()
@@ -257,7 +257,7 @@ def _per_sample(request: Request) -> Reply:
 
 def test_random_bytes_in_the_cache_never_give_a_wrong_score(bench: Bench) -> None:
     bench.server.script = _per_sample
-    bench.run("--mia-cache-dir=c").assert_outcomes(passed=6)
+    bench.run("--mia-cache-dir=c", "--mia-model-revision=r1").assert_outcomes(passed=6)
     truth = {s["index"]: s["score"] for s in bench.report()["samples"]}
     assert len(set(truth.values())) > 3
     db = bench.pytester.path / "c" / "responses.sqlite3"
@@ -279,7 +279,7 @@ def test_random_bytes_in_the_cache_never_give_a_wrong_score(bench: Bench) -> Non
         for extra in (db.parent / "responses.sqlite3-wal", db.parent / "responses.sqlite3-shm"):
             extra.unlink(missing_ok=True)
         bench.server.requests.clear()
-        result = bench.run("--mia-cache-dir=c", "-W", "always")
+        result = bench.run("--mia-cache-dir=c", "--mia-model-revision=r1", "-W", "always")
         assert result.ret == pytest.ExitCode.OK, (seed, result.stdout.str()[-2000:])
         result.assert_outcomes(passed=6)
         assert {s["index"]: s["score"] for s in bench.report()["samples"]} == truth, seed
@@ -350,7 +350,7 @@ def test_a_huge_reply_fails_its_sample_unread_unstored_and_the_run_goes_on(bench
         return Reply("a fine answer")
 
     bench.server.script = script
-    result = bench.run("--mia-cache-dir=c", "--mia-html=r.html", "--mia-max-retries=3", subprocess=True)
+    result = bench.run("--mia-cache-dir=c", "--mia-html=r.html", "--mia-max-retries=3", "--mia-model-revision=r1", subprocess=True)
     result.assert_outcomes(passed=3, failed=3)
     cap = "reply body larger than 4194304 bytes (--mia-max-reply-bytes); not read further, not stored"
     result.stdout.fnmatch_lines_random([f"*sample 0001*row 1: model call to * failed: {cap}*", f"*sample 0002*row 2: model call to * failed: {cap}*", f"*sample 0003*row 3: judge call to * failed: {cap}*"])
@@ -369,7 +369,7 @@ def test_a_huge_reply_fails_its_sample_unread_unstored_and_the_run_goes_on(bench
     # the cache holds no oversize answer: those samples are asked again
     bench.server.requests.clear()
     bench.server.script = lambda r: Reply("total score: 5/10") if r.role == "judge" else Reply("short now")
-    bench.run("--mia-cache-dir=c").assert_outcomes(passed=6)
+    bench.run("--mia-cache-dir=c", "--mia-model-revision=r1").assert_outcomes(passed=6)
     assert sorted(r.role for r in bench.server.requests) == ["judge", "judge", "judge", "model", "model"]
 
 
