@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,15 +18,20 @@ from .text import printable
 COLLECTOR_NAME = "mia-bench"
 
 
-def compact_properties(result: SampleRecord) -> list[tuple[str, object]]:
-    """The per-sample properties that go into JUnit XML: small and JSON-safe."""
-    return [
+def compact_properties(result: SampleRecord) -> list[tuple[str, str]]:
+    """The per-sample properties that go into JUnit XML, each value as JSON
+    text: pytest writes ``str(value)``, and a Python repr (``None``,
+    ``False``, ``[0.5, None]``) is not something a JUnit consumer can read
+    back; ``json.loads`` of every value gives the number, string, bool, list
+    or null it stands for."""
+    values: list[tuple[str, object]] = [
         ("mia_score", result["score"]),
         ("mia_type", result["type"]),
         ("mia_status", result["status"]),
         ("mia_components", [c["score"] for c in result["components"]]),
         ("mia_cached", bool(result["cached"]["model"] and result["cached"]["judge"])),
     ]
+    return [(name, json.dumps(value, ensure_ascii=False)) for name, value in values]
 
 
 class BenchCollector(pytest.Collector):

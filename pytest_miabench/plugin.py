@@ -74,6 +74,12 @@ def pytest_configure(config: pytest.Config) -> None:
             from .journal import ModelRuns
 
             config.pluginmanager.register(ModelRuns(config, settings, directory), "miabench-model-runs")
+        if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
+            # pytest-html is writing a report here: give it the run's numbers.  Only
+            # then, so its hooks are never named to a pytest that lacks them.
+            from .pytesthtml import PytestHtmlHooks
+
+            config.pluginmanager.register(PytestHtmlHooks(aggregator), "miabench-pytest-html")
     if not uses_xdist:
         runtime = BenchRuntime(config, _with_mock(config, settings), protocol, judge_image)
         config.pluginmanager.register(runtime, "miabench-runtime")
