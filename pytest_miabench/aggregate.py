@@ -262,7 +262,9 @@ class Aggregator:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = getattr(report, "mia_result", None)
         if isinstance(result, str):  # from an xdist worker, as ASCII JSON
+            # Decoded once, in place: later readers (pytest-html's rows) get the record.
             result = json.loads(result)
+            setattr(report, "mia_result", result)  # noqa: B010 - a report attribute of this plugin
         if isinstance(result, dict) and report.when == "call":
             # An item's record, as ``blank_result`` built it (on a worker, perhaps).
             self.results[report.nodeid] = cast(SampleRecord, result)

@@ -249,6 +249,8 @@ def test_rpm_caps_the_request_rate(bench: Bench) -> None:
     bench.server.script = any_protocol_judge(Reply("An answer."))
     bench.run("--mia-rpm=600", "--mia-no-cache").assert_outcomes(passed=6)
     starts = sorted(r.started for r in bench.server.requests)
-    # 600 per minute: starts 0.1 s apart on average (single gaps jitter with
-    # the time each request takes to reach the server).
-    assert len(starts) == 12 and starts[-1] - starts[0] >= 11 * 0.1 * 0.9, starts
+    # 600 per minute: the 12th start is booked 1.1 s after the first.  At the
+    # server the spread shrinks by however late the first request arrived
+    # (connection set-up, a loaded machine), so only half is required: an
+    # uncapped run spreads its 12 starts over a few milliseconds.
+    assert len(starts) == 12 and starts[-1] - starts[0] >= 11 * 0.1 * 0.5, starts

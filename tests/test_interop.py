@@ -49,7 +49,7 @@ def junit_properties(path: Path) -> dict[str, dict[str, str]]:
 
 def test_junit_properties_are_json_text(bench: Bench, rows: list[dict[str, Any]]) -> None:
     bench.server.script = mixed(rows)
-    result = bench.run("--junitxml=junit.xml", "-p", "no:xdist")
+    result = bench.run("--junitxml=junit.xml", "-p", "no:xdist", "--mia-model-revision=r1")
     result.assert_outcomes(passed=5, failed=1)
     report = bench.report()
     raw = junit_properties(bench.pytester.path / "junit.xml")
@@ -70,7 +70,7 @@ def test_junit_properties_are_json_text(bench: Bench, rows: list[dict[str, Any]]
     assert failed["mia_score"] == "null" and failed["mia_status"] == '"failed"' and failed["mia_cached"] == "false"
     assert failed["mia_components"] == "[null, null, null]"
     # A rerun answers from the cache (the failed sample's call is never cached).
-    bench.run("--junitxml=junit.xml", "-p", "no:xdist")
+    bench.run("--junitxml=junit.xml", "-p", "no:xdist", "--mia-model-revision=r1")
     assert {props["mia_cached"] for props in junit_properties(bench.pytester.path / "junit.xml").values()} == {"true", "false"}
 
 
