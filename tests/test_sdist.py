@@ -3,10 +3,12 @@
 Built offline (``python -m build --sdist --no-isolation``: setuptools and
 build come with the [test] extra) from a copy of the source tree, so an
 earlier build's SOURCES.txt in the tree cannot add files the manifest
-forgot.  The check is the file list (everything the tests load) and a small
-run of the unpacked tree's own tests with this interpreter, the unpacked
-package first on the path: installing it into a fresh environment would
-download every dependency again, too slow for CI on two cores.
+forgot.  The check is the file list (everything the tests load), then
+``pip install`` of the sdist itself (built into a wheel by pip, offline:
+``--no-deps --no-build-isolation --target``) and a small run of the
+unpacked tree's own tests against that installed copy, its dependencies
+taken from this environment: a fresh environment would download every
+dependency again, too slow for CI on two cores.
 """
 
 from __future__ import annotations
@@ -55,7 +57,19 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         tar.extractall(work / "unpacked", **safe)
     (top,) = (work / "unpacked").iterdir()
+    installed = work / "installed"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(installed), str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
     return top
+
+
+def _installed(top: Path) -> Path:
+    return top.parents[1] / "installed"
 
 
 def _files(top: Path) -> set[str]:
@@ -77,23 +91,28 @@ def test_sdist_carries_what_the_tests_load(sdist: Path) -> None:
     assert metadata["License-Expression"] == "MIT" and metadata.get_all("License-File") == ["LICENSE"]
 
 
-def test_unpacked_sdist_runs_its_own_tests(sdist: Path) -> None:
+def test_the_installed_sdist_runs_its_own_tests(sdist: Path, tmp_path: Path) -> None:
+    # The tests of the unpacked tree, without its package source: the run
+    # must use what pip installed from the sdist.
+    tree = tmp_path / "tree"
+    shutil.copytree(sdist, tree, ignore=shutil.ignore_patterns("pytest_miabench"))
+    installed = _installed(sdist)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(sdist), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(installed), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    # The package the run imports is the unpacked one, not this checkout's.
+    # The package the run imports is the one pip installed, not this checkout's.
     where = subprocess.run(
         [sys.executable, "-c", "import pytest_miabench.plugin as p; print(p.__file__)"],
-        cwd=sdist,
+        cwd=tree,
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert Path(where.stdout.strip()).resolve().is_relative_to(sdist.resolve()), where.stdout
+    assert Path(where.stdout.strip()).resolve().is_relative_to(installed.resolve()), where.stdout
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:xdist", *SUBSET],
-        cwd=sdist,
+        cwd=tree,
         env=env,
         capture_output=True,
         text=True,
