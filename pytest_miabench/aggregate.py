@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Generator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from . import stats
 from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load, refusal
-from .keys import UNCLAIMED_KEY
+from .cache import HANDOFF, CacheError, ResponseCache
+from .keys import UNCLAIMED_KEY, WORKERINPUT_HANDOFF
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
 from .report import RunOutcome, build_report, terminal_lines, write_html, write_json
 from .result import (
@@ -36,6 +39,7 @@ from .result import (
     Tally,
     UsageTotals,
     blank_result,
+    is_finished,
 )
 from .settings import Settings
 
@@ -183,6 +187,9 @@ class Aggregator:
         self.fingerprint = fingerprint
         self.instructions = list(instructions) if instructions is not None else None
         self.refused: str | None = None  # the baseline refused at collection: no report is written
+        # Under xdist with a cache: (session key, cache directory) of the
+        # records workers leave there (cache.HANDOFF), set by the plugin.
+        self.handoff: tuple[str, Path] | None = None
         if settings.baseline:
             try:
                 self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split, self.fingerprint)
@@ -250,6 +257,42 @@ class Aggregator:
             "deselected": max(0, (rows if limit is None else min(rows, limit)) - selected),
             "filters": filters,
         }
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist: where a worker leaves its finished records."""
+        if self.handoff is not None:
+            node.workerinput[WORKERINPUT_HANDOFF] = self.handoff[0]
+
+    def _take_handoff(self, adopt: bool) -> None:
+        """Under xdist, a Ctrl-C or SIGTERM ends the workers before they send
+        what they hold (items answered but not yet reported, and look-ahead
+        samples): it is read back from the cache, where each worker left its
+        finished records.  Then the session's records are dropped."""
+        if self.handoff is None:
+            return
+        key, directory = self.handoff
+        try:
+            cache = ResponseCache(directory)
+        except CacheError:
+            return  # the workers could not have written there either
+        try:
+            if adopt:
+                have = {record["index"] for record in self.unclaimed}
+                have.update(index for nodeid in self.results if (index := _index_of(nodeid)) is not None)
+                for nodeid in self.expected:
+                    index = _index_of(nodeid)
+                    if index is None or index in have:
+                        continue
+                    value = cache.get(HANDOFF, f"{key}:{index}")
+                    if value is not None and value.get("index") == index:
+                        self.unclaimed.append(cast(SampleRecord, value))
+                self._summary = None
+            cache.drop(HANDOFF, f"{key}:")
+        except sqlite3.Error:
+            pass  # the report goes out with what the controller received
+        finally:
+            cache.close()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -380,8 +423,7 @@ class Aggregator:
         kept: list[SampleRecord] = []
         for record in self.unclaimed:
             nodeid = nodeids.get(record["index"])
-            finished = record["status"] != "failed" or record["failed_stage"] is not None
-            if finished and nodeid is not None and nodeid not in self.results:
+            if is_finished(record) and nodeid is not None and nodeid not in self.results:
                 self.results[nodeid] = record
             elif record["calls"]["model"] or record["calls"]["judge"]:
                 kept.append(record)
@@ -400,6 +442,7 @@ class Aggregator:
             self.unclaimed.extend(unclaimed)
             self.config.stash[UNCLAIMED_KEY] = []
             self._summary = None
+        self._take_handoff(adopt=self.interrupted)
         if self.interrupted:
             self._adopt_finished()
         else:

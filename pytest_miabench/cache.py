@@ -30,6 +30,10 @@ MODEL = "model"
 JUDGE = "judge"
 TABLE = "mia_responses"
 RUNS = "mia_runs"  # the run journal: see ``ResponseCache.begin_run``
+# Finished records an xdist worker leaves for its controller, under
+# "<session>:<index>": an interrupted controller loses the workers' own
+# channel, and still reports what they obtained (aggregate.py).
+HANDOFF = "handoff"
 # Writers queue on SQLite's lock; a few seconds is plenty for the short
 # transactions here, and on the cache thread a wait blocks no request.
 BUSY_TIMEOUT_MS = 5000
@@ -155,6 +159,10 @@ class ResponseCache:
     def finish_run(self, lineage: str, run: str) -> None:
         """The run completed: the next session asks the model again."""
         self._db.execute(f"UPDATE {RUNS} SET open = 0, updated = ? WHERE lineage = ? AND run = ?", (time.time(), lineage, run))
+
+    def drop(self, layer: str, prefix: str) -> None:
+        """Forget a layer's entries whose keys start with ``prefix``."""
+        self._db.execute(f"DELETE FROM {TABLE} WHERE layer = ? AND substr(key, 1, ?) = ?", (layer, len(prefix), prefix))
 
     def count(self, layer: str) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE layer = ?", (layer,)).fetchone()[0])

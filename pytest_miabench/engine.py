@@ -16,9 +16,9 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import threading
-from typing import Any
+from typing import Any, cast
 
-from .cache import AsyncCache, ResponseCache
+from .cache import HANDOFF, AsyncCache, ResponseCache
 from .client import Caller, Sampling, bounded_http_client, endpoints
 from .dataset import Sample, Source
 from .images import PreparedImage, prepare, thumbnail_uri
@@ -27,7 +27,7 @@ from .pipeline import Context, SampleFailure, new_record, run_sample
 from .prefetch import Prefetcher
 from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
-from .result import SampleRecord
+from .result import SampleRecord, is_finished
 from .sampling import judge_settings
 from .settings import Settings, mock_roles
 
@@ -46,12 +46,17 @@ class Engine:
         judge_image: bool,
         workers: int = 1,
         model_run: str | None = None,
+        handoff: str | None = None,
     ) -> None:
+        """``handoff``: on an xdist worker with a cache, the prefix under which
+        each finished record is also written to the cache for the controller
+        (cache.HANDOFF)."""
         self.settings = settings
         self.source = source
         self.loop = LoopThread()
         self.images: Prefetcher[tuple[PreparedImage, str | None]] = Prefetcher(self._prepare_image)
         self.cache = AsyncCache(cache) if cache is not None else None
+        self._handoff = handoff if cache is not None else None
         self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
         self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()
@@ -133,6 +138,8 @@ class Engine:
         finally:
             limiter = self._context.model.limiter
             record["concurrency_limit"] = limiter.limit
+            if self._handoff is not None and self.cache is not None and is_finished(record):
+                await self.cache.put(HANDOFF, f"{self._handoff}:{sample.index}", cast(dict[str, Any], record))
 
     def prefetch_image(self, sample: Sample) -> None:
         """Prepare a sample's image ahead of its calls (costs no API call)."""

@@ -70,6 +70,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
         directory = cache_directory(config, settings)
+        if directory is not None and uses_xdist:
+            import uuid
+
+            aggregator.handoff = (uuid.uuid4().hex, directory)
         if directory is not None and not config.option.collectonly:
             from .journal import ModelRuns
 

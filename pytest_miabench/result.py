@@ -149,6 +149,12 @@ def blank_result(index: int, type_: str, components: list[Component] | None = No
     }
 
 
+def is_finished(record: SampleRecord) -> bool:
+    """The sample's pipeline ran to its end: judged, or failed at a named
+    stage.  A record still ``failed`` with no stage was cut short."""
+    return record["status"] != "failed" or record["failed_stage"] is not None
+
+
 def _no_tokens() -> TokenUsage:
     return {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "cached_prompt_tokens": 0, "cached_completion_tokens": 0}
 

@@ -19,7 +19,7 @@ from .client import ScrubFilter, endpoints
 from .dataset import DatasetError, Source
 from .engine import Engine
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
-from .keys import ENGINE_KEY, MODEL_RUN_KEY, RESULT_KEY, SOURCE_KEY, TIMEOUT_KEY, UNCLAIMED_KEY, WORKERINPUT_MODEL_RUN
+from .keys import ENGINE_KEY, MODEL_RUN_KEY, RESULT_KEY, SOURCE_KEY, TIMEOUT_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF, WORKERINPUT_MODEL_RUN
 from .protocols.base import Protocol
 from .settings import Settings
 
@@ -117,7 +117,11 @@ class BenchRuntime:
             source = load_source(self.config, self.settings)
             # Installed once openai (and httpx) are imported, so their loggers exist.
             self._scrubber = ScrubFilter([secret for endpoint in endpoints(self.settings) for secret in endpoint.secrets()])
-            self._engine = Engine(self.settings, source, self.protocol, response_cache, self.judge_image, workers, self._model_run())
+            handoff = getattr(self.config, "workerinput", {}).get(WORKERINPUT_HANDOFF)
+            self._engine = Engine(
+                self.settings, source, self.protocol, response_cache, self.judge_image, workers, self._model_run(),
+                handoff if isinstance(handoff, str) else None,
+            )
             self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine
             self.config.add_cleanup(self._close)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,15 @@ class Bench:
             *extra,
         ]
 
+    def spawn(self, *extra: str, new_session: bool = False) -> subprocess.Popen[bytes]:
+        """``pytest --mia-bench`` in a real process that a test can signal
+        mid-run (pytester's helpers cannot), output on stdout.  Ignored and
+        blocked signals are inherited across exec, and the process running
+        this test may have SIGINT so (seen under xdist): the child starts
+        with SIGINT and SIGTERM as a shell's foreground job has them."""
+        cmd = [sys.executable, "-c", _LAUNCH, *self.args(*extra), "-q", "-p", "no:randomly"]
+        return subprocess.Popen(cmd, cwd=self.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session)
+
     def run(self, *extra: str, subprocess: bool = False) -> pytest.RunResult:
         args = self.args(*extra)
         if subprocess:
@@ -83,6 +94,15 @@ class Bench:
 
     def report(self) -> dict[str, Any]:
         return json.loads(self.report_path.read_text(encoding="utf-8"))
+
+
+_LAUNCH = (
+    "import os, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'pytest', *sys.argv[1:]])\n"
+)
 
 
 @pytest.fixture

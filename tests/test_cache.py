@@ -148,8 +148,7 @@ class Slow:
     def interrupt(self, bench: Bench, sig: signal.Signals, after_judged: int, *args: str) -> tuple[int, str]:
         """Run pytest in a real process (pytester's helper cannot signal it
         mid-run) and send ``sig`` once ``after_judged`` samples reached the judge."""
-        cmd = [sys.executable, "-m", "pytest", *bench.args(*args), "-q"]
-        proc = subprocess.Popen(cmd, cwd=bench.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = bench.spawn(*args)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with self.lock:

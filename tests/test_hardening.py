@@ -6,12 +6,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import random
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -211,8 +210,7 @@ def test_an_interrupted_run_reports_every_sample_whose_answers_arrived(
     dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
     with OpenAIServer(script, judge_model="judge") as server:
         bench = Bench(pytester, server, dataset)
-        cmd = [sys.executable, "-m", "pytest", *bench.args("--mia-concurrency=4", "--mia-cache-dir=c", "--mia-timeout=600"), "-q", "-p", "no:randomly"]
-        proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = bench.spawn("--mia-concurrency=4", "--mia-cache-dir=c", "--mia-timeout=600")
         try:
             answered = _wait_for_judged(bench, pytester.path / "c" / "responses.sqlite3", 6)
             time.sleep(0.5)  # the last answer's few steps after its cache write
@@ -228,6 +226,73 @@ def test_an_interrupted_run_reports_every_sample_whose_answers_arrived(
     judged = sorted(s["index"] for s in report["samples"] if s["status"] == "scored")
     assert judged == answered == [0, 1, 2, 4, 5, 6]
     assert report["n_missing"] == n - 6
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the controller", "Ctrl-C to the process group"])
+def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
+    pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path, how: str
+) -> None:
+    """Under xdist an interrupt ends the workers before they report what they
+    hold: the item answered but not yet reported, and the look-ahead samples
+    queued behind the item that hangs (sample 3's judge call never ends).
+    The report still holds every sample whose judge answered."""
+    n, head = 16, 3
+    instructions = [" ".join(row["instruction"].split()) for row in rows[:n]]
+
+    def script(request: Request) -> Reply:
+        if request.role == "model":
+            # Whole instructions: rows 6 and 8 begin alike.
+            text = " ".join(request.text.split())
+            index = max((i for i, instruction in enumerate(instructions) if text.startswith(instruction)), key=lambda i: len(instructions[i]))
+            return Reply(f"answer-{index}-")
+        if f"answer-{head}-" in request.text:
+            return Reply(hang=True)
+        return Reply("score of component 1: 1/1, total score: 6/10.")
+
+    images = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(n)]
+    dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
+    with OpenAIServer(script, judge_model="judge") as server:
+        bench = Bench(pytester, server, dataset)
+        proc = bench.spawn("-n", "2", "--mia-concurrency=4", "--mia-cache-dir=c", "--mia-timeout=600", "--junitxml=j.xml", new_session=True)
+        try:
+            answered = _wait_until_quiet(bench)
+            if how.startswith("SIGTERM"):
+                proc.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(proc.pid, signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode == pytest.ExitCode.INTERRUPTED, out.decode(errors="replace")
+        report = bench.report()
+    junit = {name for case in ET.parse(pytester.path / "j.xml").iter("testcase") if (name := case.get("name"))}
+    judged = sorted(s["index"] for s in report["samples"] if s["status"] == "scored")
+    # More than the items xdist heard of: the look-ahead's samples are in.
+    assert len(junit) < len(judged)
+    assert judged == answered
+    assert head not in judged and report["complete"] is False and report["n_missing"] == n - len(answered)
+    # The workers' records were for this session only: none is left behind.
+    with contextlib.closing(sqlite3.connect(pytester.path / "c" / "responses.sqlite3")) as db:
+        assert db.execute("SELECT COUNT(*) FROM mia_responses WHERE layer = 'handoff'").fetchone()[0] == 0
+
+
+def _wait_until_quiet(bench: Bench) -> list[int]:
+    """The samples whose judge call was answered, once sample 3's hangs and
+    no new judge call came for a second (the workers wait on sample 3)."""
+    deadline = time.monotonic() + 90
+    seen: list[int] = []
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        texts = [r.text for r in bench.server.by_role("judge")]
+        answered = sorted({int(m.group(1)) for t in texts if (m := re.search(r"answer-(\d+)-", t)) and m.group(1) != "3"})
+        if answered != seen:
+            seen, quiet_since = answered, time.monotonic()
+        elif any("answer-3-" in t for t in texts) and time.monotonic() - quiet_since > 1.5:
+            time.sleep(0.5)  # the last answer's few steps after its reply: cache writes
+            return answered
+        time.sleep(0.05)
+    raise AssertionError(f"the run never settled: {seen}")
 
 
 def _wait_for_judged(bench: Bench, cache: Path, count: int) -> list[int]:
