@@ -159,5 +159,9 @@ def test_timed_out_calls_are_counted(bench: Bench) -> None:
     result = bench.run("--mia-timeout=0.5", "--mia-concurrency=1", "--mia-no-cache")
     result.assert_outcomes(passed=6)
     usage = bench.report()["usage"]
-    assert usage["model"]["api_calls"] == len(bench.server.by_role("model")) == 7
-    assert usage["retries"] == 1
+    model, judge = len(bench.server.by_role("model")), len(bench.server.by_role("judge"))
+    # The slow call timed out and was asked again.  On a loaded machine any
+    # other call may also outlast 0.5 s: every call sent is counted all the same.
+    assert usage["model"]["api_calls"] == model >= 7
+    assert usage["judge"]["api_calls"] == judge >= 6
+    assert usage["retries"] == (model - 6) + (judge - 6)
