@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,6 +45,16 @@ from .result import (
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Where xdist workers leave finished records (cache.HANDOFF) under
+    ``key``: the response cache's directory, or without a cache a temporary
+    one of this session (the plugin removes it when pytest cleans up)."""
+
+    key: str
+    directory: Path
 STATUSES = (SCORED, ZERO, DROPPED, EXCLUDED, "failed")
 
 
@@ -189,7 +200,7 @@ class Aggregator:
         self.refused: str | None = None  # the baseline refused at collection: no report is written
         # Under xdist with a cache: (session key, cache directory) of the
         # records workers leave there (cache.HANDOFF), set by the plugin.
-        self.handoff: tuple[str, Path] | None = None
+        self.handoff: Handoff | None = None
         if settings.baseline:
             try:
                 self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split, self.fingerprint)
@@ -262,18 +273,18 @@ class Aggregator:
     def pytest_configure_node(self, node: Any) -> None:
         """xdist: where a worker leaves its finished records."""
         if self.handoff is not None:
-            node.workerinput[WORKERINPUT_HANDOFF] = self.handoff[0]
+            node.workerinput[WORKERINPUT_HANDOFF] = {"key": self.handoff.key, "directory": str(self.handoff.directory)}
 
     def _take_handoff(self, adopt: bool) -> None:
         """Under xdist, a Ctrl-C or SIGTERM ends the workers before they send
         what they hold (items answered but not yet reported, and look-ahead
-        samples): it is read back from the cache, where each worker left its
-        finished records.  Then the session's records are dropped."""
+        samples): it is read back from where each worker left its finished
+        records.  Then the session's records are dropped."""
         if self.handoff is None:
             return
-        key, directory = self.handoff
+        key = self.handoff.key
         try:
-            cache = ResponseCache(directory)
+            cache = ResponseCache(self.handoff.directory)
         except CacheError:
             return  # the workers could not have written there either
         try:

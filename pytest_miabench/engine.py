@@ -46,17 +46,21 @@ class Engine:
         judge_image: bool,
         workers: int = 1,
         model_run: str | None = None,
-        handoff: str | None = None,
+        handoff: tuple[str, ResponseCache | None] | None = None,
     ) -> None:
-        """``handoff``: on an xdist worker with a cache, the prefix under which
-        each finished record is also written to the cache for the controller
-        (cache.HANDOFF)."""
+        """``handoff``: on an xdist worker, the key prefix under which each
+        finished record is also written for the controller (cache.HANDOFF),
+        and where: a store of its own, or None for the response cache."""
         self.settings = settings
         self.source = source
         self.loop = LoopThread()
         self.images: Prefetcher[tuple[PreparedImage, str | None]] = Prefetcher(self._prepare_image)
         self.cache = AsyncCache(cache) if cache is not None else None
-        self._handoff = handoff if cache is not None else None
+        self._handoff_key: str | None = None
+        self._handoff: AsyncCache | None = None
+        if handoff is not None:
+            self._handoff_key, store = handoff
+            self._handoff = self.cache if store is None else AsyncCache(store)
         self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
         self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()
@@ -138,8 +142,8 @@ class Engine:
         finally:
             limiter = self._context.model.limiter
             record["concurrency_limit"] = limiter.limit
-            if self._handoff is not None and self.cache is not None and is_finished(record):
-                await self.cache.put(HANDOFF, f"{self._handoff}:{sample.index}", cast(dict[str, Any], record))
+            if self._handoff is not None and is_finished(record):
+                await self._handoff.put(HANDOFF, f"{self._handoff_key}:{sample.index}", cast(dict[str, Any], record))
 
     def prefetch_image(self, sample: Sample) -> None:
         """Prepare a sample's image ahead of its calls (costs no API call)."""
@@ -196,5 +200,7 @@ class Engine:
         self.images.close()
         if self.cache is not None:
             self.cache.close()
+        if self._handoff is not None and self._handoff is not self.cache:
+            self._handoff.close()
         # Also a sample judged from the cache alone: an interrupted run reports it.
         return [record for record in unclaimed if record["calls"]["model"] or record["calls"]["judge"] or record["status"] != "failed"]

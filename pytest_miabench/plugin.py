@@ -7,6 +7,7 @@ runs exactly as before.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -38,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     settings = resolve(config)
     config.stash[SETTINGS_KEY] = settings
-    from .aggregate import AGGREGATOR_KEY, Aggregator
+    from .aggregate import AGGREGATOR_KEY, Aggregator, Handoff
     from .runtime import BenchRuntime, cache_directory, load_source
 
     protocol = _protocol(config, settings)
@@ -70,10 +71,19 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
         directory = cache_directory(config, settings)
-        if directory is not None and uses_xdist:
+        if uses_xdist:
             import uuid
 
-            aggregator.handoff = (uuid.uuid4().hex, directory)
+            # Where workers leave finished records for an interrupted
+            # controller: the cache, or without one a directory of this run.
+            handoff_directory = directory
+            if handoff_directory is None:
+                import shutil
+                import tempfile
+
+                handoff_directory = Path(tempfile.mkdtemp(prefix="mia-handoff-"))
+                config.add_cleanup(lambda: shutil.rmtree(handoff_directory, ignore_errors=True))
+            aggregator.handoff = Handoff(uuid.uuid4().hex, handoff_directory)
         if directory is not None and not config.option.collectonly:
             from .journal import ModelRuns
 

@@ -117,15 +117,29 @@ class BenchRuntime:
             source = load_source(self.config, self.settings)
             # Installed once openai (and httpx) are imported, so their loggers exist.
             self._scrubber = ScrubFilter([secret for endpoint in endpoints(self.settings) for secret in endpoint.secrets()])
-            handoff = getattr(self.config, "workerinput", {}).get(WORKERINPUT_HANDOFF)
             self._engine = Engine(
                 self.settings, source, self.protocol, response_cache, self.judge_image, workers, self._model_run(),
-                handoff if isinstance(handoff, str) else None,
+                self._handoff(response_cache),
             )
             self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine
             self.config.add_cleanup(self._close)
         return self._engine
+
+    def _handoff(self, response_cache: ResponseCache | None) -> tuple[str, ResponseCache | None] | None:
+        """xdist: where this worker leaves finished records for the
+        controller (aggregate.Handoff): the response cache when it is there."""
+        given = getattr(self.config, "workerinput", {}).get(WORKERINPUT_HANDOFF)
+        if not isinstance(given, dict) or not isinstance(given.get("key"), str) or not isinstance(given.get("directory"), str):
+            return None
+        directory = Path(given["directory"])
+        if response_cache is not None and response_cache.path.parent == directory:
+            return given["key"], None
+        try:
+            return given["key"], ResponseCache(directory)
+        except CacheError as exc:
+            self._warn(f"{exc}; an interrupted run's report will lack what this worker held")
+            return None
 
     def _model_run(self) -> str | None:
         """The run model answers are keyed by (journal.py): the controller's,

@@ -77,14 +77,16 @@ class Bench:
             *extra,
         ]
 
-    def spawn(self, *extra: str, new_session: bool = False) -> subprocess.Popen[bytes]:
+    def spawn(self, *extra: str, new_session: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """``pytest --mia-bench`` in a real process that a test can signal
         mid-run (pytester's helpers cannot), output on stdout.  Ignored and
         blocked signals are inherited across exec, and the process running
         this test may have SIGINT so (seen under xdist): the child starts
         with SIGINT and SIGTERM as a shell's foreground job has them."""
         cmd = [sys.executable, "-c", _LAUNCH, *self.args(*extra), "-q", "-p", "no:randomly"]
-        return subprocess.Popen(cmd, cwd=self.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session)
+        return subprocess.Popen(
+            cmd, cwd=self.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session, env=env
+        )
 
     def run(self, *extra: str, subprocess: bool = False) -> pytest.RunResult:
         args = self.args(*extra)

@@ -228,14 +228,18 @@ def test_an_interrupted_run_reports_every_sample_whose_answers_arrived(
     assert report["n_missing"] == n - 6
 
 
-@pytest.mark.parametrize("how", ["SIGTERM to the controller", "Ctrl-C to the process group"])
+@pytest.mark.parametrize(
+    ("how", "cache"),
+    [("SIGTERM to the controller", "--mia-cache-dir=c"), ("Ctrl-C to the process group", "--mia-cache-dir=c"), ("SIGTERM to the controller", "--mia-no-cache")],
+)
 def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
-    pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path, how: str
+    pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path, how: str, cache: str
 ) -> None:
     """Under xdist an interrupt ends the workers before they report what they
     hold: the item answered but not yet reported, and the look-ahead samples
     queued behind the item that hangs (sample 3's judge call never ends).
-    The report still holds every sample whose judge answered."""
+    The report still holds every sample whose judge answered, with a cache
+    or without one."""
     n, head = 16, 3
     instructions = [" ".join(row["instruction"].split()) for row in rows[:n]]
 
@@ -253,7 +257,10 @@ def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
     dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
     with OpenAIServer(script, judge_model="judge") as server:
         bench = Bench(pytester, server, dataset)
-        proc = bench.spawn("-n", "2", "--mia-concurrency=4", "--mia-cache-dir=c", "--mia-timeout=600", "--junitxml=j.xml", new_session=True)
+        temp = pytester.path / "tmp"
+        temp.mkdir()
+        env = {**os.environ, "TMPDIR": str(temp)}
+        proc = bench.spawn("-n", "2", "--mia-concurrency=4", cache, "--mia-timeout=600", "--junitxml=j.xml", new_session=True, env=env)
         try:
             answered = _wait_until_quiet(bench)
             if how.startswith("SIGTERM"):
@@ -273,8 +280,11 @@ def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
     assert judged == answered
     assert head not in judged and report["complete"] is False and report["n_missing"] == n - len(answered)
     # The workers' records were for this session only: none is left behind.
-    with contextlib.closing(sqlite3.connect(pytester.path / "c" / "responses.sqlite3")) as db:
-        assert db.execute("SELECT COUNT(*) FROM mia_responses WHERE layer = 'handoff'").fetchone()[0] == 0
+    if cache == "--mia-no-cache":
+        assert not (pytester.path / "c").exists() and not [p for p in temp.iterdir() if p.name.startswith("mia-handoff-")]
+    else:
+        with contextlib.closing(sqlite3.connect(pytester.path / "c" / "responses.sqlite3")) as db:
+            assert db.execute("SELECT COUNT(*) FROM mia_responses WHERE layer = 'handoff'").fetchone()[0] == 0
 
 
 def _wait_until_quiet(bench: Bench) -> list[int]:
