@@ -504,6 +504,7 @@ def _protocols(report: Mapping[str, Any]) -> str:
     if not names:
         return ""
     blocks = _map(report.get("protocols"))
+    compared = any(_map(_map(blocks.get(name)).get("baseline")) for name in names)
     rows = []
     for position, name in enumerate(names):
         block = _map(blocks.get(name))
@@ -523,8 +524,8 @@ def _protocols(report: Mapping[str, Any]) -> str:
             f"<td>{'yes' if sees is True else 'no' if sees is False else 'n/a'}</td>"
             f'<td class="num">{_e(judge.get("temperature")) if _num(judge.get("temperature")) is not None else "server&#39;s"}</td>'
             f'<td class="num">{_count(judge.get("max_tokens")) if _int(judge.get("max_tokens")) is not None else "server&#39;s"}</td>'
-            f'<td class="num {_delta_cls(base.get("delta"))}">{_signed(base.get("delta")) if base else ""}</td>'
-            "</tr>"
+            + (f'<td class="num {_delta_cls(base.get("delta"))}">{_signed(base.get("delta")) if base else "not in the baseline"}</td>' if compared else "")
+            + "</tr>"
         )
     return (
         '<section id="protocols"><h2>Protocols on the same answers</h2>'
@@ -533,7 +534,8 @@ def _protocols(report: Mapping[str, Any]) -> str:
         "and are not comparable with each other.</p>"
         '<table class="changed" id="protocol-table"><thead><tr><th>protocol</th><th>total_score</th><th>95% CI</th>'
         "<th>in the mean</th><th>scored</th><th>zero</th><th>dropped</th><th>excluded</th><th>failed</th>"
-        "<th>judge sees image</th><th>judge temperature</th><th>judge max_tokens</th><th>delta vs baseline</th></tr></thead>"
+        "<th>judge sees image</th><th>judge temperature</th><th>judge max_tokens</th>"
+        f"{'<th>delta vs baseline</th>' if compared else ''}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></section>"
     )
 
