@@ -291,3 +291,38 @@ def test_a_baseline_is_compared_per_protocol_and_gated_on_the_headline(bench: Be
     refused = bench.run("--mia-rejudge", "--mia-protocol=lmms-eval,apple", "--mia-model-revision=r1", f"--mia-baseline={baseline}")
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*made with protocol 'evalscope' (and 'apple'), this run uses 'lmms-eval'*"])
+
+
+def test_the_html_report_escapes_protocol_names_and_every_protocols_judge_reply() -> None:
+    from pytest_miabench.html import render_html
+
+    evil = '"><script>alert(1)</script>'
+    names = ["evalscope", evil]
+    block = {"total_score": 0.5, "ci": {"total_score": [0.4, 0.6]}, "n_counted": 1, "counts": {"scored": 1}, "judge": {}, "baseline": None}
+    report = {
+        "total_score": 0.5,
+        "protocol": {"name": "evalscope"},
+        "protocols": {name: block for name in names},
+        "samples": [
+            {
+                "index": 0,
+                "nodeid": "mia-bench::0000",
+                "type": "basic",
+                "status": "scored",
+                "score": 0.5,
+                "components": [],
+                "protocols": {
+                    "evalscope": {"score": 0.5, "status": "scored", "components": [], "judge_reply": "fine", "reason": ""},
+                    evil: {"score": None, "status": "dropped", "components": [], "judge_reply": f"<img src=x onerror=alert(2)>{evil}", "reason": evil},
+                },
+            }
+        ],
+    }
+    text = render_html(report)
+    assert "<script>alert" not in text and "<img src=x" not in text
+    page = Page(text)
+    assert [a["data-protocol"] for a in page.find("tr") if "data-protocol" in a] == names
+    assert [a["value"] for a in page.find("option") if a.get("value") in names] == names
+    # The hostile protocol's reply is there, as text, hidden until the switch shows it.
+    assert f"<img src=x onerror=alert(2)>{evil}" in page.text
+    assert all("hidden" in a for a in page.find("div", data_protocol=evil))
