@@ -82,7 +82,9 @@ def load_protocols(
         raise BaselineError(f"{path}: schema_version {data['schema_version']!r}, this version reads {SCHEMA_VERSION}")
     theirs = (data.get("protocol") or {}).get("name")
     held = data.get("protocols")
-    held = held if isinstance(held, dict) else {}
+    # Only a block that holds the report's own headline is one this plugin
+    # wrote (older reports have none; an edited headline name voids it).
+    held = held if isinstance(held, dict) and theirs in held else {}
     headline = protocols[0]
     if theirs != headline and not _number((held.get(headline) or {}).get("total_score")):
         also = f" (and {', '.join(repr(name) for name in held if name != theirs)})" if len(held) > 1 else ""
