@@ -62,11 +62,6 @@ class Context:
     # Whose answers the model's cache entries are (journal.py): {"revision": REV}, {"run": ID} or {}.
     weights: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def protocol(self) -> Protocol:
-        """The headline protocol."""
-        return self.judgings[0].protocol
-
 
 def new_record(sample: Sample) -> SampleRecord:
     """The record of a sample before anything was obtained (status ``failed``)."""
