@@ -362,11 +362,19 @@ class Aggregator:
                 summary["protocols"][protocol.name] = block
                 before = self.protocol_baselines.get(protocol.name)
                 if before is not None:
+                    # Compared on the samples both hold (the headline's block below refuses or gates).
                     by_nodeid = {nodeids[view["index"]]: view for view in views}
-                    block["baseline"] = protocol_baseline(
-                        compare(block_tally(block), by_nodeid, before, str(self.settings.baseline), None,
-                                run_samples=self._run_samples(), common=True, seed=self.settings.seed)
+                    comparison = compare(
+                        block_tally(block),
+                        by_nodeid,
+                        before,
+                        str(self.settings.baseline),
+                        None,
+                        run_samples=self._run_samples(),
+                        common=True,
+                        seed=self.settings.seed,
                     )
+                    block["baseline"] = protocol_baseline(comparison)
             if self.settings.judge_repeats > 1:
                 judged = [r for r in sorted(results, key=lambda r: r["index"]) if r["status"] != "failed"]
                 spread = stats.judge_spread([r.get("judge_scores") or [] for r in judged])
