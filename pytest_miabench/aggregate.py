@@ -22,13 +22,16 @@ from typing import Any, cast
 import pytest
 
 from . import stats
-from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load, refusal
+from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load_protocols, refusal
 from .cache import HANDOFF, CacheError, ResponseCache
 from .keys import UNCLAIMED_KEY, WORKERINPUT_HANDOFF
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
 from .report import RunOutcome, build_report, terminal_lines, write_html, write_json
 from .result import (
+    BaselineComparison,
     Cost,
+    ProtocolBaseline,
+    ProtocolSummary,
     Report,
     Role,
     RoleCost,
@@ -42,6 +45,7 @@ from .result import (
     blank_result,
     is_finished,
 )
+from .sampling import judge_sees_image, judge_settings
 from .settings import Settings
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
@@ -122,6 +126,58 @@ def summarize(
     }
 
 
+def protocol_view(record: SampleRecord, name: str, headline: bool) -> SampleRecord:
+    """The record as protocol ``name`` judged it: its status, score,
+    component scores and metrics in the record's own fields.  A record
+    without that protocol's verdict (a crashed worker's) is failed under it;
+    the headline's verdict is the record's own fields."""
+    verdict = (record.get("protocols") or {}).get(name)
+    view = record.copy()
+    if verdict is None:
+        if headline:
+            return record
+        view["status"], view["score"], view["metrics"] = "failed", None, {}
+        view["components"] = [{**c, "score": None} for c in record["components"]]
+        return view
+    scores = verdict["components"]
+    view["status"], view["score"], view["metrics"] = verdict["status"], verdict["score"], verdict["metrics"]
+    view["components"] = [{**c, "score": scores[i] if i < len(scores) else None} for i, c in enumerate(record["components"])]
+    return view
+
+
+def protocol_summary(
+    results: list[SampleRecord], protocol: Protocol, headline: bool, settings: Settings
+) -> tuple[ProtocolSummary, list[SampleRecord]]:
+    """One protocol's numbers over the run's records (and the records as it
+    judged them), computed exactly as the headline's are."""
+    views = [protocol_view(r, protocol.name, headline) for r in sorted(results, key=lambda r: r["index"])]
+    tally = summarize(views, len(views), protocol)
+    sampling = judge_settings(settings, protocol)
+    return {
+        "prompt_version": protocol.prompt_version,
+        "headline": protocol.headline,
+        "total_score": tally["total_score"],
+        "ci": stats.report_cis(views, seed=settings.seed),
+        "n_counted": tally["n_counted"],
+        "counts": {
+            "scored": tally["n_scored"],
+            "zero": tally["n_zero"],
+            "dropped": tally["n_dropped"],
+            "excluded": tally["n_excluded"],
+            "failed": tally["n_failed"],
+        },
+        "by_type": tally["by_type"],
+        "by_component_type": tally["by_component_type"],
+        "protocol_metrics": tally["protocol_metrics"],
+        "judge": {
+            "sees_image": judge_sees_image(settings, protocol),
+            "temperature": sampling.get("temperature"),
+            "max_tokens": sampling.get("max_tokens"),
+        },
+        "baseline": None,
+    }, views
+
+
 def _usage(results: list[SampleRecord], unclaimed: list[SampleRecord]) -> UsageTotals:
     """What the run cost: every attempt sent, the unclaimed samples' included."""
     paid = results + unclaimed
@@ -169,8 +225,7 @@ class Aggregator:
         self,
         config: pytest.Config,
         settings: Settings,
-        protocol: Protocol,
-        judge_image: bool,
+        protocols: Sequence[Protocol],
         fingerprint: str | None = None,
         instructions: Sequence[str | None] | None = None,
     ) -> None:
@@ -181,8 +236,9 @@ class Aggregator:
         a baseline of other samples is refused before any call."""
         self.config = config
         self.settings = settings
-        self.protocol = protocol
-        self.judge_image = judge_image
+        self.protocols = tuple(protocols)  # the headline first
+        self.protocol = self.protocols[0]
+        self.judge_image = judge_sees_image(settings, self.protocol)
         self.results: dict[str, SampleRecord] = {}
         self.expected: list[str] = []
         self.started = time.time()
@@ -201,11 +257,15 @@ class Aggregator:
         # Under xdist with a cache: (session key, cache directory) of the
         # records workers leave there (cache.HANDOFF), set by the plugin.
         self.handoff: Handoff | None = None
+        # The baseline under each protocol it shares with this run; the headline's gates.
+        self.protocol_baselines: dict[str, Baseline] = {}
         if settings.baseline:
+            names = [p.name for p in self.protocols]
             try:
-                self.baseline = load(settings.baseline, protocol.name, settings.dataset, settings.split, self.fingerprint)
+                self.protocol_baselines = load_protocols(settings.baseline, names, settings.dataset, settings.split, self.fingerprint)
             except BaselineError as exc:
                 raise pytest.UsageError(f"--mia-baseline: {exc}") from None
+            self.baseline = self.protocol_baselines[self.protocol.name]
 
     # -- inputs ------------------------------------------------------------
 
@@ -348,7 +408,27 @@ class Aggregator:
                 "cost": cost(tally["usage"], self.settings),
                 "judge_spread": None,
                 "baseline": None,
+                "protocols": {},
             }
+            nodeids = {record["index"]: nodeid for nodeid, record in self.results.items()}
+            for position, protocol in enumerate(self.protocols):
+                block, views = protocol_summary(results, protocol, position == 0, self.settings)
+                summary["protocols"][protocol.name] = block
+                before = self.protocol_baselines.get(protocol.name)
+                if before is not None:
+                    # Compared on the samples both hold (the headline's block below refuses or gates).
+                    by_nodeid = {nodeids[view["index"]]: view for view in views}
+                    comparison = compare(
+                        block_tally(block),
+                        by_nodeid,
+                        before,
+                        str(self.settings.baseline),
+                        None,
+                        run_samples=self._run_samples(),
+                        common=True,
+                        seed=self.settings.seed,
+                    )
+                    block["baseline"] = protocol_baseline(comparison)
             if self.settings.judge_repeats > 1:
                 judged = [r for r in sorted(results, key=lambda r: r["index"]) if r["status"] != "failed"]
                 spread = stats.judge_spread([r.get("judge_scores") or [] for r in judged])
@@ -481,6 +561,7 @@ class Aggregator:
             results=self.results,
             settings=self.settings,
             protocol=self.protocol,
+            protocols=self.protocols,
             judge_image=self.judge_image,
             fingerprint=self.fingerprint,
             interrupted=self.interrupted,
@@ -500,6 +581,23 @@ class Aggregator:
             terminalreporter.write_line(line, **markup)
         for error in self.write_errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
+
+
+def block_tally(block: ProtocolSummary) -> Tally:
+    """What ``baseline.compare`` reads of a tally, from a protocol's block."""
+    return cast(Tally, {"total_score": block["total_score"], "by_type": block["by_type"], "by_component_type": block["by_component_type"]})
+
+
+def protocol_baseline(comparison: BaselineComparison) -> ProtocolBaseline:
+    """The few numbers of a comparison that a protocol's block keeps."""
+    return {
+        "total_score": comparison["total_score"],
+        "delta": comparison["delta"],
+        "n_paired": comparison["n_paired"],
+        "mean_diff": comparison["mean_diff"],
+        "diff_ci": comparison["diff_ci"],
+        "p_value": comparison["p_value"],
+    }
 
 
 def threshold_value(summary: Summary, settings: Settings) -> float | None:

@@ -16,7 +16,7 @@ bootstrap interval of the drop is at most X (see ``gate``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -58,7 +58,18 @@ class BaselineError(ValueError):
 
 
 def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | None = None) -> Baseline:
-    """Read and check a baseline report; keep what ``compare`` reads."""
+    """Read and check a baseline report; keep what ``compare`` reads for
+    ``protocol``, the headline of this run: the baseline must hold it, as
+    its own headline or among its ``protocols``."""
+    return load_protocols(path, (protocol,), dataset, split, fingerprint)[protocol]
+
+
+def load_protocols(
+    path: str, protocols: Sequence[str], dataset: str, split: str, fingerprint: str | None = None
+) -> dict[str, Baseline]:
+    """``load`` for each of ``protocols`` the baseline holds (the first,
+    this run's headline, it must hold): a run judged under several
+    protocols is compared protocol by protocol with a baseline that was too."""
     try:
         data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     except OSError as exc:
@@ -70,8 +81,14 @@ def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | 
     if data["schema_version"] != SCHEMA_VERSION:
         raise BaselineError(f"{path}: schema_version {data['schema_version']!r}, this version reads {SCHEMA_VERSION}")
     theirs = (data.get("protocol") or {}).get("name")
-    if theirs != protocol:
-        raise BaselineError(f"{path}: made with protocol {theirs!r}, this run uses {protocol!r}; scores are not comparable")
+    held = data.get("protocols")
+    # Only a block that holds the report's own headline is one this plugin
+    # wrote (older reports have none; an edited headline name voids it).
+    held = held if isinstance(held, dict) and theirs in held else {}
+    headline = protocols[0]
+    if theirs != headline and not _number((held.get(headline) or {}).get("total_score")):
+        also = f" (and {', '.join(repr(name) for name in held if name != theirs)})" if len(held) > 1 else ""
+        raise BaselineError(f"{path}: made with protocol {theirs!r}{also}, this run uses {headline!r}; scores are not comparable")
     their_data = data.get("dataset") or {}
     same_source = (their_data.get("source"), their_data.get("split")) == (dataset, split)
     # The same rows under another path (a CI checkout, a relative path) match too.
@@ -82,22 +99,40 @@ def load(path: str, protocol: str, dataset: str, split: str, fingerprint: str | 
             f"this run uses {dataset!r} split {split!r} (and the rows differ)"
         )
     _check_shape(data, path)
-    return {
-        "created": data.get("created"),
-        "total_score": data["total_score"],
-        "by_type": data.get("by_type") or {},
-        "by_component_type": data.get("by_component_type") or {},
-        "samples": [
-            {
-                "index": s["index"],
-                "score": s.get("score"),
-                "instruction": s.get("instruction"),
-                "image_sha256": (s.get("image") or {}).get("sha256") or None,
-                "response": s.get("response"),
-            }
-            for s in data.get("samples") or []
-        ],
-    }
+    out: dict[str, Baseline] = {}
+    for name in protocols:
+        if name == theirs:
+            block: dict[str, Any] = data
+        elif isinstance(held.get(name), dict) and _number(held[name].get("total_score")):
+            block = held[name]
+            _check_breakdowns(block, f"{path}: protocols.{name}")
+        else:
+            continue  # the baseline did not judge under this protocol (or it has no number)
+        out[name] = {
+            "created": data.get("created"),
+            "total_score": block["total_score"],
+            "by_type": block.get("by_type") or {},
+            "by_component_type": block.get("by_component_type") or {},
+            "samples": [
+                {
+                    "index": s["index"],
+                    "score": s.get("score") if name == theirs else _protocol_score(s, name),
+                    "instruction": s.get("instruction"),
+                    "image_sha256": (s.get("image") or {}).get("sha256") or None,
+                    "response": s.get("response"),
+                }
+                for s in data.get("samples") or []
+            ],
+        }
+    return out
+
+
+def _protocol_score(sample: dict[str, Any], name: str) -> float | None:
+    """A sample's score under a protocol other than the report's headline (None: not known)."""
+    verdicts = sample.get("protocols")
+    verdict = verdicts.get(name) if isinstance(verdicts, dict) else None
+    score = verdict.get("score") if isinstance(verdict, dict) else None
+    return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
 
 
 def _number(value: Any) -> bool:
@@ -110,10 +145,7 @@ def _check_shape(data: dict[str, Any], path: str) -> None:
     every sample has been paid for."""
     if not _number(data.get("total_score")):
         raise BaselineError(f"{path}: total_score is {data.get('total_score')!r}, not a number")
-    for key in ("by_type", "by_component_type"):
-        block = data.get(key, {})
-        if not isinstance(block, dict) or not all(v is None or _number(v) for v in block.values()):
-            raise BaselineError(f"{path}: {key} must map names to numbers")
+    _check_breakdowns(data, path)
     samples = data.get("samples", [])
     if not isinstance(samples, list):
         raise BaselineError(f"{path}: samples must be a list")
@@ -130,6 +162,13 @@ def _check_shape(data: dict[str, Any], path: str) -> None:
             and (image is None or (isinstance(image, dict) and (image.get("sha256") is None or isinstance(image.get("sha256"), str))))
         ):
             raise BaselineError(f"{path}: sample {sample['index']}: instruction and response must be text or null, image an object")
+
+
+def _check_breakdowns(data: dict[str, Any], where: str) -> None:
+    for key in ("by_type", "by_component_type"):
+        block = data.get(key, {})
+        if not isinstance(block, dict) or not all(v is None or _number(v) for v in block.values()):
+            raise BaselineError(f"{where}: {key} must map names to numbers")
 
 
 def _split(baseline: Baseline, run: RunSamples) -> tuple[list[int], list[int], list[int], list[int]]:

@@ -5,7 +5,7 @@ The engine puts the parts together: a ``LoopThread`` for the HTTP calls, a
 ``pipeline.run_sample`` for each sample.  The runtime decides what to submit
 ahead of its turn; an item then waits for its own sample's result.  A sample
 is submitted at most once per item run, so the server sees one model call
-and one judge call per sample; a result is handed out once, so a rerun
+and one judge call per sample and protocol; a result is handed out once, so a rerun
 (pytest-rerunfailures) really runs the sample again.
 """
 
@@ -16,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import threading
+from collections.abc import Sequence
 from typing import Any, cast
 
 from .cache import HANDOFF, AsyncCache, ResponseCache
@@ -23,12 +24,12 @@ from .client import Caller, Sampling, bounded_http_client, endpoints
 from .dataset import Sample, Source
 from .images import PreparedImage, prepare, thumbnail_uri
 from .loop import LoopThread
-from .pipeline import Context, SampleFailure, new_record, run_sample
+from .pipeline import Context, Judging, SampleFailure, new_record, run_sample
 from .prefetch import Prefetcher
 from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
 from .result import SampleRecord, is_finished
-from .sampling import judge_settings
+from .sampling import judge_sees_image, judge_settings
 from .settings import Settings, mock_roles
 
 __all__ = ["Engine", "SampleFailure"]
@@ -41,9 +42,8 @@ class Engine:
         self,
         settings: Settings,
         source: Source,
-        protocol: Protocol,
+        protocols: Sequence[Protocol],
         cache: ResponseCache | None,
-        judge_image: bool,
         workers: int = 1,
         model_run: str | None = None,
         handoff: tuple[str, ResponseCache | None] | None = None,
@@ -64,17 +64,17 @@ class Engine:
         self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
         self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()
-        self._context = self._build_context(protocol, judge_image, workers, model_run)
+        self._context = self._build_context(tuple(protocols), workers, model_run)
 
     # -- parts ---------------------------------------------------------------
 
-    def _build_context(self, protocol: Protocol, judge_image: bool, workers: int, model_run: str | None) -> Context:
+    def _build_context(self, protocols: tuple[Protocol, ...], workers: int, model_run: str | None) -> Context:
         s = self.settings
         model, judge = endpoints(s)
         # One limiter per host: a model and a judge served by the same host
         # share its rate limit.  The bound is what the engine can have in
         # flight; the limiter lowers it while the host answers 429.
-        bound = s.concurrency * s.judge_repeats
+        bound = s.concurrency * s.judge_repeats * len(protocols)
         limiters: dict[str, AdaptiveLimiter] = {}
         caps: dict[str, RateCap] = {}
         # --mia-rpm is for the whole run: each of W xdist workers takes 1/W.
@@ -90,7 +90,6 @@ class Engine:
         shared = bounded_http_client(s.max_reply_bytes) if len(mocked) < 2 else None
         local = bounded_http_client(s.max_reply_bytes, trust_env=False) if mocked else None
         common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
-        judge_sampling = judge_settings(s, protocol)
         model_caller = Caller(
             model,
             Sampling.for_model(model.model, s.max_tokens, s.temperature, s.reasoning_effort),
@@ -99,18 +98,27 @@ class Engine:
             http_client=local if "model" in mocked else shared,
             **common,
         )
-        judge_caller = Caller(
-            judge,
-            Sampling.for_model(judge.model, judge_sampling.get("max_tokens"), judge_sampling.get("temperature"), s.judge_reasoning_effort),
-            limiter=limiters[judge.url],
-            rate_cap=caps.get(judge.url),
-            require_text=True,
-            http_client=local if "judge" in mocked else shared,
-            **common,
-        )
+        # One judge caller per protocol, each with the protocol's sampling
+        # settings; they share the judge endpoint's limiter, rate cap,
+        # connection pool and breaker (a dead judge is dead for every protocol).
+        judgings: list[Judging] = []
+        for protocol in protocols:
+            judge_sampling = judge_settings(s, protocol)
+            judge_caller = Caller(
+                judge,
+                Sampling.for_model(judge.model, judge_sampling.get("max_tokens"), judge_sampling.get("temperature"), s.judge_reasoning_effort),
+                limiter=limiters[judge.url],
+                rate_cap=caps.get(judge.url),
+                require_text=True,
+                http_client=local if "judge" in mocked else shared,
+                **common,
+            )
+            if judgings:
+                judge_caller.breaker = judgings[0].judge.breaker
+            judgings.append(Judging(protocol, judge_sees_image(s, protocol), judge_caller))
         # The weights behind the model name (journal.py): a revision, or the run.
         weights = {"revision": s.model_revision} if s.model_revision else {"run": model_run} if model_run else {}
-        return Context(s, protocol, judge_image, model_caller, judge_caller, self.cache, self._image, weights)
+        return Context(s, tuple(judgings), model_caller, self.cache, self._image, weights)
 
     def _prepare_image(self, index: int) -> tuple[PreparedImage, str | None]:
         raw = self.source.image_bytes(index)
@@ -194,7 +202,8 @@ class Engine:
 
         async def aclose() -> None:
             await context.model.close()
-            await context.judge.close()
+            for judging in context.judgings:
+                await judging.judge.close()
 
         self.loop.close(aclose)
         self.images.close()

@@ -492,6 +492,54 @@ def _breakdowns(report: Mapping[str, Any], samples: Sequence[Mapping[str, Any]])
     return "".join(out)
 
 
+def _protocol_names(report: Mapping[str, Any]) -> list[str]:
+    """The protocols a multi-protocol report holds, the headline first; empty for one protocol."""
+    names = [name for name in _map(report.get("protocols")) if isinstance(name, str)]
+    return names if len(names) > 1 else []
+
+
+def _protocols(report: Mapping[str, Any]) -> str:
+    """Every protocol's number on the same answers, side by side."""
+    names = _protocol_names(report)
+    if not names:
+        return ""
+    blocks = _map(report.get("protocols"))
+    compared = any(_map(_map(blocks.get(name)).get("baseline")) for name in names)
+    rows = []
+    for position, name in enumerate(names):
+        block = _map(blocks.get(name))
+        counts = _map(block.get("counts"))
+        judge = _map(block.get("judge"))
+        ci = _pair(_map(block.get("ci")).get("total_score"))
+        base = _map(block.get("baseline"))
+        failed = _int(counts.get("failed")) or 0
+        sees = judge.get("sees_image")
+        rows.append(
+            f'<tr data-protocol="{_e(name)}"><th>{_e(name)}{" <small>(headline)</small>" if position == 0 else ""}</th>'
+            f'<td class="num">{_fmt(block.get("total_score"))}</td>'
+            f"<td>{'n/a' if ci is None else f'[{ci[0]:.4f}, {ci[1]:.4f}]'}</td>"
+            f'<td class="num">{_count(block.get("n_counted"))}</td>'
+            + "".join(f'<td class="num">{_count(counts.get(key))}</td>' for key in ("scored", "zero", "dropped", "excluded"))
+            + f'<td class="num{" down-t" if failed else ""}">{_count(counts.get("failed"))}</td>'
+            f"<td>{'yes' if sees is True else 'no' if sees is False else 'n/a'}</td>"
+            f'<td class="num">{_e(judge.get("temperature")) if _num(judge.get("temperature")) is not None else "server&#39;s"}</td>'
+            f'<td class="num">{_count(judge.get("max_tokens")) if _int(judge.get("max_tokens")) is not None else "server&#39;s"}</td>'
+            + (f'<td class="num {_delta_cls(base.get("delta"))}">{_signed(base.get("delta")) if base else "not in the baseline"}</td>' if compared else "")
+            + "</tr>"
+        )
+    return (
+        '<section id="protocols"><h2>Protocols on the same answers</h2>'
+        '<p class="small">The model answered each sample once; each protocol judged the answers with its own prompt, '
+        "sampling, image policy, parser and failure policy. The numbers are each protocol&#39;s published metric, "
+        "and are not comparable with each other.</p>"
+        '<table class="changed" id="protocol-table"><thead><tr><th>protocol</th><th>total_score</th><th>95% CI</th>'
+        "<th>in the mean</th><th>scored</th><th>zero</th><th>dropped</th><th>excluded</th><th>failed</th>"
+        "<th>judge sees image</th><th>judge temperature</th><th>judge max_tokens</th>"
+        f"{'<th>delta vs baseline</th>' if compared else ''}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
 def _drop_ci(base: Mapping[str, Any]) -> str:
     """The paired interval of the drop (baseline - run), as the gate reads it."""
     ci = _pair(base.get("diff_ci"))
@@ -607,7 +655,40 @@ def _thumb_cell(sample: Mapping[str, Any], index_txt: str) -> str:
     )
 
 
-def _sample_row(sample: Mapping[str, Any], position: int) -> str:
+def _score_html(score: float | None) -> str:
+    html = _fmt(score)
+    if score is not None:
+        html += f'<span class="mini"><span style="width:{_pct(score)}"></span></span>'
+    return html
+
+
+def _per_protocol(sample: Mapping[str, Any], names: Sequence[str], cell: str) -> str:
+    """A cell's content once per protocol, each marked with its protocol and
+    score/status; only the headline's shows unless the page's protocol
+    switch (JavaScript) shows another."""
+    verdicts = _map(sample.get("protocols"))
+    out = []
+    for position, name in enumerate(names):
+        verdict = _map(verdicts.get(name))
+        status = verdict.get("status")
+        score = _num(verdict.get("score"))
+        if cell == "score":
+            inner = _score_html(score)
+        elif cell == "status":
+            reason = verdict.get("reason")
+            inner = f'<span class="status {_css_token(status)}">{_e(status) or "unknown"}</span>' + (
+                f'<div class="reason">{_e(reason)}</div>' if reason else ""
+            )
+        else:
+            inner = _text_cell(verdict.get("judge_reply"), "no judge reply")
+        out.append(
+            f'<div class="pv" data-protocol="{_e(name)}" data-status="{_e(status)}" '
+            f'data-score="{repr(score) if score is not None else ""}"{" hidden" if position else ""}>{inner}</div>'
+        )
+    return "".join(out)
+
+
+def _sample_row(sample: Mapping[str, Any], position: int, names: Sequence[str] = ()) -> str:
     index = _int(sample.get("index"))
     index_txt = str(index) if index is not None else _e(sample.get("index"))
     anchor = f"s-{index}" if index is not None else f"p-{position}"
@@ -662,14 +743,20 @@ def _sample_row(sample: Mapping[str, Any], position: int) -> str:
             img_bits.append("re-encoded")
         details.append("image " + " ".join(b for b in img_bits if b))
     reason = sample.get("reason")
-    status_html = (
-        f'<span class="status {_css_token(status)}">{_e(status) or "unknown"}</span>'
-        + (f'<div class="reason">{_e(reason)}</div>' if reason else "")
-        + (f'<div class="small">{"<br>".join(details)}</div>' if details else "")
-    )
-    score_html = _fmt(score)
-    if score is not None:
-        score_html += f'<span class="mini"><span style="width:{_pct(score)}"></span></span>'
+    if names:
+        # Several protocols: the item's own reason (which names a failed protocol) stays below them.
+        status_html = _per_protocol(sample, names, "status") + (
+            f'<div class="reason">{_e(reason)}</div>' if reason and status != "failed" else ""
+        )
+        score_html = _per_protocol(sample, names, "score")
+        judge_html = _per_protocol(sample, names, "judge_reply")
+    else:
+        status_html = f'<span class="status {_css_token(status)}">{_e(status) or "unknown"}</span>' + (
+            f'<div class="reason">{_e(reason)}</div>' if reason else ""
+        )
+        score_html = _score_html(score)
+        judge_html = _text_cell(sample.get("judge_reply"), "no judge reply")
+    status_html += f'<div class="small">{"<br>".join(details)}</div>' if details else ""
     data_score = repr(score) if score is not None else ""
     return (
         f'<tr id="{anchor}" data-index="{_e(index if index is not None else position)}" '
@@ -680,7 +767,7 @@ def _sample_row(sample: Mapping[str, Any], position: int) -> str:
         f"<td>{_e(sample.get('type'))}</td>"
         f"<td>{instr}{comps}</td>"
         f"<td>{response}</td>"
-        f"<td>{_text_cell(sample.get('judge_reply'), 'no judge reply')}</td>"
+        f"<td>{judge_html}</td>"
         f"<td>{status_html}</td>"
         f'<td class="score">{score_html}</td>'
         "</tr>"
@@ -691,9 +778,21 @@ def _options(values: Sequence[str]) -> str:
     return '<option value="">all</option>' + "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
 
 
-def _samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
+def _samples_table(samples: Sequence[Mapping[str, Any]], names: Sequence[str] = ()) -> str:
     types = sorted({str(s["type"]) for s in samples if isinstance(s.get("type"), str)})
-    statuses = sorted({str(s["status"]) for s in samples if isinstance(s.get("status"), str)})
+    statuses = sorted(
+        {str(s["status"]) for s in samples if isinstance(s.get("status"), str)}
+        | {str(v["status"]) for s in samples for v in map(_map, _map(s.get("protocols")).values()) if isinstance(v.get("status"), str)}
+        if names
+        else {str(s["status"]) for s in samples if isinstance(s.get("status"), str)}
+    )
+    switch = (
+        '<label>protocol <select id="f-protocol">'
+        + "".join(f'<option value="{_e(n)}"{" selected" if i == 0 else ""}>{_e(n)}</option>' for i, n in enumerate(names))
+        + "</select></label>"
+        if names
+        else ""
+    )
     ctypes = sorted(
         {
             str(_map(c)["type"])
@@ -704,7 +803,7 @@ def _samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
     )
     controls = (
         '<div id="controls" class="controls" hidden>'
-        f'<label>type <select id="f-type">{_options(types)}</select></label>'
+        f'{switch}<label>type <select id="f-type">{_options(types)}</select></label>'
         f'<label>component type <select id="f-ctype">{_options(ctypes)}</select></label>'
         f'<label>status <select id="f-status">{_options(statuses)}</select></label>'
         '<label>search <input id="f-q" type="search" placeholder="text in any column"></label>'
@@ -712,7 +811,7 @@ def _samples_table(samples: Sequence[Mapping[str, Any]]) -> str:
         '<span id="f-count" class="muted"></span>'
         "</div>"
     )
-    rows = "".join(_sample_row(s, pos) for pos, s in enumerate(samples))
+    rows = "".join(_sample_row(s, pos, names) for pos, s in enumerate(samples))
     return (
         f'<section id="samples-section"><h2>Samples ({len(samples)})</h2>{controls}'
         '<div class="tablewrap"><table class="samples" id="samples">'
@@ -745,7 +844,8 @@ def render_html(report: Mapping[str, Any]) -> str:
         '<meta name="referrer" content="no-referrer">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{title}</title><style>{_CSS}</style></head><body>"
-        f"{_header(report, samples)}{_breakdowns(report, samples)}{_baseline(report)}{_samples_table(samples)}"
+        f"{_header(report, samples)}{_protocols(report)}{_breakdowns(report, samples)}{_baseline(report)}"
+        f"{_samples_table(samples, _protocol_names(report))}"
         '<footer>Generated by pytest-miabench. Self-contained: no network access is needed or allowed '
         "(Content-Security-Policy). Filtering and sorting need JavaScript; everything else does not.</footer>"
         f"<script>{_JS}</script></body></html>\n"

@@ -30,6 +30,8 @@ def compact_properties(result: SampleRecord) -> list[tuple[str, str]]:
         ("mia_status", result["status"]),
         ("mia_components", [c["score"] for c in result["components"]]),
         ("mia_cached", bool(result["cached"]["model"] and result["cached"]["judge"])),
+        # Every listed protocol's score, the headline first: {protocol: score or null}.
+        ("mia_protocol_scores", {name: verdict["score"] for name, verdict in (result.get("protocols") or {}).items()}),
     ]
     return [(name, json.dumps(value, ensure_ascii=False)) for name, value in values]
 

@@ -1,4 +1,4 @@
-"""One sample, start to end: image -> model answer -> judge verdict(s) -> score.
+"""One sample, start to end: image -> model answer -> each protocol's judge verdict(s) -> score.
 
 ``run_sample`` is the whole story of a sample and reads top to bottom.  It
 fills the sample's record as it goes, so whatever was obtained (an answer
@@ -21,7 +21,7 @@ from .client import Caller, CallError, CallStats, Completion, EndpointDown
 from .dataset import Sample, SampleDataError
 from .images import ImageError, PreparedImage
 from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
-from .result import Component, Role, SampleRecord, blank_result
+from .result import Component, Role, SampleRecord, blank_result, blank_verdict
 from .settings import Settings
 from .text import printable
 
@@ -41,14 +41,22 @@ class SampleFailure(Exception):
 
 
 @dataclass(frozen=True)
+class Judging:
+    """One protocol's judging: the protocol, whether its judge sees the
+    image, and a judge caller with the protocol's sampling settings."""
+
+    protocol: Protocol
+    judge_image: bool
+    judge: Caller
+
+
+@dataclass(frozen=True)
 class Context:
     """What every sample's pipeline shares (one per pytest process)."""
 
     settings: Settings
-    protocol: Protocol
-    judge_image: bool
+    judgings: tuple[Judging, ...]  # every listed protocol, the headline first
     model: Caller
-    judge: Caller
     cache: AsyncCache | None
     image: ImageSource
     # Whose answers the model's cache entries are (journal.py): {"revision": REV}, {"run": ID} or {}.
@@ -72,27 +80,89 @@ def new_record(sample: Sample) -> SampleRecord:
 async def run_sample(ctx: Context, sample: Sample, record: SampleRecord) -> SampleRecord:
     """Run one sample; returns its record or raises ``SampleFailure``."""
     started = time.perf_counter()
+    record["protocols"] = {judging.protocol.name: blank_verdict() for judging in ctx.judgings}
     try:
         if sample.problem is not None or sample.spec is None:
             raise SampleFailure("dataset", sample.problem or f"row {sample.index}: unusable", record)
         spec = sample.spec
         image = await _image(ctx, sample, record)
+        # One answer, whatever the number of protocols: only the judge differs.
         answer = await _model_answer(ctx, spec, image, record)
         # The judge gets U+FFFD for a lone surrogate: a request body is UTF-8.
-        verdicts = await _verdicts(ctx, spec, ctx.protocol.judge_answer(printable(answer.text or "")), image, record)
-        _apply(record, combine(verdicts))
+        text = printable(answer.text or "")
+        if len(ctx.judgings) == 1:
+            await _judge(ctx, ctx.judgings[0], spec, text, image, record, headline=True)
+        else:
+            await _judge_all(ctx, spec, text, image, record)
     except SampleFailure as failure:
         record["reason"], record["failed_stage"] = failure.message, failure.stage
+        _explain_failed_protocols(record, failure.message)
         raise
     except Exception as exc:
         # A bug or an unforeseen reply must not lose the sample: it is
         # reported as failed with the cause, and the run goes on.
         message = f"row {sample.index}: unexpected {type(exc).__name__}: {exc}"
         record["reason"], record["failed_stage"] = message, "internal"
+        _explain_failed_protocols(record, message)
         raise SampleFailure("internal", message, record) from exc
     finally:
         record["seconds"] = round(time.perf_counter() - started, 4)
     return record
+
+
+def _explain_failed_protocols(record: SampleRecord, message: str) -> None:
+    """A protocol left without a verdict (the model failed, say) says why."""
+    for entry in record["protocols"].values():
+        if entry["status"] == "failed" and not entry["reason"]:
+            entry["reason"] = message
+
+
+async def _judge(
+    ctx: Context, judging: Judging, spec: SampleSpec, answer: str, image: PreparedImage, record: SampleRecord, headline: bool
+) -> None:
+    """One protocol judges the answer; its verdict goes into the record (the
+    headline's also into the record's own fields)."""
+    verdicts = await _verdicts(ctx, judging, spec, judging.protocol.judge_answer(answer), image, record, headline)
+    verdict = combine(verdicts)
+    entry = record["protocols"][judging.protocol.name]
+    entry["status"], entry["score"], entry["reason"] = verdict.status, verdict.score, verdict.reason
+    entry["components"], entry["metrics"] = list(verdict.components), dict(verdict.metrics)
+    if headline:
+        _apply(record, verdict)
+
+
+async def _judge_all(ctx: Context, spec: SampleSpec, answer: str, image: PreparedImage, record: SampleRecord) -> None:
+    """Every protocol judges at once.  One protocol's failed judge call
+    does not stop the others: their verdicts are kept, and the sample then
+    fails naming the protocol(s) whose call failed."""
+    prefix = f"row {record['index']}: "
+
+    async def one(position: int, judging: Judging) -> SampleFailure | None:
+        try:
+            await _judge(ctx, judging, spec, answer, image, record, headline=position == 0)
+        except SampleFailure as failure:
+            record["protocols"][judging.protocol.name]["reason"] = failure.message
+            return failure
+        except Exception as exc:  # a protocol's bug costs that protocol, not the others
+            message = f"{prefix}unexpected {type(exc).__name__}: {exc}"
+            record["protocols"][judging.protocol.name]["reason"] = message
+            return SampleFailure("internal", message, record)
+        return None
+
+    outcomes = await asyncio.gather(*(one(position, judging) for position, judging in enumerate(ctx.judgings)))
+    failed = [(judging.protocol.name, failure) for judging, failure in zip(ctx.judgings, outcomes) if failure is not None]
+    if not failed:
+        return
+    names = ", ".join(name for name, _ in failed)
+    causes = "; ".join(f"{name}: {failure.message.removeprefix(prefix)}" for name, failure in failed)
+    stages = {failure.stage for _, failure in failed}
+    stage = stages.pop() if len(stages) == 1 else "judge"
+    kept = len(ctx.judgings) - len(failed)
+    message = (
+        f"{prefix}judge failed under protocol{'s' if len(failed) > 1 else ''} {names} "
+        f"({kept} other protocol{'s' if kept != 1 else ''} judged it): {causes}"
+    )
+    raise SampleFailure(stage, message, record, fatal=any(failure.fatal for _, failure in failed))
 
 
 async def _image(ctx: Context, sample: Sample, record: SampleRecord) -> PreparedImage:
@@ -145,26 +215,30 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
 
 
 async def _verdicts(
-    ctx: Context, spec: SampleSpec, answer: str, image: PreparedImage, record: SampleRecord
+    ctx: Context, judging: Judging, spec: SampleSpec, answer: str, image: PreparedImage, record: SampleRecord, headline: bool
 ) -> list[Verdict]:
-    """The judge's verdicts: ``judge_repeats`` independent ones, asked at once."""
-    prompt = ctx.protocol.build_prompt(spec, answer)
-    judge_image = image if ctx.judge_image else None
-    pairs = await asyncio.gather(*(_verdict(ctx, spec, prompt, judge_image, r, record) for r in range(ctx.settings.judge_repeats)))
+    """One protocol's verdicts: ``judge_repeats`` independent ones, asked at once."""
+    prompt = judging.protocol.build_prompt(spec, answer)
+    judge_image = image if judging.judge_image else None
+    pairs = await asyncio.gather(
+        *(_verdict(ctx, judging, spec, prompt, judge_image, r, record) for r in range(ctx.settings.judge_repeats))
+    )
     replies = [reply for reply, _ in pairs]
-    record["judge_reply"] = replies[0]
-    if len(replies) > 1:
-        record["judge_replies"] = replies
-        record["judge_scores"] = [verdict.score for _, verdict in pairs]
+    record["protocols"][judging.protocol.name]["judge_reply"] = replies[0]
+    if headline:
+        record["judge_reply"] = replies[0]
+        if len(replies) > 1:
+            record["judge_replies"] = replies
+            record["judge_scores"] = [verdict.score for _, verdict in pairs]
     return [verdict for _, verdict in pairs]
 
 
 async def _verdict(
-    ctx: Context, spec: SampleSpec, prompt: str, image: PreparedImage | None, repeat: int, record: SampleRecord
+    ctx: Context, judging: Judging, spec: SampleSpec, prompt: str, image: PreparedImage | None, repeat: int, record: SampleRecord
 ) -> tuple[str | None, Verdict]:
     """One verdict, re-asking up to ``judge_retries`` times while the reply
     cannot be parsed.  Each re-ask and repeat is its own cache entry."""
-    caller, protocol = ctx.judge, ctx.protocol
+    caller, protocol = judging.judge, judging.protocol
     content = protocol.judge_content(prompt, image.data_uri() if image is not None else None)
     messages = [{"role": "user", "content": content}]
     reply: str | None = None

@@ -7,6 +7,7 @@ runs exactly as before.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,8 +43,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from .aggregate import AGGREGATOR_KEY, Aggregator, Handoff
     from .runtime import BenchRuntime, cache_directory, load_source
 
-    protocol = _protocol(config, settings)
-    judge_image = protocol.judge_sees_image if settings.judge_image is None else settings.judge_image
+    protocols = _protocols(config, settings)
+    # ``all`` expanded: the settings name every protocol that judges.
+    settings = dataclasses.replace(settings, protocol=protocols[0].name, protocols=tuple(protocol.name for protocol in protocols))
+    config.stash[SETTINGS_KEY] = settings
     # Roles as xdist itself tells them: a worker has ``workerinput``; the
     # controller is any other process with a distribution mode, except under
     # --collect-only, where xdist runs no session and this process collects.
@@ -67,7 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_output_paths(settings)
         source = load_source(config, settings)
         instructions = [sample.spec.instruction if sample.spec is not None else None for sample in source.samples]
-        aggregator = Aggregator(config, settings, protocol, judge_image, source.fingerprint, instructions)
+        aggregator = Aggregator(config, settings, protocols, source.fingerprint, instructions)
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
         directory = cache_directory(config, settings)
@@ -95,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
             config.pluginmanager.register(PytestHtmlHooks(aggregator), "miabench-pytest-html")
     if not uses_xdist:
-        runtime = BenchRuntime(config, _with_mock(config, settings), protocol, judge_image)
+        runtime = BenchRuntime(config, _with_mock(config, settings), protocols)
         config.pluginmanager.register(runtime, "miabench-runtime")
 
 
@@ -110,8 +113,6 @@ def _with_mock(config: pytest.Config, settings: Settings) -> Settings:
     roles = mock_roles(settings)
     if not roles:
         return settings
-    import dataclasses
-
     from .mock import MockServer
 
     server = MockServer()
@@ -153,8 +154,10 @@ def _check_output_paths(settings: Settings) -> None:
             raise pytest.UsageError(f"{flag}: {problem}" if problem.startswith(value) else f"{flag}: cannot write {value}: {problem}")
 
 
-def _protocol(config: pytest.Config, settings: Settings) -> Protocol:
-    """The chosen protocol: a built-in one or one a conftest registered."""
+def _protocols(config: pytest.Config, settings: Settings) -> tuple[Protocol, ...]:
+    """The chosen protocols, the headline first: built-in ones or ones a
+    conftest registered.  ``all`` stands for every one of them, in the
+    registry's order (the default, evalscope, first), where it is listed."""
     from .protocols import Protocol, builtin_protocols
 
     available = builtin_protocols()
@@ -163,12 +166,18 @@ def _protocol(config: pytest.Config, settings: Settings) -> Protocol:
             if not (isinstance(cls, type) and issubclass(cls, Protocol)):
                 raise pytest.UsageError(f"pytest_miabench_register_protocols returned {cls!r}, not a Protocol subclass")
             available[cls.name] = cls
-    if settings.protocol not in available:
+    names: list[str] = []
+    for name in settings.protocols:
+        names.extend(available if name == "all" else [name])
+    unknown = [name for name in names if name not in available]
+    if unknown:
         _, where = raw_value(config, OPTIONS_BY_DEST["mia_protocol"])
+        listed = ", ".join(repr(name) for name in unknown)
         raise pytest.UsageError(
-            f"{where}: unknown protocol {settings.protocol!r}; choose one of {', '.join(sorted(available))}"
+            f"{where}: unknown protocol{'s' if len(unknown) > 1 else ''} {listed}; "
+            f"choose one of {', '.join(sorted(available))} (or several, comma-separated, or all)"
         )
-    return available[settings.protocol]()
+    return tuple(available[name]() for name in dict.fromkeys(names))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -183,7 +192,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     limit = "all" if settings.limit is None else str(settings.limit)
     revision = settings.model_revision or "unset (cached answers reused only to resume an interrupted run)"
     lines = [
-        f"mia-bench: model={settings.model} revision={revision} judge={settings.judge_model} protocol={settings.protocol}",
+        f"mia-bench: model={settings.model} revision={revision} judge={settings.judge_model} protocol={','.join(settings.protocols)}",
         f"mia-bench: dataset={settings.dataset} split={settings.split} limit={limit} concurrency={settings.concurrency}",
     ]
     if settings.demo:

@@ -49,7 +49,8 @@ class RunOutcome:
     summary: Summary
     results: Mapping[str, SampleRecord]  # by node id
     settings: Settings
-    protocol: Protocol
+    protocol: Protocol  # the headline protocol
+    protocols: Sequence[Protocol]  # every listed protocol, the headline first
     judge_image: bool
     fingerprint: str | None  # of the dataset's rows
     interrupted: bool
@@ -124,6 +125,7 @@ def build_report(outcome: RunOutcome) -> Report:
             "prompt_version": protocol.prompt_version,
             "headline": protocol.headline,
         },
+        "protocols": summary["protocols"],
         "dataset": {"source": s.dataset, "split": s.split, "limit": s.limit, "fingerprint": outcome.fingerprint},
         "image_max_side": s.image_max_side,
         "wall_seconds": round(_now() - outcome.started, 3),
@@ -162,6 +164,16 @@ def _report_sample(nodeid: str, record: SampleRecord) -> ReportSample:
         "image": record["image"],
         "thumbnail": record["thumbnail"],
         "seconds": record["seconds"],
+        "protocols": {
+            name: {
+                "score": verdict["score"],
+                "status": verdict["status"],
+                "components": verdict["components"],
+                "judge_reply": verdict["judge_reply"],
+                "reason": verdict["reason"],
+            }
+            for name, verdict in (record.get("protocols") or {}).items()
+        },
     }
 
 
@@ -188,6 +200,9 @@ def _endpoint_url(url: str | None) -> str:
 def _passed(outcome: RunOutcome) -> bool:
     summary = outcome.summary
     if summary["n_failed"] or summary["missing"] or outcome.interrupted:
+        return False
+    # A sample whose judge call failed under any listed protocol failed its test.
+    if any(block["counts"]["failed"] for block in summary["protocols"].values()):
         return False
     return not outcome.gate_reasons
 
@@ -284,6 +299,7 @@ def terminal_lines(outcome: RunOutcome) -> list[Line]:
     """The summary block: headline, counts, breakdowns, comparisons, gate verdict."""
     summary = outcome.summary
     lines = _mock_lines(outcome.settings) + [_headline(outcome)]
+    lines += _protocol_lines(outcome)
     if summary["stopped"]:
         lines.append((f"STOPPED: {summary['stopped']}", _bold("red")))
     lines += _count_lines(summary)
@@ -318,6 +334,30 @@ def _headline(outcome: RunOutcome) -> Line:
         f"  (protocol {protocol.name}{alias}, {summary['n_counted']} samples in the mean)",
         {"bold": True},
     )
+
+
+def _protocol_lines(outcome: RunOutcome) -> list[Line]:
+    """With several protocols: one line each, the headline first, on the same answers."""
+    blocks = outcome.summary["protocols"]
+    if len(blocks) < 2:
+        return []
+    width = max(len(name) for name in blocks)
+    lines: list[Line] = []
+    for name, block in blocks.items():
+        counts = block["counts"]
+        policy = "  ".join(
+            f"{label}: {n}"
+            for n, label in ((counts["zero"], "zero"), (counts["dropped"], "dropped"), (counts["excluded"], "excluded"), (counts["failed"], "failed"))
+            if n
+        )
+        text = (
+            f"  protocol {name:<{width}}  total_score {_fmt(block['total_score'])}{_ci(block['ci']['total_score'])}"
+            f"  ({block['n_counted']} in the mean{'; ' + policy if policy else ''})"
+        )
+        if block["baseline"] is not None:
+            text += f"  baseline {_fmt(block['baseline']['total_score'])} -> delta {_signed(block['baseline']['delta'])}"
+        lines.append((text, _bold("red") if counts["failed"] else {}))
+    return lines
 
 
 def _count_lines(summary: Summary) -> list[Line]:

@@ -87,6 +87,23 @@ class RoleUsage(TypedDict):
     judge: TokenUsage
 
 
+class ProtocolVerdict(TypedDict):
+    """One protocol's verdict on a sample.  The headline protocol's is also
+    the record's own ``status``/``score``/``components``/``judge_reply``."""
+
+    status: str  # a verdict status, or "failed": this protocol's judge call failed
+    score: float | None
+    components: list[float | None]  # per component position
+    judge_reply: str | None
+    reason: str
+    metrics: dict[str, float]
+
+
+def blank_verdict() -> ProtocolVerdict:
+    """A protocol's verdict before (or without) a judge reply."""
+    return {"status": "failed", "score": None, "components": [], "judge_reply": None, "reason": "", "metrics": {}}
+
+
 class _SampleRecordKeys(TypedDict):
     # Always present: ``blank_result`` sets every one of them.
     index: int
@@ -115,6 +132,7 @@ class SampleRecord(_SampleRecordKeys, total=False):
     """What one sample produced: an item's result, also for a failed sample."""
 
     metrics: dict[str, float]  # the sample's share of the protocol's reference metrics
+    protocols: dict[str, ProtocolVerdict]  # every listed protocol's verdict, the headline's first
     judge_replies: list[str | None]  # every reply, with --mia-judge-repeats > 1
     judge_scores: list[float | None]  # the score of each of those replies
     judge_reasks: int  # re-asks after unreadable judge replies
@@ -297,8 +315,53 @@ class Tally(TypedDict):
     stopped: str | None  # why the run was stopped early (an unusable endpoint)
 
 
+class ProtocolCounts(TypedDict):
+    scored: int
+    zero: int
+    dropped: int
+    excluded: int
+    failed: int
+
+
+class ProtocolJudge(TypedDict):
+    """How the judge was asked under one protocol."""
+
+    sees_image: bool
+    temperature: float | None
+    max_tokens: int | None
+
+
+class ProtocolBaseline(TypedDict):
+    """One protocol's comparison with the baseline (the gates read the headline's ``baseline`` block)."""
+
+    total_score: float
+    delta: float | None
+    n_paired: int
+    mean_diff: float | None
+    diff_ci: list[float] | None
+    p_value: float | None
+
+
+class ProtocolSummary(TypedDict):
+    """One protocol's numbers over the same answers (the report's ``protocols``)."""
+
+    prompt_version: str
+    headline: str  # the reference's name for total_score
+    total_score: float | None
+    ci: ConfidenceIntervals
+    n_counted: int
+    counts: ProtocolCounts
+    by_type: dict[str, float | None]
+    by_component_type: dict[str, float | None]
+    protocol_metrics: dict[str, float]
+    judge: ProtocolJudge
+    baseline: ProtocolBaseline | None  # None: no baseline, or it does not hold this protocol
+
+
 class Summary(Tally):
     """Everything the reports and the gates are made from."""
+
+    protocols: dict[str, ProtocolSummary]  # every listed protocol, the headline first
 
     missing: list[str]  # node ids expected but never reported
     ci: ConfidenceIntervals
@@ -308,6 +371,16 @@ class Summary(Tally):
 
 
 # -- the JSON report -------------------------------------------------------
+
+
+class ReportSampleVerdict(TypedDict):
+    """One protocol's verdict in a report sample."""
+
+    score: float | None
+    status: str
+    components: list[float | None]
+    judge_reply: str | None
+    reason: str
 
 
 class ReportSample(TypedDict):
@@ -337,6 +410,7 @@ class ReportSample(TypedDict):
     image: ImageInfo | None
     thumbnail: str | None
     seconds: float
+    protocols: dict[str, ReportSampleVerdict]  # every listed protocol's verdict
 
 
 class ModelInfo(TypedDict):
@@ -420,6 +494,7 @@ class Report(TypedDict):
     model: ModelInfo
     judge: JudgeInfo
     protocol: ProtocolInfo
+    protocols: dict[str, ProtocolSummary]  # every listed protocol, the headline first
     dataset: DatasetInfo
     image_max_side: int
     wall_seconds: float

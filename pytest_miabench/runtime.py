@@ -56,11 +56,10 @@ def cache_directory(config: pytest.Config, settings: Settings) -> Path | None:
 class BenchRuntime:
     """Owns this process's engine and decides what to submit ahead."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, protocol: Protocol, judge_image: bool) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings, protocols: tuple[Protocol, ...]) -> None:
         self.config = config
         self.settings = settings
-        self.protocol = protocol
-        self.judge_image = judge_image
+        self.protocols = protocols  # the headline first
         self.is_worker = hasattr(config, "workerinput")
         self._engine: Engine | None = None
         self._scrubber: ScrubFilter | None = None
@@ -118,8 +117,7 @@ class BenchRuntime:
             # Installed once openai (and httpx) are imported, so their loggers exist.
             self._scrubber = ScrubFilter([secret for endpoint in endpoints(self.settings) for secret in endpoint.secrets()])
             self._engine = Engine(
-                self.settings, source, self.protocol, response_cache, self.judge_image, workers, self._model_run(),
-                self._handoff(response_cache),
+                self.settings, source, self.protocols, response_cache, workers, self._model_run(), self._handoff(response_cache)
             )
             self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine

@@ -30,3 +30,9 @@ def judge_settings(settings: Settings, protocol: Protocol) -> JudgeSampling:
     if max_tokens is not None:
         chosen["max_tokens"] = max_tokens
     return chosen
+
+
+def judge_sees_image(settings: Settings, protocol: Protocol) -> bool:
+    """Whether the judge gets the image: as the protocol does, unless
+    --mia-judge-image / --mia-no-judge-image says otherwise."""
+    return protocol.judge_sees_image if settings.judge_image is None else settings.judge_image

@@ -149,6 +149,16 @@ def _threshold_on(text: str) -> str:
     return lowered
 
 
+def _protocol_names(text: str) -> tuple[str, ...]:
+    """``NAME[,NAME...]`` or ``all``: the protocols that judge, the headline
+    first.  Names are checked against the registry later (plugin.py), which
+    knows the protocols a conftest registers; ``all`` is expanded there too."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise OptionError("expected a protocol name, a comma-separated list of names, or all")
+    return names
+
+
 def _env_name(text: str) -> str:
     text = _text(text)
     if not text.replace("_", "a").isalnum():
@@ -183,7 +193,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL}); 'mock': the built-in mock judge", "NAME"),
     Option("--mia-judge-base-url", _text, None, "judge endpoint (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-judge-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the judge endpoint's key", "VAR"),
-    Option("--mia-protocol", _text, "evalscope", "judge protocol: evalscope, evalscope-json, lmms-eval, vlmevalkit, apple", "NAME"),
+    Option("--mia-protocol", _protocol_names, ("evalscope",), "judge protocol(s): evalscope, evalscope-json, lmms-eval, vlmevalkit, apple; a comma-separated list or all judges each answer under every one (the first is the headline)", "NAME[,NAME...]|all"),
     Option("--mia-dataset", _text, DEFAULT_DATASET, "hub dataset id, local hub-layout directory, parquet file or JSON/JSONL file", "ID_OR_PATH"),
     Option("--mia-split", _text, "test", "dataset split (default test)", "NAME"),
     Option("--mia-image-root", _text, None, "also read image files given as paths from DIR (default: only inside the dataset's folder)", "DIR"),
@@ -268,7 +278,10 @@ class Settings:
     judge_model: str = DEFAULT_JUDGE_MODEL
     judge_base_url: str | None = None
     judge_api_key_env: str = "OPENAI_API_KEY"
-    protocol: str = "evalscope"
+    protocol: str = "evalscope"  # the headline protocol: total_score, the gates, the first line
+    # Every protocol that judges, the headline first, as given (plugin.py
+    # expands ``all`` and checks the names against the registry).
+    protocols: tuple[str, ...] = ("evalscope",)
     dataset: str = DEFAULT_DATASET
     split: str = "test"
     image_root: str | None = None
@@ -338,6 +351,9 @@ def resolve(config: pytest.Config) -> Settings:
             values[field.name] = option.parse(str(raw))
         except OptionError as exc:
             raise pytest.UsageError(f"{where}: {exc}") from None
+    # --mia-protocol gives a list: ``protocol`` is its first name, the headline.
+    names = tuple(dict.fromkeys(values["protocol"]))  # duplicates dropped, order kept
+    values["protocols"], values["protocol"] = names, names[0]
     values["api_key_env_explicit"] = sources["api_key_env"] != "default"
     values["judge_api_key_env_explicit"] = sources["judge_api_key_env"] != "default"
     if values["demo"] and values["enabled"]:

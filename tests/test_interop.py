@@ -18,7 +18,7 @@ from conftest import SMALL_ROWS, Bench
 
 pytest_html = pytest.importorskip("pytest_html", reason="pytest-html is in the [test] extra")
 
-PROPERTIES = ("mia_score", "mia_type", "mia_status", "mia_components", "mia_cached")
+PROPERTIES = ("mia_score", "mia_type", "mia_status", "mia_components", "mia_cached", "mia_protocol_scores")
 
 
 def mixed(rows: list[dict[str, Any]]) -> Any:
@@ -64,6 +64,7 @@ def test_junit_properties_are_json_text(bench: Bench, rows: list[dict[str, Any]]
             "mia_status": sample["status"],
             "mia_components": [c["score"] for c in sample["components"]],
             "mia_cached": False,
+            "mia_protocol_scores": {"evalscope": sample["score"]},
         }
     # The spellings a consumer sees: JSON's, not Python's.
     failed = raw[report["samples"][2]["nodeid"].rsplit("::", 1)[-1]]

@@ -28,6 +28,23 @@
   var fReset = doc.getElementById("f-reset");
   var fCount = doc.getElementById("f-count");
   var controls = doc.getElementById("controls");
+  var fProtocol = doc.getElementById("f-protocol");
+
+  // Several protocols: each row holds every protocol's score, status and
+  // judge reply (div.pv); the switch shows one and sorts/filters by it.
+  function showProtocol(name) {
+    items.forEach(function (it) {
+      Array.prototype.forEach.call(it.row.querySelectorAll("div.pv"), function (pv) {
+        var on = pv.getAttribute("data-protocol") === name;
+        pv.hidden = !on;
+        if (on && pv.parentNode && pv.parentNode.className === "score") {
+          var score = parseFloat(pv.getAttribute("data-score"));
+          it.score = isFinite(score) ? score : null;
+          it.status = pv.getAttribute("data-status") || "";
+        }
+      });
+    });
+  }
 
   function apply() {
     var t = fType ? fType.value : "", c = fCtype ? fCtype.value : "", s = fStatus ? fStatus.value : "";
@@ -42,6 +59,13 @@
     if (fCount) { fCount.textContent = shown + " of " + items.length + " samples shown"; }
   }
   [fType, fCtype, fStatus].forEach(function (el) { if (el) { el.addEventListener("change", apply); } });
+  if (fProtocol) {
+    fProtocol.addEventListener("change", function () {
+      showProtocol(fProtocol.value);
+      apply();
+      if (state.key) { sortBy(state.key, state.dir); }
+    });
+  }
   if (fQ) { fQ.addEventListener("input", apply); }
   if (fReset) {
     fReset.addEventListener("click", function () {
