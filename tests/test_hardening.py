@@ -229,17 +229,23 @@ def test_an_interrupted_run_reports_every_sample_whose_answers_arrived(
 
 
 @pytest.mark.parametrize(
-    ("how", "cache"),
-    [("SIGTERM to the controller", "--mia-cache-dir=c"), ("Ctrl-C to the process group", "--mia-cache-dir=c"), ("SIGTERM to the controller", "--mia-no-cache")],
+    ("how", "cache", "workers"),
+    [
+        ("SIGTERM to the controller", "--mia-cache-dir=c", "1"),
+        ("Ctrl-C to the process group", "--mia-cache-dir=c", "1"),
+        ("SIGTERM to the controller", "--mia-no-cache", "1"),
+        ("Ctrl-C to the process group", "--mia-cache-dir=c", "2"),
+    ],
 )
 def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
-    pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path, how: str, cache: str
+    pytester: pytest.Pytester, rows: list[dict[str, Any]], tmp_path: Path, how: str, cache: str, workers: str
 ) -> None:
     """Under xdist an interrupt ends the workers before they report what they
     hold: the item answered but not yet reported, and the look-ahead samples
     queued behind the item that hangs (sample 3's judge call never ends).
     The report still holds every sample whose judge answered, with a cache
-    or without one."""
+    or without one.  With one worker every sample queues behind sample 3;
+    with two, how many do depends on how xdist hands them out."""
     n, head = 16, 3
     instructions = [" ".join(row["instruction"].split()) for row in rows[:n]]
 
@@ -260,7 +266,7 @@ def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
         temp = pytester.path / "tmp"
         temp.mkdir()
         env = {**os.environ, "TMPDIR": str(temp)}
-        proc = bench.spawn("-n", "2", "--mia-concurrency=4", cache, "--mia-timeout=600", "--junitxml=j.xml", new_session=True, env=env)
+        proc = bench.spawn("-n", workers, "--mia-concurrency=4", cache, "--mia-timeout=600", "--junitxml=j.xml", new_session=True, env=env)
         try:
             answered = _wait_until_quiet(bench)
             if how.startswith("SIGTERM"):
@@ -275,8 +281,10 @@ def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
         report = bench.report()
     junit = {name for case in ET.parse(pytester.path / "j.xml").iter("testcase") if (name := case.get("name"))}
     judged = sorted(s["index"] for s in report["samples"] if s["status"] == "scored")
-    # More than the items xdist heard of: the look-ahead's samples are in.
-    assert len(junit) < len(judged)
+    if workers == "1":
+        # More than the items xdist heard of: the look-ahead's samples are in
+        # (at least sample 4: xdist always sends a worker the item after the one it runs).
+        assert sorted(junit) == ["0000", "0001", "0002"] and judged[:4] == [0, 1, 2, 4]
     assert judged == answered
     assert head not in judged and report["complete"] is False and report["n_missing"] == n - len(answered)
     # The workers' records were for this session only: none is left behind.
