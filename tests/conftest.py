@@ -36,6 +36,39 @@ SMALL_ROWS = (0, 2, 11, 241, 255, 286)
 SMALL_FORMATS = ("jpeg", "png", "webp", "mpo", "jpeg", "webp")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "uses_rerunfailures: the test's inner runs need pytest-rerunfailures loaded")
+
+
+def _rerunfailures_spins() -> bool:
+    """pytest-rerunfailures before 16.7 (the newest that pytest 8.0, our floor,
+    accepts is 16.1) starts a status server in every pytest session of a
+    process with xdist installed; after an xdist run its threads read the
+    closed sockets for ever at full CPU (pytest-rerunfailures#322).  Inner
+    runs in this process would pile such threads up in the outer worker."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("pytest-rerunfailures").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) < (16, 7)
+
+
+@pytest.fixture(autouse=True)
+def _inner_runs_without_spinning_rerunfailures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With an affected pytest-rerunfailures, inner runs do not load it unless
+    a test asks for it (a test that does, runs no inner xdist session)."""
+    if not _rerunfailures_spins() or request.node.get_closest_marker("uses_rerunfailures") or "pytester" not in request.fixturenames:
+        yield
+        return
+    # Pytester clears PYTEST_ADDOPTS when it starts: set it after.
+    request.getfixturevalue("pytester")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTEST_ADDOPTS", "-p no:rerunfailures")
+        yield
+
+
 @pytest.fixture(scope="session")
 def rows() -> list[dict[str, Any]]:
     return data.instruction_rows()

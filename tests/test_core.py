@@ -62,6 +62,7 @@ def test_a_locked_cache_delays_no_request_and_loses_no_answer(bench: Bench, tmp_
     assert all(s["response"] == "An answer." for s in report["samples"])
 
 
+@pytest.mark.uses_rerunfailures
 def test_rerunfailures_really_calls_again(bench: Bench) -> None:
     pytest.importorskip("pytest_rerunfailures")  # a test dependency; present in CI
     judged: list[str] = []
