@@ -3,6 +3,7 @@ server, small real datasets, and a runner for ``pytest --mia-bench``."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import subprocess
@@ -40,6 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "uses_rerunfailures: the test's inner runs need pytest-rerunfailures loaded")
 
 
+@functools.cache
 def _rerunfailures_spins() -> bool:
     """pytest-rerunfailures before 16.7 (the newest that pytest 8.0, our floor,
     accepts is 16.1) starts a status server in every pytest session of a

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -195,19 +196,8 @@ def test_an_interrupted_run_reports_every_sample_whose_answers_arrived(
 ) -> None:
     """The judge call of sample 3 never ends, so its item blocks while the
     look-ahead window gets samples 4-6 judged: answered but not claimed."""
-    n, head = 12, 3
-    instructions = [" ".join(row["instruction"].split()[:8]) for row in rows[:n]]
-
-    def script(request: Request) -> Reply:
-        if request.role == "model":
-            text = " ".join(request.text.split())
-            return Reply(f"answer-{next(i for i, start in enumerate(instructions) if text.startswith(start))}-")
-        if f"answer-{head}-" in request.text:
-            return Reply(hang=True)
-        return Reply("score of component 1: 1/1, total score: 6/10.")
-
-    images = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(n)]
-    dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
+    n = 12
+    script, dataset = _sample_3_hangs(rows[:n], tmp_path)
     with OpenAIServer(script, judge_model="judge") as server:
         bench = Bench(pytester, server, dataset)
         proc = bench.spawn("--mia-concurrency=4", "--mia-cache-dir=c", "--mia-timeout=600")
@@ -247,20 +237,7 @@ def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
     or without one.  With one worker every sample queues behind sample 3;
     with two, how many do depends on how xdist hands them out."""
     n, head = 16, 3
-    instructions = [" ".join(row["instruction"].split()) for row in rows[:n]]
-
-    def script(request: Request) -> Reply:
-        if request.role == "model":
-            # Whole instructions: rows 6 and 8 begin alike.
-            text = " ".join(request.text.split())
-            index = max((i for i, instruction in enumerate(instructions) if text.startswith(instruction)), key=lambda i: len(instructions[i]))
-            return Reply(f"answer-{index}-")
-        if f"answer-{head}-" in request.text:
-            return Reply(hang=True)
-        return Reply("score of component 1: 1/1, total score: 6/10.")
-
-    images = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(n)]
-    dataset = data.write_parquet(tmp_path / "bench.parquet", rows[:n], images)
+    script, dataset = _sample_3_hangs(rows[:n], tmp_path)
     with OpenAIServer(script, judge_model="judge") as server:
         bench = Bench(pytester, server, dataset)
         temp = pytester.path / "tmp"
@@ -293,6 +270,26 @@ def test_an_interrupted_xdist_run_reports_what_the_workers_obtained(
     else:
         with contextlib.closing(sqlite3.connect(pytester.path / "c" / "responses.sqlite3")) as db:
             assert db.execute("SELECT COUNT(*) FROM mia_responses WHERE layer = 'handoff'").fetchone()[0] == 0
+
+
+def _sample_3_hangs(rows: list[dict[str, Any]], tmp_path: Path) -> tuple[Callable[[Request], Reply], Path]:
+    """A server script and a dataset of ``rows``: the model answers
+    "answer-<index>-", the judge scores every answer but sample 3's, whose
+    judge call never ends."""
+    instructions = [" ".join(row["instruction"].split()) for row in rows]
+
+    def script(request: Request) -> Reply:
+        if request.role == "model":
+            # Whole instructions, the longest that fits: rows 6 and 8 begin alike.
+            text = " ".join(request.text.split())
+            index = max((i for i, instruction in enumerate(instructions) if text.startswith(instruction)), key=lambda i: len(instructions[i]))
+            return Reply(f"answer-{index}-")
+        if "answer-3-" in request.text:
+            return Reply(hang=True)
+        return Reply("score of component 1: 1/1, total score: 6/10.")
+
+    images = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(len(rows))]
+    return script, data.write_parquet(tmp_path / "bench.parquet", rows, images)
 
 
 def _wait_until_quiet(bench: Bench) -> list[int]:
