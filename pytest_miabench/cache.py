@@ -193,8 +193,15 @@ class AsyncCache:
     async def put(self, layer: str, key: str, value: dict[str, Any]) -> None:
         if not self._writable:
             return
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._put, layer, key, value)
+
+    def _put(self, layer: str, key: str, value: dict[str, Any]) -> None:
+        # Checked again on the cache thread: writes queued behind the one
+        # that failed are skipped, not each held for the busy timeout.
+        if not self._writable:
+            return
         try:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._cache.put, layer, key, value)
+            self._cache.put(layer, key, value)
         except sqlite3.Error as exc:
             # The answer is used and reported all the same; a rerun asks again.
             self._writable = False

@@ -62,6 +62,42 @@ def test_a_locked_cache_delays_no_request_and_loses_no_answer(bench: Bench, tmp_
     assert all(s["response"] == "An answer." for s in report["samples"])
 
 
+def test_writes_queued_behind_a_failed_one_do_not_wait_out_the_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several answers arrive while the database is locked: the first write
+    waits out the busy timeout and fails; the ones queued behind it on the
+    cache thread are skipped, not each held for the timeout again."""
+    import asyncio
+
+    from pytest_miabench import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "BUSY_TIMEOUT_MS", 300)
+    attempts: list[str] = []
+
+    class Counted(cache_module.ResponseCache):
+        def put(self, layer: str, key: str, value: dict[str, object]) -> None:
+            attempts.append(key)
+            super().put(layer, key, value)
+
+    store = Counted(tmp_path)
+    held, release = threading.Event(), threading.Event()
+    locker = threading.Thread(target=_hold_write_lock, args=(store.path, held, release))
+    locker.start()
+    assert held.wait(30)
+    cache = cache_module.AsyncCache(store)
+
+    async def answers_arrive() -> None:
+        await asyncio.gather(*(cache.put("model", f"k{i}", {"text": "an answer"}) for i in range(5)))
+
+    try:
+        asyncio.run(answers_arrive())
+    finally:
+        release.set()
+        locker.join()
+        cache.close()
+    assert attempts == ["k0"]
+    assert cache.problems == ["writing the response cache failed (database is locked); answers are kept in the reports only"]
+
+
 @pytest.mark.uses_rerunfailures
 def test_rerunfailures_really_calls_again(bench: Bench) -> None:
     pytest.importorskip("pytest_rerunfailures")  # a test dependency; present in CI
