@@ -141,7 +141,12 @@ def child_env(hf_home: Path) -> dict[str, str]:
     env["HF_DATASETS_OFFLINE"] = "1"
     env["HF_HUB_DISABLE_TELEMETRY"] = "1"
     env["MODELSCOPE_CACHE"] = str(hf_home / "modelscope")
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # Bytecode is cached as on a user's machine: pytest writes its
+    # assertion-rewritten copies of the plugin's modules to __pycache__ on the
+    # first run (run.py makes an unmeasured warm-up run for that) and reads
+    # them after; a machine-wide PYTHONDONTWRITEBYTECODE would make every
+    # measured run compile them again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     return env
 
