@@ -480,7 +480,10 @@ class Caller:
         rate_cap: RateCap | None,
         http_client: Any,
         require_text: bool = False,
+        breaker: Breaker | None = None,
     ) -> None:
+        """``breaker``: shared with the other callers of the same endpoint
+        (one per judge protocol): a dead judge is dead for every protocol."""
         import openai
 
         self.endpoint = endpoint
@@ -490,7 +493,7 @@ class Caller:
         self.rate_limit_wait = rate_limit_wait
         self.limiter = limiter
         self.rate_cap = rate_cap
-        self.breaker = Breaker(endpoint)
+        self.breaker = breaker if breaker is not None else Breaker(endpoint)
         # A judge reply without text (null content, a content filter) is a
         # failed call, retried, never a verdict of 0 stored in the cache.
         self.require_text = require_text

@@ -56,11 +56,13 @@ class Engine:
         self.loop = LoopThread()
         self.images: Prefetcher[tuple[PreparedImage, str | None]] = Prefetcher(self._prepare_image)
         self.cache = AsyncCache(cache) if cache is not None else None
-        self._handoff_key: str | None = None
-        self._handoff: AsyncCache | None = None
+        # (key prefix, store) where finished records go for the xdist controller.
+        self._handoff: tuple[str, AsyncCache] | None = None
         if handoff is not None:
-            self._handoff_key, store = handoff
-            self._handoff = self.cache if store is None else AsyncCache(store)
+            prefix, store = handoff
+            target = self.cache if store is None else AsyncCache(store)
+            if target is not None:
+                self._handoff = (prefix, target)
         self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
         self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()
@@ -111,10 +113,9 @@ class Engine:
                 rate_cap=caps.get(judge.url),
                 require_text=True,
                 http_client=local if "judge" in mocked else shared,
+                breaker=judgings[0].judge.breaker if judgings else None,
                 **common,
             )
-            if judgings:
-                judge_caller.breaker = judgings[0].judge.breaker
             judgings.append(Judging(protocol, judge_sees_image(s, protocol), judge_caller))
         # The weights behind the model name (journal.py): a revision, or the run.
         weights = {"revision": s.model_revision} if s.model_revision else {"run": model_run} if model_run else {}
@@ -151,7 +152,8 @@ class Engine:
             limiter = self._context.model.limiter
             record["concurrency_limit"] = limiter.limit
             if self._handoff is not None and is_finished(record):
-                await self._handoff.put(HANDOFF, f"{self._handoff_key}:{sample.index}", cast(dict[str, Any], record))
+                prefix, handoff = self._handoff
+                await handoff.put(HANDOFF, f"{prefix}:{sample.index}", cast(dict[str, Any], record))
 
     def prefetch_image(self, sample: Sample) -> None:
         """Prepare a sample's image ahead of its calls (costs no API call)."""
@@ -209,7 +211,7 @@ class Engine:
         self.images.close()
         if self.cache is not None:
             self.cache.close()
-        if self._handoff is not None and self._handoff is not self.cache:
-            self._handoff.close()
+        if self._handoff is not None and self._handoff[1] is not self.cache:
+            self._handoff[1].close()
         # Also a sample judged from the cache alone: an interrupted run reports it.
         return [record for record in unclaimed if record["calls"]["model"] or record["calls"]["judge"] or record["status"] != "failed"]
