@@ -59,6 +59,8 @@ class Handoff:
 
     key: str
     directory: Path
+
+
 STATUSES = (SCORED, ZERO, DROPPED, EXCLUDED, "failed")
 
 
@@ -254,8 +256,7 @@ class Aggregator:
         self.fingerprint = fingerprint
         self.instructions = list(instructions) if instructions is not None else None
         self.refused: str | None = None  # the baseline refused at collection: no report is written
-        # Under xdist with a cache: (session key, cache directory) of the
-        # records workers leave there (cache.HANDOFF), set by the plugin.
+        # Under xdist: where workers leave their finished records, set by the plugin.
         self.handoff: Handoff | None = None
         # The baseline under each protocol it shares with this run; the headline's gates.
         self.protocol_baselines: dict[str, Baseline] = {}

@@ -46,11 +46,11 @@ class Engine:
         cache: ResponseCache | None,
         workers: int = 1,
         model_run: str | None = None,
-        handoff: tuple[str, ResponseCache | None] | None = None,
+        handoff: tuple[str, ResponseCache] | None = None,
     ) -> None:
         """``handoff``: on an xdist worker, the key prefix under which each
         finished record is also written for the controller (cache.HANDOFF),
-        and where: a store of its own, or None for the response cache."""
+        and the store: ``cache`` itself, or one of its own."""
         self.settings = settings
         self.source = source
         self.loop = LoopThread()
@@ -60,9 +60,7 @@ class Engine:
         self._handoff: tuple[str, AsyncCache] | None = None
         if handoff is not None:
             prefix, store = handoff
-            target = self.cache if store is None else AsyncCache(store)
-            if target is not None:
-                self._handoff = (prefix, target)
+            self._handoff = (prefix, self.cache if self.cache is not None and store is cache else AsyncCache(store))
         self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
         self._records: dict[int, SampleRecord] = {}
         self._lock = threading.Lock()

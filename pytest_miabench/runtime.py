@@ -124,7 +124,7 @@ class BenchRuntime:
             self.config.add_cleanup(self._close)
         return self._engine
 
-    def _handoff(self, response_cache: ResponseCache | None) -> tuple[str, ResponseCache | None] | None:
+    def _handoff(self, response_cache: ResponseCache | None) -> tuple[str, ResponseCache] | None:
         """xdist: where this worker leaves finished records for the
         controller (aggregate.Handoff): the response cache when it is there."""
         given = getattr(self.config, "workerinput", {}).get(WORKERINPUT_HANDOFF)
@@ -132,7 +132,7 @@ class BenchRuntime:
             return None
         directory = Path(given["directory"])
         if response_cache is not None and response_cache.path.parent == directory:
-            return given["key"], None
+            return given["key"], response_cache
         try:
             return given["key"], ResponseCache(directory)
         except CacheError as exc:
