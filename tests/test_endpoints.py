@@ -102,6 +102,18 @@ def test_thinking_in_the_answer_is_kept_and_stripped_as_the_protocol_does(
     assert {s["response"] for s in samples} == {answer}
 
 
+@pytest.mark.parametrize("protocol", ["evalscope", "evalscope-json"])
+def test_an_answer_without_a_think_block_reaches_the_judge_untrimmed(bench: Bench, protocol: str) -> None:
+    # evalscope strips the answer only when it cut a block out of it; an
+    # unrecognised opener (an attribute evalscope does not know) stays.
+    # (lmms-eval strips every answer in its prompt builder, on its own.)
+    answer = '  <think foo="1">plan</think> A dog runs.\n'
+    bench.server.script = any_protocol_judge(Reply(answer))
+    bench.run(f"--mia-protocol={protocol}").assert_outcomes(passed=6)
+    for request in bench.server.by_role("judge"):
+        assert answer in request.text
+
+
 def test_reasoning_content_is_kept_in_the_report(bench: Bench) -> None:
     bench.server.script = any_protocol_judge(Reply("A dog runs.", message_extra={"reasoning_content": "look at the dog"}))
     bench.run().assert_outcomes(passed=6)

@@ -25,6 +25,31 @@ OK = '"component_1": 4, "component_2": 3, "component_3": 3'
 # ------------------------------------------------------------------ think blocks
 
 
+# The model's answer as each reference puts it into the judge prompt.
+# evalscope's message model cuts out the first block it recognises and
+# strips what is left; an answer without such a block goes in untouched,
+# surrounding whitespace included.  The other references never touch it.
+ANSWERS = [
+    ("<think>plan</think>\n  A dog runs.  ", "A dog runs."),
+    ("  A dog runs.\n", "  A dog runs.\n"),  # no block: not trimmed
+    ('<think signature="s">p</think> A dog. ', "A dog."),
+    ('<think redacted="true">p</think>A dog.', "A dog."),
+    ("<think >p</think> A dog.", "A dog."),
+    ('<think foo="1">p</think> A dog. ', '<think foo="1">p</think> A dog. '),  # not an evalscope opener
+    ("<think signature='s'>p</think> A dog.", "<think signature='s'>p</think> A dog."),
+    ("<think>unclosed A dog. ", "<think>unclosed A dog. "),
+    ("A <think>p</think> dog <think>q</think> ", "A  dog <think>q</think>"),  # only the first block
+]
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+@pytest.mark.parametrize(("answer", "evalscope_sees"), ANSWERS)
+def test_the_answer_reaches_the_judge_prompt_as_each_reference_puts_it(protocol: str, answer: str, evalscope_sees: str) -> None:
+    expected = evalscope_sees if protocol.startswith("evalscope") else answer
+    assert PROTOCOLS[protocol]().judge_answer(answer) == expected
+
+
+
 @pytest.mark.parametrize(
     ("reply", "evalscope", "lmms"),
     [

@@ -74,7 +74,7 @@ class Protocol(ABC):
     #: Name of the headline metric in the reference's own output.
     headline: ClassVar[str] = "total_score"
     #: Whether the reference removes the first ``<think>`` block of the
-    #: model's answer (and trims it) before building the judge prompt.
+    #: model's answer (trimming what is left) before building the judge prompt.
     strips_answer_thinking: ClassVar[bool] = False
 
     def judge_answer(self, response: str) -> str:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..thinking import strip_first_block
 from .base import DROPPED, SCORED, SampleSpec, Verdict
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
@@ -115,13 +116,6 @@ def split_verdict(sample: SampleSpec, reply: str | None) -> Verdict:
     return Verdict(SCORED, scores["total_score"], per_position, scores)
 
 
-# evalscope's ``parse_content_with_reasoning`` (evalscope/api/messages/utils.py,
-# unchanged from 1.0 to at least 1.14): only ``<think>``, ``<think >``,
-# ``<think signature="...">`` and ``<think redacted="true">`` (in that order,
-# double quotes, case-sensitive) open a block, which must be closed.
-_EVALSCOPE_THINK = re.compile(r'<think(?:\s+signature="([^"]*)")?(?:\s+redacted="(true)")?\s*>(.*?)</think>', re.DOTALL)
-
-
 def evalscope_reply_text(reply: str | None) -> str | None:
     """The judge reply as evalscope's parsers see it.
 
@@ -132,12 +126,7 @@ def evalscope_reply_text(reply: str | None) -> str | None:
     ``reasoning_content`` field skips this step in evalscope; this plugin
     parses the content text alone.)
     """
-    if not isinstance(reply, str):
-        return reply
-    found = _EVALSCOPE_THINK.search(reply)
-    if found is None:
-        return reply
-    return (reply[: found.start()] + reply[found.end() :]).strip()
+    return reply if not isinstance(reply, str) else strip_first_block(reply)
 
 
 _COMPONENT_RE = re.compile(r"(?:score\s+of\s+)?component\s+(\d+)\s*:\s*(\d+)\s*/\s*(\d+)", re.IGNORECASE)
