@@ -27,9 +27,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import pytest
+import pytest
 
+if TYPE_CHECKING:
     from .aggregate import Aggregator
 
 #: Samples listed under "regressed most".
@@ -209,8 +209,10 @@ class GithubActions:
     def __init__(self, aggregator: Aggregator) -> None:
         self.aggregator = aggregator
 
+    @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
-        # After the aggregator's sessionfinish (the reports are written, the exit status final).
+        # After the aggregator's sessionfinish (the reports are written, the
+        # exit status final) and, trylast, after its MIA-Bench section.
         aggregator = self.aggregator
         if config.option.collectonly or aggregator.refused is not None:
             return
