@@ -36,6 +36,7 @@ class BaselineSample(TypedDict):
     instruction: str | None
     image_sha256: str | None  # None: not known (an older report, or the image failed)
     response: str | None
+    judge_reply: str | None
 
 
 #: What this run knows of a sample to match it: its instruction text and
@@ -120,6 +121,7 @@ def load_protocols(
                     "instruction": s.get("instruction"),
                     "image_sha256": (s.get("image") or {}).get("sha256") or None,
                     "response": s.get("response"),
+                    "judge_reply": s.get("judge_reply") if name == theirs else _protocol_reply(s, name),
                 }
                 for s in data.get("samples") or []
             ],
@@ -133,6 +135,14 @@ def _protocol_score(sample: dict[str, Any], name: str) -> float | None:
     verdict = verdicts.get(name) if isinstance(verdicts, dict) else None
     score = verdict.get("score") if isinstance(verdict, dict) else None
     return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+
+
+def _protocol_reply(sample: dict[str, Any], name: str) -> str | None:
+    """A sample's judge reply under a protocol other than the report's headline (None: not known)."""
+    verdicts = sample.get("protocols")
+    verdict = verdicts.get(name) if isinstance(verdicts, dict) else None
+    reply = verdict.get("judge_reply") if isinstance(verdict, dict) else None
+    return reply if isinstance(reply, str) else None
 
 
 def _number(value: Any) -> bool:
@@ -158,10 +168,12 @@ def _check_shape(data: dict[str, Any], path: str) -> None:
             raise BaselineError(f"{path}: every sample needs an integer index and a numeric or null score")
         image = sample.get("image")
         if not (
-            all(sample.get(key) is None or isinstance(sample.get(key), str) for key in ("instruction", "response"))
+            all(sample.get(key) is None or isinstance(sample.get(key), str) for key in ("instruction", "response", "judge_reply"))
             and (image is None or (isinstance(image, dict) and (image.get("sha256") is None or isinstance(image.get("sha256"), str))))
         ):
-            raise BaselineError(f"{path}: sample {sample['index']}: instruction and response must be text or null, image an object")
+            raise BaselineError(
+                f"{path}: sample {sample['index']}: instruction, response and judge_reply must be text or null, image an object"
+            )
 
 
 def _check_breakdowns(data: dict[str, Any], where: str) -> None:
@@ -320,6 +332,8 @@ def compare(
                 "delta": None if before is None or after is None else after - before,
                 "response_before": sample["response"],
                 "response_after": record["response"],
+                "judge_reply_before": sample["judge_reply"],
+                "judge_reply_after": record["judge_reply"],
             }
         )
     # Biggest drops first: that is what a release gate is looking for.
@@ -342,6 +356,8 @@ def compare(
         "delta": delta,
         "by_type": _deltas(summary["by_type"], baseline["by_type"]),
         "by_component_type": _deltas(summary["by_component_type"], baseline["by_component_type"]),
+        "baseline_by_type": dict(baseline["by_type"]),
+        "baseline_by_component_type": dict(baseline["by_component_type"]),
         "n_changed": len(changed),
         "n_only_baseline": 0 if diff is None else diff["n_only_baseline"],
         "n_only_run": 0 if diff is None else diff["n_only_run"],

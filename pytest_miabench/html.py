@@ -180,28 +180,26 @@ def _bar_rows(means: Mapping[str, Any], cis: Mapping[str, Any], counts: Mapping[
     return "".join(out)
 
 
-def _delta_rows(deltas: Mapping[str, Any]) -> str:
-    if not deltas:
+def _pair_rows(candidate: Mapping[str, Any], baseline: Mapping[str, Any], changes: Mapping[str, Any], chart_id: str) -> str:
+    """Per group: the baseline's mean (grey) over this run's (blue) on one
+    0-1 scale, and the change (this run - baseline) in words."""
+    names = sorted({str(k) for k in (*candidate, *baseline, *changes)})
+    if not names:
         return '<p class="none">no data</p>'
-    values = [abs(v) for v in (_num(x) for x in deltas.values()) if v is not None]
-    scale = max([0.05, *values])
-    out = ['<div class="bars">']
-    for name, raw in deltas.items():
-        d = _num(raw)
-        if d is None:
-            bar = '<span class="dtrack"></span>'
-            cls = ""
-        else:
-            half = min(1.0, abs(d) / scale) / 2
-            left = 0.5 if d >= 0 else 0.5 - half
-            cls = "up" if d > 0 else "down" if d < 0 else ""
-            bar = (
-                f'<span class="dtrack"><span class="dfill {cls}" style="left:{_pct(left)};width:{_pct(half)}">'
-                "</span></span>"
-            )
+    out = [f'<div class="bars pairs" id="{_e(chart_id)}">']
+    for name in names:
+        before, after, change = _num(baseline.get(name)), _num(candidate.get(name)), _num(changes.get(name))
+        if change is None and before is not None and after is not None:
+            change = after - before
+        bars = "".join(
+            f'<span class="pfill {cls}" style="width:{_pct(value)}" title="{label} {_fmt(value)}"></span>'
+            for value, cls, label in ((before, "base", "baseline"), (after, "cand", "this run"))
+            if value is not None
+        )
         out.append(
-            f'<span class="bar-label">{_e(name)}</span>{bar}'
-            f'<span class="bar-val {cls}-t">{_signed(d)}</span>'
+            f'<span class="bar-label">{_e(name)}</span><span class="ptrack">{bars}</span>'
+            f'<span class="bar-val">{_fmt(before)} &rarr; {_fmt(after)} '
+            f'<b class="{_delta_cls(change)}">{_signed(change)}</b></span>'
         )
     out.append("</div>")
     return "".join(out)
@@ -256,7 +254,7 @@ def _verdict(report: Mapping[str, Any]) -> str:
         )
     if baseline:
         verdict = baseline.get("gate_verdict")
-        drop = f"95% CI of the paired drop {_drop_ci(baseline)}, max drop {_fmt(baseline.get('max_drop'))}"
+        drop = f"95% CI of the paired change (this run \u2212 baseline) {_change_ci(baseline)}, max drop {_fmt(baseline.get('max_drop'))}"
         if verdict == "refused":
             why.append(f"the baseline is not comparable: {baseline.get('refused')}")
         elif verdict == "regression":
@@ -540,10 +538,11 @@ def _protocols(report: Mapping[str, Any]) -> str:
     )
 
 
-def _drop_ci(base: Mapping[str, Any]) -> str:
-    """The paired interval of the drop (baseline - run), as the gate reads it."""
+def _change_ci(base: Mapping[str, Any]) -> str:
+    """The paired interval of the change (this run - baseline): the gate
+    passes when its lower bound is at least -max_drop."""
     ci = _pair(base.get("diff_ci"))
-    return "n/a" if ci is None else f"[{-ci[1] + 0.0:+.4f}, {-ci[0] + 0.0:+.4f}]"  # + 0.0: never "-0.0000"
+    return "n/a" if ci is None else f"[{ci[0] + 0.0:+.4f}, {ci[1] + 0.0:+.4f}]"  # + 0.0: never "-0.0000"
 
 
 def _paired(base: Mapping[str, Any]) -> str:
@@ -597,42 +596,61 @@ def _baseline(report: Mapping[str, Any]) -> str:
         head += ' &middot; <b class="up-t">baseline gate passed</b>'
     head += "</p>" + _paired(base)
     grids = (
-        '<div class="grid2">'
-        f'<div><h3>Delta by component type</h3>{_delta_rows(_map(base.get("by_component_type")))}</div>'
-        f'<div><h3>Delta by instruction type</h3>{_delta_rows(_map(base.get("by_type")))}</div>'
+        '<p class="small">Change = this run &minus; baseline, everywhere on this page.</p><div class="grid2">'
+        f"<div><h3>This run against the baseline, by component type</h3>{_chart(report, base, 'by_component_type')}</div>"
+        f"<div><h3>This run against the baseline, by instruction type</h3>{_chart(report, base, 'by_type')}</div>"
         "</div>"
     )
+    return f'<section id="baseline"><h2>Compared with the baseline</h2>{head}{grids}{_movers(report, base)}</section>'
+
+
+def _chart(report: Mapping[str, Any], base: Mapping[str, Any], key: str) -> str:
+    """``key`` (by_type, by_component_type): baseline and this run side by
+    side.  A report without the baseline's own means (older versions) has
+    them back from this run's means and the changes."""
+    after, changes = _map(report.get(key)), _map(base.get(key))
+    before = _map(base.get(f"baseline_{key}"))
+    if not before:
+        before = {
+            name: a - d for name in changes if (a := _num(after.get(name))) is not None and (d := _num(changes.get(name))) is not None
+        }
+    return _pair_rows(after, before, changes, f"chart-{key.replace('_', '-')}")
+
+
+def _movers(report: Mapping[str, Any], base: Mapping[str, Any]) -> str:
+    """The samples that moved, biggest drops first: image, both scores, the
+    change, both answers and both judge replies side by side."""
     changed = [_map(c) for c in _seq(base.get("changed"))]
-    # Biggest drops first (a release gate looks for those), then gains; no delta last.
+    # Biggest drops first (a release gate looks for those), then gains; no change last.
     changed.sort(key=lambda c: (_num(c.get("delta")) is None, _num(c.get("delta")) or 0.0))
-    if changed:
-        rows = []
-        for c in changed[:MAX_CHANGED_SHOWN]:
-            anchor = _row_anchor(c.get("index"))
-            idx = f'<a href="#{anchor}">{_e(c.get("index"))}</a>' if anchor else _e(c.get("index"))
-            rows.append(
-                f"<tr><td>{idx}</td>"
-                f"<td>{_fmt(c.get('before'))}</td><td>{_fmt(c.get('after'))}</td>"
-                f"<td class=\"{_delta_cls(c.get('delta'))}\">{_signed(c.get('delta'))}</td>"
-                f"<td class=\"answer\">{_text_cell(c.get('response_before'), 'not in the baseline report')}</td>"
-                f"<td class=\"answer\">{_text_cell(c.get('response_after'), 'no answer')}</td></tr>"
-            )
-        listed = _int(base.get("n_changed")) or len(changed)
-        shown = min(len(changed), MAX_CHANGED_SHOWN)
-        more = (
-            f'<p class="small">{listed - shown} more changed samples not listed (see the table of samples).</p>'
-            if listed > shown
-            else ""
+    if not changed:
+        return '<p class="none">No sample changed its score.</p>'
+    samples = {_int(s.get("index")): s for s in map(_map, _seq(report.get("samples")))}
+    rows = []
+    for c in changed[:MAX_CHANGED_SHOWN]:
+        anchor = _row_anchor(c.get("index"))
+        idx = f'<a href="#{anchor}">{_e(c.get("index"))}</a>' if anchor else _e(c.get("index"))
+        sample = _map(samples.get(_int(c.get("index"))))
+        reply_after = c.get("judge_reply_after") if "judge_reply_after" in c else sample.get("judge_reply")
+        rows.append(
+            f'<tr><td class="thumb">{idx}{_thumb_cell(sample, _e(c.get("index")))}</td>'
+            f"<td>{_fmt(c.get('before'))}</td><td>{_fmt(c.get('after'))}</td>"
+            f"<td class=\"{_delta_cls(c.get('delta'))}\">{_signed(c.get('delta'))}</td>"
+            f"<td class=\"answer\">{_text_cell(c.get('response_before'), 'not in the baseline report')}</td>"
+            f"<td class=\"answer\">{_text_cell(c.get('response_after'), 'no answer')}</td>"
+            f"<td class=\"answer\">{_text_cell(c.get('judge_reply_before'), 'not in the baseline report')}</td>"
+            f"<td class=\"answer\">{_text_cell(reply_after, 'no judge reply')}</td></tr>"
         )
-        table = (
-            "<h3>Changed samples, biggest drops first</h3>"
-            '<table class="changed" id="baseline-changed"><thead><tr><th>#</th><th>before</th><th>after</th><th>delta</th>'
-            "<th>baseline's answer</th><th>this run's answer</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>{more}"
-        )
-    else:
-        table = '<p class="none">No sample changed its score.</p>'
-    return f'<section id="baseline"><h2>Compared with the baseline</h2>{head}{grids}{table}</section>'
+    listed = _int(base.get("n_changed")) or len(changed)
+    shown = min(len(changed), MAX_CHANGED_SHOWN)
+    more = f'<p class="small">{listed - shown} more changed samples not listed (see the table of samples).</p>' if listed > shown else ""
+    return (
+        "<h3>Samples that moved most, biggest drops first</h3>"
+        '<div class="tablewrap"><table class="changed" id="baseline-changed"><thead><tr><th>#</th><th>baseline</th>'
+        "<th>this run</th><th>change</th><th>baseline&#39;s answer</th><th>this run&#39;s answer</th>"
+        "<th>baseline&#39;s judge reply</th><th>this run&#39;s judge reply</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>{more}"
+    )
 
 
 def _text_cell(value: Any, empty: str) -> str:

@@ -97,6 +97,11 @@ def pytest_configure(config: pytest.Config) -> None:
             from .pytesthtml import PytestHtmlHooks
 
             config.pluginmanager.register(PytestHtmlHooks(aggregator), "miabench-pytest-html")
+        from .github import GithubActions, wanted
+
+        if wanted():
+            # On a GitHub runner: the job summary and an annotation, from this process only.
+            config.pluginmanager.register(GithubActions(aggregator), "miabench-github")
     if not uses_xdist:
         runtime = BenchRuntime(config, _with_mock(config, settings), protocols)
         config.pluginmanager.register(runtime, "miabench-runtime")

@@ -35,7 +35,18 @@ from .sampling import judge_settings
 from .settings import MOCK_LABEL, Settings, mock_roles
 from .text import escape_surrogates_in_json, printable
 
-__all__ = ["SCHEMA_VERSION", "RunOutcome", "build_report", "dumps_report", "terminal_lines", "write_html", "write_json"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "RunOutcome",
+    "baseline_gate_lines",
+    "build_report",
+    "comparison_lines",
+    "dumps_report",
+    "gate_lines",
+    "terminal_lines",
+    "write_html",
+    "write_json",
+]
 
 #: Terminal markup of a line, as ``TerminalReporter.write_line`` takes it.
 Markup = dict[str, bool]
@@ -492,6 +503,17 @@ def _drop_interval(baseline: BaselineComparison) -> str:
     return _interval(None if ci is None else [-ci[1] + 0.0, -ci[0] + 0.0])
 
 
+def comparison_lines(baseline: BaselineComparison) -> list[Line]:
+    """The baseline block of the summary and its gate's verdict, as one run
+    prints them (also printed by ``pytest-miabench compare``)."""
+    return _baseline_lines(baseline) + baseline_gate_lines(baseline)
+
+
+def gate_lines(outcome: RunOutcome) -> list[Line]:
+    """The PASS/FAIL lines of every aggregate gate that is set."""
+    return _gate_lines(outcome)
+
+
 def _baseline_lines(baseline: BaselineComparison) -> list[Line]:
     lines: list[Line] = [
         (f"baseline {baseline['path']}: total_score {_fmt(baseline['total_score'])} -> delta {_signed(baseline['delta'])}", {}),
@@ -550,8 +572,15 @@ def _gate_lines(outcome: RunOutcome) -> list[Line]:
         else:
             lines.append((f"PASS: {what} meets the threshold {threshold:g}", _bold("green")))
     baseline = outcome.summary["baseline"]
-    if baseline is None:
-        return lines
+    if baseline is not None:
+        lines += baseline_gate_lines(baseline)
+    return lines
+
+
+def baseline_gate_lines(baseline: BaselineComparison) -> list[Line]:
+    """PASS or FAIL of the --mia-max-drop gate (nothing without it): what the
+    plugin prints and what ``pytest-miabench compare`` prints for the same pair."""
+    lines: list[Line] = []
     verdict, max_drop = baseline["gate_verdict"], baseline["max_drop"]
     allowed = "" if max_drop is None else f" (max allowed drop {max_drop:g})"
     interval = f"{baseline['ci_level']:.0%} CI of the paired drop {_drop_interval(baseline)}, n_paired={baseline['n_paired']}"

@@ -249,6 +249,8 @@ class ChangedSample(TypedDict):
     delta: float | None
     response_before: str | None  # the baseline's answer
     response_after: str | None  # this run's answer
+    judge_reply_before: str | None  # the baseline's judge reply (None: not in its report)
+    judge_reply_after: str | None  # this run's judge reply
 
 
 class SampleSetDifference(TypedDict):
@@ -270,8 +272,10 @@ class BaselineComparison(TypedDict):
     created: object  # as the baseline file has it
     total_score: float
     delta: float | None  # difference of the two totals, each over its own samples
-    by_type: dict[str, float | None]
+    by_type: dict[str, float | None]  # change (this run - baseline) per instruction type
     by_component_type: dict[str, float | None]
+    baseline_by_type: dict[str, float | None]  # the baseline's own means, for a side-by-side chart
+    baseline_by_component_type: dict[str, float | None]
     n_changed: int
     n_only_baseline: int
     n_only_run: int

@@ -71,6 +71,15 @@ def _inner_runs_without_spinning_rerunfailures(request: pytest.FixtureRequest) -
         yield
 
 
+@pytest.fixture(autouse=True)
+def _no_github_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs never write to a real GitHub job summary or print real
+    annotations when this suite itself runs on GitHub Actions; tests of
+    that set the variables themselves."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+
+
 @pytest.fixture(scope="session")
 def rows() -> list[dict[str, Any]]:
     return data.instruction_rows()

@@ -258,6 +258,8 @@ def test_html_shows_changed_answers_side_by_side_escaped(bench: Bench, rows: lis
     # Only changed samples, biggest drops first: 4 (-0.6), 1 (-0.3), 3 (+0.1).
     assert [row[0] for row in table] == ["4", "1", "3"]
     assert [row[3] for row in table] == ["-0.6000", "-0.3000", "+0.1000"]
-    assert table[0][4:] == ["before " + HOSTILE + " 8", "after " + HOSTILE + " 2"]
+    assert table[0][4:6] == ["before " + HOSTILE + " 8", "after " + HOSTILE + " 2"]
+    # ... and both judge replies beside them (change = this run - baseline).
+    assert table[0][6:] == ["total score: 8/10", "total score: 2/10"]
     assert not any(name.startswith("on") for _, attrs in page.tags for name in attrs)
     assert sum(tag == "script" for tag, _ in page.tags) == 1  # the page's own

@@ -556,3 +556,61 @@ def test_thumbnail_is_small():
 
 def test_import_is_cheap():
     assert heavy_imports("pytest_miabench.html") == []
+
+
+def _with_comparison(report: dict[str, Any], hostile: bool = False) -> dict[str, Any]:
+    """The baseline block of this version: the baseline's own means and both judge replies."""
+    base = report["baseline"]
+    base["by_type"] = {"basic": 0.1, "complex": -0.05}
+    base["baseline_by_type"] = {"basic": report["by_type"]["basic"] - 0.1, "complex": report["by_type"]["complex"] + 0.05, "gone": 0.5}
+    base["baseline_by_component_type"] = {c: report["by_component_type"][c] - base["by_component_type"].get(c, 0.0) for c in CTYPES}
+    base["diff_ci"] = [-0.03, 0.01]
+    base["gate_verdict"] = "inconclusive"
+    extra = f" {HOSTILE_TEXT}" if hostile else ""
+    for c in base["changed"]:
+        c.update(response_before=f"old answer {c['index']}{extra}", response_after=f"new answer {c['index']}{extra}")
+        c.update(judge_reply_before=f"old verdict {c['index']}{extra}", judge_reply_after=f"new verdict {c['index']}{extra}")
+    return report
+
+
+def test_candidate_against_baseline_chart_per_type():
+    report = _with_comparison(make_report(10, baseline=True))
+    html = render_html(report)
+    page = parse(html)
+    chart = text_inside(html, "chart-by-type")
+    basic = report["by_type"]["basic"]
+    assert f"basic{basic - 0.1:.4f} \u2192 {basic:.4f} +0.1000" in chart
+    complex_ = report["by_type"]["complex"]
+    assert f"complex{complex_ + 0.05:.4f} \u2192 {complex_:.4f} -0.0500" in chart
+    assert "gone0.5000 \u2192 n/a n/a" in chart  # only in the baseline: shown, not dropped
+    assert "describe" in text_inside(html, "chart-by-component-type")
+    # Two bars per group that both runs have, on one 0-1 scale.
+    fills = [a for a in page.find("span") if (a.get("class") or "").startswith("pfill")]
+    bases = [a for a in fills if a["class"] == "pfill base"]
+    assert len(bases) == len(report["baseline"]["baseline_by_type"]) + len(CTYPES)
+    # The component chart comes first, "describe" first in it: baseline 0.9 - (-0.02).
+    assert float(bases[0]["style"].split("width:")[1].rstrip("%")) == pytest.approx(92.0)
+    # One sign convention: change = this run - baseline, also in the verdict.
+    assert "Change = this run \u2212 baseline" in page.text
+    assert "95% CI of the paired change (this run \u2212 baseline) [-0.0300, +0.0100]" in page.text
+    assert "paired drop" not in page.text
+
+
+def test_movers_table_has_both_answers_both_judge_replies_and_the_thumbnail():
+    report = _with_comparison(make_report(10, hostile=True, baseline=True), hostile=True)
+    html = render_html(report)
+    _assert_no_injection(html)
+    table = text_inside(html, "baseline-changed")
+    # Biggest drop first; each side's answer and judge reply, escaped and visible.
+    assert table.index("old answer 5") < table.index("old answer 3")
+    for index in (5, 3):
+        for text in ("old answer", "new answer", "old verdict", "new verdict"):
+            assert f"{text} {index} {HOSTILE_TEXT}" in table
+    thumbs = [a for a in parse(html).find("img") if a.get("alt") == "thumbnail of sample 5"]
+    assert len(thumbs) == 2  # the sample's row and the movers table
+    assert thumbs[0]["src"] == report["samples"][5]["thumbnail"]
+    # An older report's comparison has no judge replies: said, not invented.
+    for c in report["baseline"]["changed"]:
+        del c["judge_reply_before"], c["judge_reply_after"]
+    table = text_inside(render_html(report), "baseline-changed")
+    assert "not in the baseline report" in table and "Score of component 1: 4/4" in table
