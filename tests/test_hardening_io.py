@@ -5,14 +5,18 @@ only once its task has finished."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import json
 import os
 import select
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from support.server import OpenAIServer, Reply
 
 from conftest import Bench
 
@@ -151,3 +155,40 @@ def test_an_unusable_default_cache_folder_is_a_warning_and_the_run_goes_on(bench
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*mia-bench: the response cache folder cannot be made in pytest's cache directory (*); running without the cache*"])
     assert bench.report()["n_scored"] == 2
+
+
+# -- 12. a timed-out sample's record ---------------------------------------------------------
+
+
+def test_an_abandoned_sample_is_handed_over_only_once_its_task_has_ended(server: OpenAIServer, small_dataset: Path) -> None:
+    """pytest-timeout gave up on a sample whose judge call hangs: the record
+    the item gets (to write its reason in, and on an xdist worker to
+    serialize) is one the loop thread no longer writes to."""
+    from pytest_miabench.dataset import load
+    from pytest_miabench.engine import Engine
+    from pytest_miabench.protocols import builtin_protocols
+    from pytest_miabench.settings import Settings
+
+    server.script = lambda r: Reply(hang=True) if r.role == "judge" else Reply("An answer.")
+    settings = Settings(
+        enabled=True, model="vlm", judge_model="judge", base_url=server.url, judge_base_url=server.url, dataset=str(small_dataset), max_retries=0
+    )
+    source = load(str(small_dataset), "test")
+    engine = Engine(settings, source, (builtin_protocols()["evalscope"](),), None)
+    sample = source.samples[0]
+    try:
+        engine.submit(sample)
+        deadline = time.monotonic() + 30
+        while not server.by_role("judge") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.by_role("judge"), "the judge call never started"
+        with pytest.raises(concurrent.futures.TimeoutError):
+            engine.result(sample, timeout=0)
+        record = engine.abandon(sample)
+        assert record is not None
+        handed_over = copy.deepcopy(record)
+    finally:
+        engine.close()  # ends the loop thread: whatever it would still write is written
+    assert record == handed_over
+    assert record["response"] == "An answer."
+    assert record["seconds"] is not None  # the task's own cleanup ran before the hand-over
