@@ -53,6 +53,15 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _refuse_links(path: Path, suffixes: tuple[str, ...]) -> None:
+    """SQLite follows a symbolic link in place of the database or its side
+    files, and creates a dangling one's target: a poisoned CI cache could
+    have it write anywhere.  Such a cache is refused (and run without)."""
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in suffixes)):
+        if candidate.is_symlink():
+            raise CacheError(f"{candidate} is a symbolic link; refusing to follow it")
+
+
 class ResponseCache:
     """Two layers (``model``, ``judge``) of JSON values under content keys.
 
@@ -60,14 +69,17 @@ class ResponseCache:
     """
 
     FILENAME = "responses.sqlite3"
+    #: SQLite's own files beside the database (WAL mode, and a rollback journal).
+    SIDE_FILES = ("-wal", "-shm", "-journal")
 
     def __init__(self, directory: Path) -> None:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self.path = directory / self.FILENAME
+            _refuse_links(self.path, self.SIDE_FILES)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
             self._setup()
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, CacheError) as exc:
             raise CacheError(f"response cache in {directory} unusable ({exc})") from None
 
     def _setup(self) -> None:

@@ -13,11 +13,15 @@ from inside the dataset's folder (or ``--mia-image-root``) only.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import json
+import re
 import stat
 import tempfile
 import threading
+import urllib.parse
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .protocols.base import SampleSpec
+from .text import clip
 
 #: Former hub ids and where the data lives now.  lmms-eval moved MIA-Bench on
 #: 2026-07-30 (its PR #1416); the old id still redirects, but that should not
@@ -95,10 +100,10 @@ def make_sample(index: int, row: dict[str, Any]) -> Sample:
             raise SampleDataError(f"{len(components)} components; the benchmark defines at most 5")
         declared = row.get("num_of_component")
         if declared is not None and declared != len(components):
-            raise SampleDataError(f"num_of_component is {declared} but there are {len(components)} components")
+            raise SampleDataError(f"num_of_component is {clip(declared)} but there are {len(components)} components")
         for w in weights:
             if not _is_whole(w) or w <= 0:
-                raise SampleDataError(f"component_weight {w!r} is not a positive whole number")
+                raise SampleDataError(f"component_weight {clip(w)} is not a positive whole number")
         for text in list(components) + list(ctypes):
             if not isinstance(text, str) or not text.strip():
                 raise SampleDataError("a component or component_type is empty")
@@ -132,10 +137,9 @@ _COLUMNS = {
     # pandas stores an integer column with gaps as float64; whole numbers are checked per row.
     "num_of_component": _Column("integer", frozenset({"integer", "float", "null"}), required=False),
     "components": _Column("list of strings", frozenset({"list of string", "list of null", "null"})),
-    # Whole floats (2.0) pass as weights; whether each is whole is checked per row.
-    "component_weight": _Column(
-        "list of integers", frozenset({"list of integer", "list of float", "list of float and integer", "list of null", "null"})
-    ),
+    # Weights are integers in the benchmark: a float column (4.0, NaN) is
+    # the dataset's problem, one error, not one guess or failure per row.
+    "component_weight": _Column("list of integers", frozenset({"list of integer", "list of null", "null"})),
     "component_type": _Column("list of strings", frozenset({"list of string", "list of null", "null"})),
 }
 _IMAGE_ARROW = "an image: struct {bytes: binary, path: string} as datasets writes it, binary, or a string path"
@@ -285,7 +289,8 @@ class _ImageFiles:
         self._roots = [root.resolve() for root in (folder, extra_root) if root is not None]
 
     def value_bytes(self, index: int, value: Any) -> bytes:
-        """Bytes of an image cell: a ``{bytes, path}`` struct, bytes, or a path."""
+        """Bytes of an image cell: a ``{bytes, path}`` struct, bytes, or a
+        string: a path, a data URI or base64 image bytes."""
         if isinstance(value, dict):
             data = value.get("bytes")
             if data:
@@ -294,32 +299,72 @@ class _ImageFiles:
         if isinstance(value, (bytes, bytearray)) and value:
             return bytes(value)
         if isinstance(value, str) and value:
-            return self.read(index, value)
+            return self.text_bytes(index, value)
         raise SampleDataError(f"row {index}: image is missing or empty")
+
+    def text_bytes(self, index: int, text: str) -> bytes:
+        """An image given as text: inline (a data URI, base64), else a path."""
+        inline = inline_image(index, text)
+        return inline if inline is not None else self.read(index, text)
 
     def read(self, index: int, ref: str) -> bytes:
         path = Path(ref)
         if not path.is_absolute():
             if self._base is None:
-                raise SampleDataError(f"row {index}: image path {ref!r} is relative and the dataset has no local folder; pass {IMAGE_ROOT_OPTION}=DIR to read images from DIR")
+                raise SampleDataError(f"row {index}: image path {clip(ref)} is relative and the dataset has no local folder; pass {IMAGE_ROOT_OPTION}=DIR to read images from DIR")
             path = self._base / path
         try:
             real = path.resolve()  # follows symlinks and '..': what would really be opened
         except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop (RuntimeError before 3.13), a NUL byte
-            raise SampleDataError(f"row {index}: image path {ref!r} cannot be resolved: {exc}") from None
+            raise SampleDataError(f"row {index}: image path {clip(ref)} cannot be resolved: {clip(exc)}") from None
         if not any(real.is_relative_to(root) for root in self._roots):
             inside = " or ".join(str(root) for root in self._roots) or "a folder (a hub dataset has none)"
             raise SampleDataError(
-                f"row {index}: image path {ref!r} leads outside the dataset folder: it is {real}, not inside {inside}; "
+                f"row {index}: image path {clip(ref)} leads outside the dataset folder: it is {clip(real)}, not inside {inside}; "
                 f"pass {IMAGE_ROOT_OPTION}=DIR to allow images from DIR"
             )
         try:
             # Only regular files: a FIFO would block the read, /dev/zero never end.
             if not stat.S_ISREG(real.stat().st_mode):
-                raise SampleDataError(f"row {index}: image path {ref!r} is not a regular file")
+                raise SampleDataError(f"row {index}: image path {clip(ref)} is not a regular file")
             return real.read_bytes()
         except OSError as exc:
-            raise SampleDataError(f"row {index}: image file {path} cannot be read: {exc.strerror or exc}") from None
+            # strerror alone: an OSError's text repeats the (maybe huge) file name.
+            raise SampleDataError(f"row {index}: image file {clip(path)} cannot be read: {exc.strerror or type(exc).__name__}") from None
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/\s]+={0,2}\s*")
+#: Longer than any path a system accepts (PATH_MAX): base64 text of that
+#: length is image data even when it does not start as a known image.
+_LONGEST_PATH = 4096
+
+
+def inline_image(index: int, text: str) -> bytes | None:
+    """The bytes of an image given inline as text, or None for a path.
+
+    A ``data:`` URI is decoded (base64 or percent-encoded); so is base64
+    text that decodes to an image file's first bytes, or is too long for a
+    path.  Such cells are what a dataset exported with inline images holds:
+    read as paths, they fail every row and quote the whole cell."""
+    if text[:5].lower() == "data:":
+        header, comma, payload = text.partition(",")
+        if not comma:
+            raise SampleDataError(f"row {index}: image is a data URI without a ',' before its data: {clip(text)}")
+        try:
+            if header.lower().endswith(";base64"):
+                return base64.b64decode("".join(payload.split()), validate=True)
+            return urllib.parse.unquote_to_bytes(payload)
+        except (binascii.Error, ValueError) as exc:
+            raise SampleDataError(f"row {index}: image is a data URI whose base64 cannot be decoded ({exc}): {clip(text)}") from None
+    if len(text) < 64 or not _BASE64.fullmatch(text):
+        return None
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    from .images import looks_like_image
+
+    return data if looks_like_image(data) or len(text) > _LONGEST_PATH else None
 
 
 class _TableSource(Source):
@@ -484,9 +529,9 @@ class _JsonSource(Source):
             raise SampleDataError(f"row {index}: image is missing or empty")
         if "://" in ref or ref.startswith(("live.staticflickr", "www.")):
             raise SampleDataError(
-                f"row {index}: image is a URL ({ref}); download the images and point 'image' at local files"
+                f"row {index}: image is a URL ({clip(ref)}); download the images and point 'image' at local files"
             )
-        return self._files.read(index, ref)
+        return self._files.text_bytes(index, ref)
 
 
 def load(source: str, split: str, image_root: str | None = None) -> Source:

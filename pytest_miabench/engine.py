@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import dataclasses
 import hashlib
 import threading
@@ -33,6 +34,21 @@ from .sampling import judge_sees_image, judge_settings
 from .settings import Settings, mock_roles
 
 __all__ = ["Engine", "SampleFailure"]
+
+#: Seconds an abandoned sample's task may take to end once cancelled (its
+#: cleanup writes the record) before its record is handed over as it stands.
+ABANDON_WAIT = 10.0
+
+
+@dataclasses.dataclass(eq=False)
+class _Job:
+    """One submission of a sample.  ``task`` and ``abandoned`` are read and
+    written on the loop thread only, so abandoning never races the start."""
+
+    record: SampleRecord
+    future: concurrent.futures.Future[SampleRecord] | None = None
+    task: asyncio.Task[SampleRecord] | None = None
+    abandoned: bool = False
 
 
 class Engine:
@@ -61,8 +77,7 @@ class Engine:
         if handoff is not None:
             prefix, store = handoff
             self._handoff = (prefix, self.cache if self.cache is not None and store is cache else AsyncCache(store))
-        self._futures: dict[int, concurrent.futures.Future[SampleRecord]] = {}
-        self._records: dict[int, SampleRecord] = {}
+        self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
         self._context = self._build_context(tuple(protocols), workers, model_run)
 
@@ -137,13 +152,17 @@ class Engine:
     def submit(self, sample: Sample) -> None:
         """Start a sample's pipeline unless it is running or done unclaimed."""
         with self._lock:
-            if sample.index in self._futures:
+            if sample.index in self._jobs:
                 return
-            record = new_record(sample)
-            self._records[sample.index] = record
-            self._futures[sample.index] = self.loop.submit(self._run(sample, record))
+            job = _Job(new_record(sample))
+            self._jobs[sample.index] = job
+            job.future = self.loop.submit(self._run(sample, job))
 
-    async def _run(self, sample: Sample, record: SampleRecord) -> SampleRecord:
+    async def _run(self, sample: Sample, job: _Job) -> SampleRecord:
+        record = job.record
+        if job.abandoned:  # given up before it started: nothing to run or write
+            return record
+        job.task = asyncio.current_task()
         try:
             return await run_sample(self._context, sample, record)
         finally:
@@ -162,24 +181,43 @@ class Engine:
         """Wait for a sample's record and claim it; raises ``SampleFailure``.
         Claimed means forgotten here: asking again runs the sample again."""
         self.submit(sample)
-        future = self._futures[sample.index]
+        job = self._jobs[sample.index]
+        assert job.future is not None
         try:
-            return future.result(timeout)
+            # Done means the task ended: the record is no longer written.
+            return job.future.result(timeout)
         finally:
-            if future.done():
+            if job.future.done():
                 with self._lock:
-                    self._futures.pop(sample.index, None)
-                    self._records.pop(sample.index, None)
+                    if self._jobs.get(sample.index) is job:
+                        del self._jobs[sample.index]
 
     def abandon(self, sample: Sample) -> SampleRecord | None:
         """Cancel a sample whose item gave up waiting (a pytest-timeout); its
-        record says what it had obtained and paid for."""
+        record says what it had obtained and paid for.
+
+        The record is handed over only once the task has ended (its cleanup
+        writes to it), as a copy made on the loop: the caller writes the
+        reason and an xdist worker serializes it, neither while the loop
+        thread may still change it.  None if the loop does not answer."""
         with self._lock:
-            future = self._futures.pop(sample.index, None)
-            record = self._records.pop(sample.index, None)
-        if future is not None:
-            future.cancel()
-        return record
+            job = self._jobs.pop(sample.index, None)
+        if job is None:
+            return None
+        try:
+            return self.loop.run(self._stop(job), ABANDON_WAIT + 5)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+            return None
+
+    @staticmethod
+    async def _stop(job: _Job) -> SampleRecord:
+        """On the loop: cancel the job's task, wait for it to end, copy its record."""
+        job.abandoned = True
+        task = job.task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=ABANDON_WAIT)
+        return copy.deepcopy(job.record)
 
     def problems(self) -> list[str]:
         """Warnings worth showing once (an unusable cache)."""
@@ -192,12 +230,13 @@ class Engine:
         the records of samples submitted but never claimed (look-ahead cut
         short by -x or --maxfail): their calls were paid for too."""
         with self._lock:
-            futures = list(self._futures.values())
-            unclaimed = list(self._records.values())
-            self._futures.clear()
-            self._records.clear()
-        for future in futures:
-            future.cancel()
+            jobs = list(self._jobs.values())
+            self._jobs.clear()
+        for job in jobs:
+            if job.future is not None:
+                job.future.cancel()
+        # Read once the loop below has ended every task.
+        unclaimed = [job.record for job in jobs]
         context = self._context
 
         async def aclose() -> None:

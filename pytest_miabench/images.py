@@ -147,6 +147,11 @@ _MAGIC = (
 )
 
 
+def looks_like_image(raw: bytes) -> bool:
+    """Whether ``raw`` starts as an image file of a format known here does."""
+    return _sniff(raw) is not None
+
+
 def _sniff(raw: bytes) -> str | None:
     """Format from magic bytes (JPEG covers MPO), or None if unknown here."""
     if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":

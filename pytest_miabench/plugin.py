@@ -8,6 +8,7 @@ runs exactly as before.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,14 +67,14 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if not is_worker:
         _warn_separate_path_values(config)
+        directory = cache_directory(config, settings)
         # Fail fast with one clear message, before any xdist worker starts.
-        _check_output_paths(settings)
+        _check_output_paths(config, settings, directory)
         source = load_source(config, settings)
         instructions = [sample.spec.instruction if sample.spec is not None else None for sample in source.samples]
         aggregator = Aggregator(config, settings, protocols, source.fingerprint, instructions)
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
-        directory = cache_directory(config, settings)
         if uses_xdist:
             import uuid
 
@@ -150,13 +151,31 @@ def _warn_separate_path_values(config: pytest.Config) -> None:
             )
 
 
-def _check_output_paths(settings: Settings) -> None:
-    """A report path that cannot be written is found before any API call."""
-    from .report import output_path_problem
+def _check_output_paths(config: pytest.Config, settings: Settings, cache: Path | None) -> None:
+    """A report path that cannot be written is found before any API call,
+    and so is one that another output would overwrite: two outputs on one
+    file, or a report on the response cache's database."""
+    from .cache import ResponseCache
+    from .report import output_path_problem, same_file
 
-    for flag, value in (("--mia-report", settings.report), ("--mia-html", settings.html)):
-        if value and (problem := output_path_problem(value)):
+    ours = [(flag, value) for flag, value in (("--mia-report", settings.report), ("--mia-html", settings.html)) if value]
+    for flag, value in ours:
+        if problem := output_path_problem(value):
             raise pytest.UsageError(f"{flag}: {problem}" if problem.startswith(value) else f"{flag}: cannot write {value}: {problem}")
+    # pytest's own reports (JUnit XML, pytest-html's page) write to a path too.
+    others = [(flag, getattr(config.option, dest, None)) for flag, dest in (("--junitxml", "xmlpath"), ("--html", "htmlpath"))]
+    outputs = ours + [(flag, value) for flag, value in others if isinstance(value, str) and value]
+    for i, (flag, value) in enumerate(outputs):
+        for other_flag, other in outputs[i + 1 :]:
+            if same_file(value, other):
+                raise pytest.UsageError(f"{flag} and {other_flag} both write {os.path.realpath(Path(value).expanduser())}; give each its own path")
+    if cache is None:
+        return
+    database = cache / ResponseCache.FILENAME
+    for flag, value in ours:
+        for name in (database.name, *(database.name + suffix for suffix in ResponseCache.SIDE_FILES)):
+            if same_file(value, database.with_name(name)):
+                raise pytest.UsageError(f"{flag}: {value} is the response cache's database; give the report another path")
 
 
 def _protocols(config: pytest.Config, settings: Settings) -> tuple[Protocol, ...]:

@@ -7,8 +7,10 @@ does not know where they were collected.
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -251,10 +253,19 @@ def output_path_problem(path: str) -> str | None:
     """Why a report could not be written to ``path``, or None.  Checked
     before the run, so an unwritable path costs no API call: the nearest
     existing ancestor must be a directory where a file can be made (missing
-    directories below it are made when the report is written)."""
+    directories below it are made when the report is written).  A FIFO or a
+    character device (``/dev/stdout``) is written through; what cannot be
+    opened for writing, or must never be overwritten, is refused."""
     target = Path(path).expanduser()
-    if target.is_dir():
+    kind = _special_kind(target)
+    if kind == "directory":
         return f"{path} is a directory; give a file path"
+    if kind in _REFUSED_KINDS:
+        return f"it is a {kind}; give a file path, a FIFO or a character device"
+    if kind is not None:
+        return None if os.access(target, os.W_OK) else f"{target} is a {kind} not open for writing"
+    # Through a link: what is checked (and replaced) is the file it names.
+    target = _resolved(target)
     ancestor = target.parent
     while not ancestor.exists() and not ancestor.is_symlink() and ancestor.parent != ancestor:
         ancestor = ancestor.parent
@@ -269,9 +280,53 @@ def output_path_problem(path: str) -> str | None:
     return None
 
 
+# Special files a report never goes to: a socket cannot be opened, and a
+# block device is a disk.
+_REFUSED_KINDS = ("socket", "block device")
+
+
+def _special_kind(target: Path) -> str | None:
+    """What ``target`` (followed through links) is when it exists and is not
+    a regular file: "directory", "FIFO", "character device", ...; else None."""
+    try:
+        mode = target.stat().st_mode
+    except (OSError, ValueError):  # missing, a dangling link, a NUL byte
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _resolved(target: Path) -> Path:
+    """The file a link names (the link itself survives a report written
+    there); dangling, the file it would name."""
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file, through links and ``..``, existing or not."""
+    return os.path.realpath(Path(a).expanduser()) == os.path.realpath(Path(b).expanduser())
+
+
 def _write_atomic(path: str, text: str) -> None:
-    """Write atomically: a reader never sees half a report."""
+    """Write atomically: a reader never sees half a report.  Only a regular
+    file is replaced, beside the file a link names (the link stays); a FIFO
+    or a device is written through, never replaced by a file."""
     target = Path(path).expanduser()
+    kind = _special_kind(target)
+    if kind is not None:
+        _write_through(target, kind, text)
+        return
+    target = _resolved(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".mia-report-", dir=target.parent)
     try:
@@ -285,6 +340,28 @@ def _write_atomic(path: str, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_through(target: Path, kind: str, text: str) -> None:
+    """Write into a FIFO or a character device as it is.  Opened without
+    blocking: a FIFO nobody reads fails at once (ENXIO) instead of hanging
+    the end of the run; then written in blocking mode."""
+    if kind in _REFUSED_KINDS or kind == "directory":
+        raise OSError(f"{target} is a {kind}")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO and kind == "FIFO":
+            raise OSError(exc.errno, "no process has the FIFO open for reading") from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+        handle = os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        handle.write(text)
 
 
 # -- the terminal summary --------------------------------------------------

@@ -50,7 +50,19 @@ def cache_directory(config: pytest.Config, settings: Settings) -> Path | None:
     cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
     if cache is None:
         return None
-    return Path(cache.mkdir("mia-bench"))
+    try:
+        return Path(cache.mkdir("mia-bench"))
+    except OSError as exc:
+        # A read-only checkout, or a file where pytest's cache folder goes:
+        # answers are worth more than the cache, so run without it, loudly.
+        warnings.warn(
+            pytest.PytestWarning(
+                f"mia-bench: the response cache folder cannot be made in pytest's cache directory ({exc}); "
+                "running without the cache (--mia-cache-dir=PATH puts it elsewhere)"
+            ),
+            stacklevel=2,
+        )
+        return None
 
 
 class BenchRuntime:

@@ -23,3 +23,17 @@ def escape_surrogates_in_json(text: str) -> str:
     """JSON text (``ensure_ascii=False``) with each surrogate as ``\\uXXXX``.
     Surrogates can stand only inside JSON strings, where the escape is valid."""
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+#: The most of one input value (a path, a cell, a judge's field) a reason quotes.
+QUOTE_LIMIT = 80
+
+
+def clip(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` quoted (as ``repr`` does) for a reason, cut to its first
+    ``limit`` characters: a 100 KB cell in a reason is 100 KB in every
+    report, once per row."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

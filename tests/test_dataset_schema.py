@@ -4,6 +4,7 @@ a column of the right type stays that row's own problem."""
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
 from pathlib import Path
@@ -87,15 +88,90 @@ def test_optional_and_empty_columns_stay_per_row(tmp_path: Path, table: pa.Table
     assert [s.problem for s in source.samples] == ["row 0: instruction is empty or missing"] + [f"row {i}: type is empty or missing" for i in range(1, 5)]
 
 
-def test_whole_floats_and_dictionary_strings_are_accepted(tmp_path: Path, table: pa.Table, few: list[dict[str, Any]]) -> None:
-    """What pandas writes: integers as float64, strings dictionary-encoded."""
-    weights = pa.array([[float(w) for w in r["component_weight"]] for r in few])
+def test_a_whole_float_count_and_dictionary_strings_are_accepted(tmp_path: Path, table: pa.Table, few: list[dict[str, Any]]) -> None:
+    """What pandas writes: an integer column with gaps as float64, strings dictionary-encoded."""
     declared = pa.array([float(r["num_of_component"]) for r in few])
     types = pa.array([r["type"] for r in few]).dictionary_encode()
-    path = _write_table(tmp_path / "bench.parquet", table, {"component_weight": weights, "type": types, "num_of_component": declared})
+    path = _write_table(tmp_path / "bench.parquet", table, {"type": types, "num_of_component": declared})
     source = dataset.load(str(path), "test")
     assert [s.problem for s in source.samples] == [None] * 5
     assert [(s.spec.type, s.spec.weights) for s in source.samples if s.spec] == [(r["type"], tuple(r["component_weight"])) for r in few]
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        lambda few: [[float(w) for w in r["component_weight"]] for r in few],  # 4.0: whole, and still not an integer column
+        lambda few: [[float("nan")] * len(r["component_weight"]) if i == 2 else [float(w) for w in r["component_weight"]] for i, r in enumerate(few)],
+    ],
+    ids=["whole-floats", "a-nan"],
+)
+def test_float_or_nan_weights_are_one_error_naming_the_column(tmp_path: Path, table: pa.Table, few: list[dict[str, Any]], weights: Any) -> None:
+    path = _write_table(tmp_path / "bench.parquet", table, {"component_weight": pa.array(weights(few))})
+    message = _error(path)
+    assert fnmatch.fnmatchcase(message, f"{path}: column 'component_weight': expected list of integers, found list<*: double>"), message
+    records = [{**row, "image": f"{i}.jpg", "component_weight": w} for i, (row, w) in enumerate(zip(few, weights(few)))]
+    json_path = _json(tmp_path / "bench.json", records)  # json writes NaN, as pandas' to_json does not
+    assert _error(json_path) == f"{json_path}: column 'component_weight': expected list of integers, found list of float (row 0 and 4 more)"
+
+
+# -- images given as text: data URIs and base64 -----------------------------------------
+
+
+def _data_uri(raw: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize("encode", [_data_uri, lambda raw: base64.b64encode(raw).decode(), lambda raw: base64.encodebytes(raw).decode()], ids=["data-uri", "base64", "base64-lines"])
+def test_an_image_column_of_base64_text_is_read_as_images(tmp_path: Path, table: pa.Table, few: list[dict[str, Any]], encode: Any) -> None:
+    images = [data.image_bytes("png", 40, 30, seed=i) for i in range(len(few))]
+    path = _write_table(tmp_path / "bench.parquet", table, {"image": pa.array([encode(raw) for raw in images])})
+    source = dataset.load(str(path), "test")
+    assert [source.image_bytes(i) for i in range(len(few))] == images
+    records = [{**row, "image": encode(raw)} for row, raw in zip(few, images)]
+    json_source = dataset.load(str(_json(tmp_path / "bench.json", records)), "test")
+    assert [json_source.image_bytes(i) for i in range(len(few))] == images
+
+
+def test_a_path_is_still_a_path(tmp_path: Path, table: pa.Table, few: list[dict[str, Any]]) -> None:
+    """Text that is base64 but not an image, and short enough for a path, is a path."""
+    name = "A" * 64  # valid base64 (zero bytes), and a file name
+    (tmp_path / name).write_bytes(data.image_bytes("jpeg", 40, 30))
+    path = _write_table(tmp_path / "bench.parquet", table, {"image": pa.array([name] * 5)})
+    assert dataset.load(str(path), "test").image_bytes(0) == data.image_bytes("jpeg", 40, 30)
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("data:image/png;base64," + "A" * 100_001, "row 0: image is a data URI whose base64 cannot be decoded (*): 'data:image/png;base64,AAAA*'... (100023 characters)"),
+        ("data:image/png;base64" + "A" * 100_000, "row 0: image is a data URI without a ',' before its data: 'data:image/png;base64AAA*'... (100021 characters)"),
+        ("images/" + "x" * 100_000 + ".jpg", "row 0: image file '*/images/xxxx*'... (* characters) cannot be read: *"),
+        ("../" + "x" * 100_000, "row 0: image path '../xxxx*'... (100003 characters) leads outside the dataset folder: it is '/*'... (* characters), not inside *"),
+        # base64 text too long for a path, of no image: bytes that are not an image
+        (base64.b64encode(b"not an image" * 10_000).decode(), None),
+    ],
+    ids=["bad-data-uri", "data-uri-without-comma", "long-path", "long-path-outside", "long-base64-not-an-image"],
+)
+def test_no_reason_quotes_more_than_a_prefix_of_a_cell(tmp_path: Path, table: pa.Table, cell: str, expected: str | None) -> None:
+    path = _write_table(tmp_path / "bench.parquet", table, {"image": pa.array([cell] * 5)})
+    source = dataset.load(str(path), "test")
+    if expected is None:
+        assert source.image_bytes(0) == b"not an image" * 10_000  # decoded; the image check then fails the sample
+        return
+    with pytest.raises(dataset.SampleDataError) as info:
+        source.image_bytes(0)
+    message = str(info.value)
+    assert fnmatch.fnmatchcase(message, expected), message[:500]
+    assert len(message) < 600
+
+
+def test_clip_quotes_a_prefix_only() -> None:
+    from pytest_miabench.text import clip
+
+    assert clip("short") == "'short'"
+    assert clip("x" * 1000) == repr("x" * 80) + "... (1000 characters)"
+    assert clip(7) == "'7'"
 
 
 def test_a_datasets_loaded_column_of_the_wrong_type_is_one_error(tmp_path: Path, table: pa.Table, few: list[dict[str, Any]]) -> None:

@@ -17,6 +17,7 @@ import json
 import re
 from typing import Any, ClassVar
 
+from ..text import clip
 from . import common
 from .base import EXCLUDED, SCORED, Protocol, SampleSpec, Verdict
 
@@ -95,7 +96,7 @@ def lax_float(value: Any) -> float:
         if parsed is None and "_" in value and "__" not in value and not value.startswith("_") and not value.endswith("_"):
             parsed = _rust_f64(value.replace("_", ""))
         if parsed is None:
-            raise ValueError(f"{value!r} is not a number")
+            raise ValueError(f"{clip(value)} is not a number")
         return parsed
     raise ValueError(f"{type(value).__name__} is not a number")
 
