@@ -31,7 +31,7 @@ from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
 from .result import SampleRecord, is_finished
 from .sampling import judge_sees_image, judge_settings
-from .settings import Settings, mock_roles
+from .settings import Settings, mock_roles, tls_urls
 
 __all__ = ["Engine", "SampleFailure"]
 
@@ -102,8 +102,9 @@ class Engine:
         # The built-in mock is on 127.0.0.1: its calls never go through a
         # proxy the environment names (the demo must work behind any proxy).
         mocked = mock_roles(s)
-        shared = bounded_http_client(s.max_reply_bytes) if len(mocked) < 2 else None
-        local = bounded_http_client(s.max_reply_bytes, trust_env=False) if mocked else None
+        # SSL_CERT_FILE/SSL_CERT_DIR are read (and checked at start-up) only when an endpoint uses TLS.
+        shared = bounded_http_client(s.max_reply_bytes, tls=bool(tls_urls(s))) if len(mocked) < 2 else None
+        local = bounded_http_client(s.max_reply_bytes, trust_env=False, tls=False) if mocked else None
         common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
         model_caller = Caller(
             model,

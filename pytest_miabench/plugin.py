@@ -210,8 +210,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.enabled:
         return None
-    from .client import endpoints, strip_userinfo
+    from .client import endpoints
     from .settings import MOCK_LABEL, mock_roles
+    from .urls import strip_userinfo
 
     limit = "all" if settings.limit is None else str(settings.limit)
     revision = settings.model_revision or "unset (cached answers reused only to resume an interrupted run)"

@@ -197,17 +197,11 @@ def _now() -> float:
 
 
 def _endpoint_url(url: str | None) -> str:
-    from urllib.parse import urlsplit, urlunsplit
+    from .settings import DEFAULT_BASE_URL
+    from .urls import strip_userinfo
 
-    from .client import DEFAULT_BASE_URL
-
-    value = url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    parts = urlsplit(value)
-    # Drop any user:password@ a URL may carry; keep host, port, path.
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    # Any user:password@ a URL may carry is dropped, as everywhere a URL is shown.
+    return strip_userinfo(url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
 
 
 def _passed(outcome: RunOutcome) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +17,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from .urls import strip_userinfo
+
 # lmms-eval moved MIA-Bench here on 2026-07-30 (its PR #1416); the old id
 # names the same data and is still accepted (see dataset.HUB_ALIASES).
 DEFAULT_DATASET = "lmms-lab-encoder/MIA-Bench"
 DEFAULT_JUDGE_MODEL = "gpt-4o"
 #: The model name that selects the built-in mock server (mock.py), for either role.
 MOCK_MODEL = "mock"
+# Where calls go without --mia-base-url or OPENAI_BASE_URL.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MOCK_REVISION = "built-in"  # the mock model's answers never change
 #: How the run header and reports name the mock's endpoint (its port differs per process).
 MOCK_LABEL = "built-in mock (127.0.0.1)"
@@ -371,6 +374,7 @@ def resolve(config: pytest.Config) -> Settings:
     if settings.enabled:
         _check_urls(settings, sources)
         _check_mock(settings, sources)
+        _check_tls_environment(settings)
         if settings.model == MOCK_MODEL and settings.model_revision is None:
             # The built-in mock's weights are known: its answers are reusable.
             settings = dataclasses.replace(settings, model_revision=MOCK_REVISION)
@@ -422,7 +426,7 @@ def _check_mock(settings: Settings, sources: dict[str, str]) -> None:
 def base_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible base URL, or None."""
     # A message never shows a password given in the URL.
-    shown = re.sub(r"//[^/?#]*@", "//***@", url)
+    shown = strip_userinfo(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a malformed port
@@ -447,6 +451,47 @@ def _check_urls(settings: Settings, sources: dict[str, str]) -> None:
     uses_env = (settings.base_url is None and "model" not in mocked) or (settings.judge_base_url is None and "judge" not in mocked)
     if env_url and uses_env and (problem := base_url_problem(env_url)):
         raise pytest.UsageError(f"OPENAI_BASE_URL in the environment: {problem}")
+
+
+def tls_urls(settings: Settings) -> list[str]:
+    """The endpoint URLs of the run that use TLS (the default endpoint,
+    api.openai.com, does; the built-in mock does not), userinfo dropped."""
+    mocked = mock_roles(settings)
+    env_url = os.environ.get("OPENAI_BASE_URL")
+    urls = [
+        url or env_url or DEFAULT_BASE_URL
+        for role, url in (("model", settings.base_url), ("judge", settings.judge_base_url))
+        if role not in mocked
+    ]
+    return [strip_userinfo(url) for url in dict.fromkeys(urls) if urlsplit(url).scheme.lower() == "https"]
+
+
+def _check_tls_environment(settings: Settings) -> None:
+    """A CA file or folder the environment names that cannot be loaded is a
+    usage error before any call, where an endpoint uses TLS; it is not read
+    at all otherwise (engine.py).  Loaded as the HTTP library loads it: the
+    first of SSL_CERT_FILE, SSL_CERT_DIR that is set."""
+    import ssl
+
+    urls = tls_urls(settings)
+    if not urls:
+        return
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        value = os.environ.get(name)
+        if not value:
+            continue
+        try:
+            if name == "SSL_CERT_FILE":
+                ssl.create_default_context(cafile=value)
+            else:
+                ssl.create_default_context(capath=value)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise pytest.UsageError(
+                f"{name} in the environment: cannot load CA certificates from {value!r} ({reason}); "
+                f"they are needed for the https endpoint {urls[0]}: fix or unset {name}"
+            ) from None
+        return
 
 
 _DEST_OF_FIELD = {"enabled": "mia_bench"}

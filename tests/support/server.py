@@ -13,9 +13,11 @@ import base64
 import dataclasses
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,6 +30,10 @@ class _Server(ThreadingHTTPServer):
     # overflows it and the client waits out a 1 s SYN retry, which would be
     # charged to the tool under test.  Real servers (uvicorn, vLLM) use 2048.
     request_queue_size = 512
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 @dataclass
@@ -94,6 +100,29 @@ class Reply:
     # Content-Length, or chunked without one (``chunked``).
     huge: int = 0
     chunked: bool = False
+    # A Content-Encoding sent as is ("gzip", "deflate", "gzip, gzip"): the
+    # body (``raw_body`` or the one built) is encoded with it unless
+    # ``pre_encoded`` (a ``raw_body`` made with ``encode``, for bombs).
+    content_encoding: str | None = None
+    pre_encoded: bool = False
+
+
+def encode(pieces: Iterable[bytes], content_encoding: str) -> bytes:
+    """``pieces`` joined and encoded with each coding of a Content-Encoding
+    value, in order, streamed: a 100 MB body need not be held to be encoded."""
+    codings = [c.strip() for c in content_encoding.split(",") if c.strip() not in ("", "identity")]
+    stream: Iterable[bytes] = pieces
+    for coding in codings:
+        stream = _compress(stream, coding)
+    return b"".join(stream)
+
+
+def _compress(pieces: Iterable[bytes], coding: str) -> Iterator[bytes]:
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}[coding]
+    compressor = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    for piece in pieces:
+        yield compressor.compress(piece)
+    yield compressor.flush()
 
 
 Script = Callable[[Request], Reply]
@@ -124,7 +153,10 @@ class OpenAIServer:
     """Start with ``with OpenAIServer(script) as server:``; ``server.url``
     is the base URL to give the client (``http://127.0.0.1:PORT/v1``)."""
 
-    def __init__(self, script: Script | None = None, judge_model: str = "judge", latency: float = 0.0, keep_raw: bool = True) -> None:
+    def __init__(
+        self, script: Script | None = None, judge_model: str = "judge", latency: float = 0.0, keep_raw: bool = True, host: str = "127.0.0.1"
+    ) -> None:
+        """``host``: "::1" listens on IPv6 loopback."""
         self.script = script or default_script(judge_model)
         self.judge_model = judge_model
         self.latency = latency
@@ -139,13 +171,15 @@ class OpenAIServer:
         self.first_request_at: float | None = None
         self.last_reply_at: float | None = None
         self.broken_writes = 0  # replies the client hung up on before the end
-        self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        server_class = _Server6 if ":" in host else _Server
+        self._server = server_class((host, 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="openai-server", daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/v1"
 
     def __enter__(self) -> OpenAIServer:
@@ -287,6 +321,8 @@ class OpenAIServer:
                             "usage": usage,
                         }
                     ).encode()
+                if reply.content_encoding and not reply.pre_encoded:
+                    body = encode([body], reply.content_encoding)
                 # Out of flight once the answer is ready: the client may send
                 # its next request the moment the reply arrives, possibly
                 # before this thread runs again, and must not be counted twice.
@@ -298,6 +334,8 @@ class OpenAIServer:
                         self.send_header("Transfer-Encoding", "chunked")
                     else:
                         self.send_header("Content-Length", str(len(body)))
+                    if reply.content_encoding:
+                        self.send_header("Content-Encoding", reply.content_encoding)
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
