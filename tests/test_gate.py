@@ -261,3 +261,62 @@ def test_html_shows_changed_answers_side_by_side_escaped(bench: Bench, rows: lis
     assert table[0][4:] == ["before " + HOSTILE + " 8", "after " + HOSTILE + " 2"]
     assert not any(name.startswith("on") for _, attrs in page.tags for name in attrs)
     assert sum(tag == "script" for tag, _ in page.tags) == 1  # the page's own
+
+
+# -- only a real run's numbers make a baseline (issue 22, items 14 and 15) -------------
+
+
+def test_a_baseline_made_by_the_mock_is_refused_before_any_call(bench: Bench) -> None:
+    common = ("--mia-bench", f"--mia-dataset={bench.dataset}", f"--mia-report={bench.report_path}", "--mia-limit=2", "-p", "no:cacheprovider")
+    for mocked, roles in (
+        (["--mia-model=mock", "--mia-judge-model=mock"], "model and the judge"),
+        (["--mia-model=vlm", f"--mia-base-url={bench.server.url}", "--mia-judge-model=mock"], "judge"),
+    ):
+        assert bench.pytester.runpytest(*common, *mocked).ret == 0
+        baseline = bench.pytester.path / "mock-baseline.json"
+        bench.report_path.replace(baseline)
+        bench.server.requests.clear()
+        result = bench.run("--mia-limit=2", "-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.05")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*--mia-baseline: *mock-baseline.json: the {roles} of that run * the built-in mock (its scores are random); it cannot be a baseline"])
+        assert bench.server.requests == [] and not bench.report_path.exists()
+
+
+def test_a_demo_report_is_refused_as_a_baseline(pytester: pytest.Pytester) -> None:
+    demo = ("--mia-bench", "--mia-demo", "--mia-limit=2", "-p", "no:cacheprovider")
+    assert pytester.runpytest(*demo, "--mia-report=demo.json").ret == 0
+    result = pytester.runpytest(*demo, "--mia-baseline=demo.json", "--mia-max-drop=0.05")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mia-baseline: demo.json: made by --mia-demo (the built-in mock model and judge: its scores are random); it cannot be a baseline"])
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("total_score", float("-inf"), "*base.json: total_score is -inf, not a score in [[]0, 1[]]*"),
+        ("total_score", -1e300, "*base.json: total_score is -1e+300, not a score in [[]0, 1[]]*"),
+        ("sample", float("-inf"), "*base.json: sample 1: score is -inf, not a score in [[]0, 1[]]*"),
+        ("sample", float("nan"), "*base.json: sample 1: score is nan, not a score in [[]0, 1[]]*"),
+        ("sample", 1.5, "*base.json: sample 1: score is 1.5, not a score in [[]0, 1[]]*"),
+        ("by_type", float("inf"), "*base.json: by_type.* is inf, not a score in [[]0, 1[]]*"),
+        ("protocol", -1e300, "*base.json: sample 1: protocols.apple.score is -1e+300, not a score in [[]0, 1[]]*"),
+    ],
+)
+def test_a_baseline_with_a_score_outside_0_1_is_refused_before_any_call(bench: Bench, where: str, value: float, message: str) -> None:
+    assert bench.run("--mia-limit=2", "--mia-protocol=evalscope,apple").ret == 0
+    data = bench.report()
+    if where == "total_score":
+        data["total_score"] = value
+    elif where == "sample":
+        data["samples"][1]["score"] = value
+    elif where == "by_type":
+        data["by_type"][next(iter(data["by_type"]))] = value
+    else:
+        data["samples"][1]["protocols"]["apple"]["score"] = value
+    # json writes -Infinity and NaN, as a hand-edited or foreign report may hold them.
+    (bench.pytester.path / "base.json").write_text(json.dumps(data))
+    bench.server.requests.clear()
+    result = bench.run("--mia-limit=2", "--mia-protocol=evalscope,apple", "--mia-baseline=base.json", "--mia-max-drop=0.05", "--mia-no-cache")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert bench.server.requests == []
