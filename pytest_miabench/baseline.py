@@ -9,8 +9,9 @@ comparison on the samples both share, which is then marked partial.
 
 The comparison is paired: per sample (by dataset index), this run's score
 minus the baseline's.  ``--mia-max-drop X`` is a non-inferiority gate on
-those differences: it passes only when the upper bound of the 95 % paired
-bootstrap interval of the drop is at most X (see ``gate``).
+those differences: it passes only when the lower bound of the 95 % paired
+bootstrap interval of the change (candidate - baseline) is at least -X
+(see ``gate``; ``verdict`` says it in words).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from . import stats
-from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally
+from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally, gate_rule
+
+# The verdict in words lives with the report's types (every layer reads it); offered here too.
+from .result import BaselineVerdict as BaselineVerdict
+from .result import verdict as verdict
 from .settings import MOCK_LABEL
 
 CHANGED_LISTED = 20
@@ -286,24 +291,22 @@ def _deltas(now: Mapping[str, float | None], before: Mapping[str, float | None])
 
 
 def gate(diff_ci: list[float] | None, max_drop: float) -> str:
-    """The --mia-max-drop verdict from the paired interval of (run - baseline).
+    """The --mia-max-drop verdict from the paired interval ``[low, high]`` of
+    the change (candidate - baseline: negative is a drop).
 
-    The drop is ``-(run - baseline)``, so its interval is ``[-hi, -lo]``.
-
-    - ``pass``: the drop's upper bound is at most ``max_drop``: a drop larger
-      than allowed is ruled out at the interval's level (non-inferiority);
-    - ``regression``: the drop's lower bound is above ``max_drop``: the run
-      is worse than allowed;
-    - ``inconclusive``: the interval straddles ``max_drop`` (or nothing was
+    - ``pass``: ``low >= -max_drop``: a drop larger than allowed is ruled
+      out at the interval's level (non-inferiority);
+    - ``regression``: ``high < -max_drop``: the run is worse than allowed;
+    - ``inconclusive``: the interval straddles ``-max_drop`` (or nothing was
       paired): too noisy to rule a larger drop out, so the gate fails too.
     """
     if diff_ci is None:
         return "inconclusive"
     low, high = diff_ci
     # A hair of slack: a drop of exactly max_drop, computed in floating point, is allowed.
-    if -low <= max_drop + 1e-12:
+    if low >= -max_drop - 1e-12:
         return "pass"
-    if -high > max_drop + 1e-12:
+    if high < -max_drop - 1e-12:
         return "regression"
     return "inconclusive"
 
@@ -397,9 +400,7 @@ def compare(
         "mde": paired["mde"],
         "changed": changed[:CHANGED_LISTED],
         "max_drop": max_drop,
-        "gate_rule": None
-        if max_drop is None
-        else f"pass when the upper bound of the {GATE_LEVEL:.0%} paired bootstrap CI of the drop is <= {max_drop:g}",
+        "gate_rule": None if max_drop is None else gate_rule(max_drop, GATE_LEVEL),
         "gate_verdict": verdict,
         "gate_failed": None if verdict is None else verdict != "pass",
     }

@@ -66,7 +66,7 @@ def test_the_explicit_option_compares_on_the_common_samples_and_says_partial(ben
         [
             "*partial comparison (--mia-baseline-common): on the 3 common samples only; the sample sets differ: 3 samples only in this run (index 3, 4, 5)",
             "*paired over n_paired=3 samples: mean change +0.0000*",
-            "PASS: no drop above 0.1 against the baseline*n_paired=3",
+            "PASS: baseline verdict pass: change (candidate - baseline) +0.0000, 95% CI [[]+0.0000, +0.0000[]], n_paired=3; a drop above 0.1 is ruled out; rule: *",
         ]
     )
     block = bench.report()["baseline"]
@@ -92,7 +92,7 @@ def test_another_instruction_text_or_image_is_a_different_sample(bench: Bench, r
     baseline.write_text(json.dumps(edited))
     result = bench.run("-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.5")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*REFUSED for gating: the sample sets differ: 1 sample with another image (index 4); *", "FAIL: the baseline is not comparable*"])
+    result.stdout.fnmatch_lines(["*REFUSED for gating: the sample sets differ: 1 sample with another image (index 4); *", "FAIL: baseline verdict refused: not comparable with this run: the sample sets differ: 1 sample with another image (index 4); *"])
     block = bench.report()["baseline"]
     assert block["gate_verdict"] == "refused" and block["gate_failed"] is True and bench.report()["passed"] is False
     # ... and with the explicit option that sample is left out of the pairs.
@@ -183,12 +183,17 @@ def test_the_gate_fails_a_worse_model_and_passes_an_identical_one(bench: Bench, 
     per_sample(bench, rows, scores)
     same = bench.run("-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.02")
     assert same.ret == 0
-    same.stdout.fnmatch_lines(["PASS: no drop above 0.02 against the baseline: 95% CI of the paired drop [[]+0.0000, +0.0000[]], n_paired=6"])
+    same.stdout.fnmatch_lines(
+        [
+            "PASS: baseline verdict pass: change (candidate - baseline) +0.0000, 95% CI [[]+0.0000, +0.0000[]], n_paired=6; "
+            "a drop above 0.02 is ruled out; rule: pass when the lower bound of the 95% CI of the change is >= -0.02; *"
+        ]
+    )
     assert bench.report()["baseline"]["gate_verdict"] == "pass" and bench.report()["passed"] is True
     per_sample(bench, rows, [s - 4 for s in scores])
     worse = bench.run("-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.02")
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
-    worse.stdout.fnmatch_lines(["FAIL: total_score dropped by 0.4000 against the baseline (max allowed drop 0.02)*"])
+    worse.stdout.fnmatch_lines(["FAIL: baseline verdict regression: change (candidate - baseline) -0.4000, *; the whole CI is below -0.02; rule: *"])
     assert bench.report()["baseline"]["gate_verdict"] == "regression"
 
 
@@ -202,7 +207,12 @@ def test_noise_wider_than_the_allowed_drop_fails_as_inconclusive(bench: Bench, r
     block = bench.report()["baseline"]
     assert block["mean_diff"] == pytest.approx(0.0) and block["delta"] == pytest.approx(0.0)
     assert block["gate_verdict"] == "inconclusive" and -block["diff_ci"][0] > 0.05
-    result.stdout.fnmatch_lines(["FAIL: a drop above 0.05 against the baseline cannot be ruled out: *; this run detects drops of * and more"])
+    result.stdout.fnmatch_lines(
+        [
+            "FAIL: baseline verdict inconclusive: change (candidate - baseline) +0.0000, 95% CI [[]-0.*, +0.*[]], n_paired=6; "
+            "the CI reaches below -0.05: a drop above 0.05 cannot be ruled out (this run detects drops of * and more); rule: *"
+        ]
+    )
 
 
 def test_threshold_on_the_lower_bound(bench: Bench, rows: list[dict[str, Any]]) -> None:
