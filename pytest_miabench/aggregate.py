@@ -26,7 +26,7 @@ from .baseline import Baseline, BaselineError, RunSamples, compare, differences,
 from .cache import HANDOFF, CacheError, ResponseCache
 from .keys import UNCLAIMED_KEY, WORKERINPUT_HANDOFF
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
-from .report import RunOutcome, build_report, terminal_lines, write_html, write_json
+from .report import RunOutcome, build_report, gate_results, scores_out_of_range, terminal_lines, write_html, write_json
 from .result import (
     BaselineComparison,
     Cost,
@@ -450,17 +450,41 @@ class Aggregator:
             self._summary = summary
         return self._summary
 
-    @pytest.hookimpl(wrapper=True)
+    @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
         """Gate on the aggregate here: by sessionfinish it is too late to
-        count a failure into the exit code (same as pytest-cov)."""
+        count a failure into the exit code (same as pytest-cov).  The
+        innermost wrapper: the gate's outcome follows the samples before
+        the terminal writes its final progress."""
+        cancelled = False
         try:
             return (yield)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C or SIGTERM cancelled the run: its verdict is no test
+            # outcome.  pytest's own stop (session.Interrupted: the endpoint
+            # breaker, -x under xdist) ends a run whose gate still counts.
+            cancelled = not isinstance(exc, session.Interrupted)
+            raise
         finally:
-            summary = self.summary()
-            if self.gate_reasons(summary):
-                self.gate_failed = True
-                session.testsfailed += 1
+            self._gate(session, cancelled)
+
+    def _gate(self, session: pytest.Session, cancelled: bool) -> None:
+        """The gates' verdict as a test outcome (``mia-bench::gate``), so
+        the terminal's counts, JUnit and pytest-html show a failed gate as a
+        failed test; and the session's numbers as JUnit suite properties."""
+        if self.config.option.collectonly or self.refused is not None:
+            return
+        outcome = self.outcome()
+        results = gate_results(outcome)
+        failures = [text.removeprefix("FAIL: ") for holds, text in results if not holds]
+        self.gate_failed = bool(failures)
+        _junit_properties(self.config, outcome, failures if results else None)
+        if not results:
+            return
+        if cancelled:
+            session.testsfailed += bool(failures)
+        else:
+            report_gate(self.config, session, failures)
 
     def gate_reasons(self, summary: Summary) -> list[str]:
         """Why the aggregate gates fail (empty: they hold or none is set)."""
@@ -476,6 +500,10 @@ class Aggregator:
         baseline = summary["baseline"]
         if baseline is not None and baseline["gate_failed"]:
             reasons.append("baseline")
+        gated = threshold is not None or self.baseline is not None
+        if gated and total is not None and (not 0.0 <= total <= 1.0 or scores_out_of_range(self.results)):
+            # A total of 1e300 (a judge's number kept as the reference keeps it) passes any rule.
+            reasons.append("out_of_range")
         return reasons
 
     def pytest_keyboard_interrupt(self) -> None:
@@ -582,6 +610,55 @@ class Aggregator:
             terminalreporter.write_line(line, **markup)
         for error in self.write_errors:
             terminalreporter.write_line(f"ERROR: {error}", red=True, bold=True)
+
+
+#: The node id of the gates' outcome, reported after the samples.
+GATE_NODEID = "mia-bench::gate"
+_GATE_LOCATION = ("mia-bench", None, "mia-bench gate")
+
+
+def report_gate(config: pytest.Config, session: pytest.Session, failures: list[str]) -> None:
+    """Report the gates as one test through pytest's own hooks, as a runner
+    reports an item (logstart, setup/call/teardown reports, logfinish): the
+    terminal, JUnit XML, pytest-html and the exit code all take it from
+    there.  Passed when ``failures`` is empty, else failed with them as its
+    one-line message.  Called once, by the process that holds the results."""
+    # One more test than was collected: the terminal's progress ends at 100%.
+    session.testscollected += 1
+    config.hook.pytest_runtest_logstart(nodeid=GATE_NODEID, location=_GATE_LOCATION)
+    for when in ("setup", "call", "teardown"):
+        failed = when == "call" and bool(failures)
+        report = pytest.TestReport(
+            GATE_NODEID, _GATE_LOCATION, {}, "failed" if failed else "passed", "; ".join(failures) if failed else None, when
+        )
+        config.hook.pytest_runtest_logreport(report=report)
+    config.hook.pytest_runtest_logfinish(nodeid=GATE_NODEID, location=_GATE_LOCATION)
+
+
+def _junit_properties(config: pytest.Config, outcome: RunOutcome, failures: list[str] | None) -> None:
+    """The session's numbers as properties of JUnit's testsuite, each value
+    JSON text like the per-sample ones: ``mia_total_score``,
+    ``mia_total_score_ci`` ([low, high]), ``mia_verdict`` ("pass", "fail",
+    or "none" without a gate), ``mia_verdict_reason``, and with a baseline
+    ``mia_baseline_verdict``."""
+    try:  # the junitxml plugin's own object: what ``record_testsuite_property`` writes to
+        from _pytest.junitxml import xml_key
+    except ImportError:
+        return
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return
+    summary = outcome.summary
+    values: list[tuple[str, object]] = [
+        ("mia_total_score", summary["total_score"]),
+        ("mia_total_score_ci", summary["ci"]["total_score"]),
+        ("mia_verdict", "none" if failures is None else "fail" if failures else "pass"),
+        ("mia_verdict_reason", "; ".join(failures or [])),
+    ]
+    if summary["baseline"] is not None:
+        values.append(("mia_baseline_verdict", summary["baseline"]["gate_verdict"]))
+    for name, value in values:
+        xml.add_global_property(name, json.dumps(value, ensure_ascii=False))
 
 
 def block_tally(block: ProtocolSummary) -> Tally:

@@ -9,19 +9,26 @@ comparison on the samples both share, which is then marked partial.
 
 The comparison is paired: per sample (by dataset index), this run's score
 minus the baseline's.  ``--mia-max-drop X`` is a non-inferiority gate on
-those differences: it passes only when the upper bound of the 95 % paired
-bootstrap interval of the drop is at most X (see ``gate``).
+those differences: it passes only when the lower bound of the 95 % paired
+bootstrap interval of the change (candidate - baseline) is at least -X
+(see ``gate``; ``verdict`` says it in words).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
 from . import stats
-from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally
+from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally, gate_rule
+
+# The verdict in words lives with the report's types (every layer reads it); offered here too.
+from .result import BaselineVerdict as BaselineVerdict
+from .result import verdict as verdict
+from .settings import MOCK_LABEL
 
 CHANGED_LISTED = 20
 #: Indices of each kind of difference a message and the report name.
@@ -81,6 +88,7 @@ def load_protocols(
         raise BaselineError(f"{path}: not a pytest-miabench JSON report (no schema_version)")
     if data["schema_version"] != SCHEMA_VERSION:
         raise BaselineError(f"{path}: schema_version {data['schema_version']!r}, this version reads {SCHEMA_VERSION}")
+    _check_not_mocked(data, path)
     theirs = (data.get("protocol") or {}).get("name")
     held = data.get("protocols")
     # Only a block that holds the report's own headline is one this plugin
@@ -106,7 +114,10 @@ def load_protocols(
             block: dict[str, Any] = data
         elif isinstance(held.get(name), dict) and _number(held[name].get("total_score")):
             block = held[name]
+            _check_unit(block["total_score"], f"{path}: protocols.{name}: total_score")
             _check_breakdowns(block, f"{path}: protocols.{name}")
+            for sample in data.get("samples") or []:
+                _check_unit(_protocol_score(sample, name), f"{path}: sample {sample['index']}: protocols.{name}.score")
         else:
             continue  # the baseline did not judge under this protocol (or it has no number)
         out[name] = {
@@ -149,12 +160,41 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_unit(value: Any, where: str) -> None:
+    """A score a report holds is null or a finite number in [0, 1]: JSON
+    reads ``-Infinity`` and ``1e300`` as numbers, and either would end the
+    run after every call (an infinite mean) or let any run pass the gate."""
+    if value is not None and not (_number(value) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise BaselineError(f"{where} is {value!r}, not a score in [0, 1]; this report cannot be a baseline")
+
+
+def _check_not_mocked(data: dict[str, Any], path: str) -> None:
+    """The built-in mock's scores are random: a gate against them compares a
+    real run with noise.  A --mia-demo report, or one where either role was
+    the mock, is no baseline."""
+    if data.get("demo") is True:
+        raise BaselineError(f"{path}: made by --mia-demo (the built-in mock model and judge: its scores are random); it cannot be a baseline")
+    roles = data.get("mock_roles")
+    mocked = [role for role in ("model", "judge") if (isinstance(roles, list) and role in roles) or _names_mock(data.get(role))]
+    if mocked:
+        raise BaselineError(
+            f"{path}: the {' and the '.join(mocked)} of that run {'was' if len(mocked) == 1 else 'were'} the built-in mock "
+            "(its scores are random); it cannot be a baseline"
+        )
+
+
+def _names_mock(role: Any) -> bool:
+    """A role block of a report that names the built-in mock (its label as the endpoint)."""
+    return isinstance(role, dict) and role.get("base_url") == MOCK_LABEL
+
+
 def _check_shape(data: dict[str, Any], path: str) -> None:
     """Every field the comparison reads has the type a report gives it: a
     hand-edited or foreign file must fail here, at start-up, not after
     every sample has been paid for."""
     if not _number(data.get("total_score")):
         raise BaselineError(f"{path}: total_score is {data.get('total_score')!r}, not a number")
+    _check_unit(data["total_score"], f"{path}: total_score")
     _check_breakdowns(data, path)
     samples = data.get("samples", [])
     if not isinstance(samples, list):
@@ -166,6 +206,7 @@ def _check_shape(data: dict[str, Any], path: str) -> None:
             and (sample.get("score") is None or _number(sample.get("score")))
         ):
             raise BaselineError(f"{path}: every sample needs an integer index and a numeric or null score")
+        _check_unit(sample.get("score"), f"{path}: sample {sample['index']}: score")
         image = sample.get("image")
         if not (
             all(sample.get(key) is None or isinstance(sample.get(key), str) for key in ("instruction", "response", "judge_reply"))
@@ -181,6 +222,8 @@ def _check_breakdowns(data: dict[str, Any], where: str) -> None:
         block = data.get(key, {})
         if not isinstance(block, dict) or not all(v is None or _number(v) for v in block.values()):
             raise BaselineError(f"{where}: {key} must map names to numbers")
+        for name, value in block.items():
+            _check_unit(value, f"{where}: {key}.{name}")
 
 
 def _split(baseline: Baseline, run: RunSamples) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -260,24 +303,22 @@ def _deltas(now: Mapping[str, float | None], before: Mapping[str, float | None])
 
 
 def gate(diff_ci: list[float] | None, max_drop: float) -> str:
-    """The --mia-max-drop verdict from the paired interval of (run - baseline).
+    """The --mia-max-drop verdict from the paired interval ``[low, high]`` of
+    the change (candidate - baseline: negative is a drop).
 
-    The drop is ``-(run - baseline)``, so its interval is ``[-hi, -lo]``.
-
-    - ``pass``: the drop's upper bound is at most ``max_drop``: a drop larger
-      than allowed is ruled out at the interval's level (non-inferiority);
-    - ``regression``: the drop's lower bound is above ``max_drop``: the run
-      is worse than allowed;
-    - ``inconclusive``: the interval straddles ``max_drop`` (or nothing was
+    - ``pass``: ``low >= -max_drop``: a drop larger than allowed is ruled
+      out at the interval's level (non-inferiority);
+    - ``regression``: ``high < -max_drop``: the run is worse than allowed;
+    - ``inconclusive``: the interval straddles ``-max_drop`` (or nothing was
       paired): too noisy to rule a larger drop out, so the gate fails too.
     """
     if diff_ci is None:
         return "inconclusive"
     low, high = diff_ci
     # A hair of slack: a drop of exactly max_drop, computed in floating point, is allowed.
-    if -low <= max_drop + 1e-12:
+    if low >= -max_drop - 1e-12:
         return "pass"
-    if -high > max_drop + 1e-12:
+    if high < -max_drop - 1e-12:
         return "regression"
     return "inconclusive"
 
@@ -375,9 +416,7 @@ def compare(
         "mde": paired["mde"],
         "changed": changed[:CHANGED_LISTED],
         "max_drop": max_drop,
-        "gate_rule": None
-        if max_drop is None
-        else f"pass when the upper bound of the {GATE_LEVEL:.0%} paired bootstrap CI of the drop is <= {max_drop:g}",
+        "gate_rule": None if max_drop is None else gate_rule(max_drop, GATE_LEVEL),
         "gate_verdict": verdict,
         "gate_failed": None if verdict is None else verdict != "pass",
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import errno
 import json
+import math
 import os
 import stat
 import tempfile
@@ -32,6 +33,7 @@ from .result import (
     Summary,
     UsageTotals,
     mock_warning,
+    verdict,
 )
 from .sampling import judge_settings
 from .settings import MOCK_LABEL, Settings, mock_roles
@@ -68,7 +70,7 @@ class RunOutcome:
     fingerprint: str | None  # of the dataset's rows
     interrupted: bool
     started: float  # time.time() at the start of the run
-    gate_reasons: Sequence[str]  # the aggregate gates that failed: "threshold", "baseline"
+    gate_reasons: Sequence[str]  # the aggregate gates that failed: "no_score", "out_of_range", "threshold", "baseline"
     selection: Selection  # which of the dataset's rows the run selected
 
 
@@ -362,7 +364,10 @@ def _write_through(target: Path, kind: str, text: str) -> None:
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    if value is None:
+        return "n/a"
+    # A number far out of [0, 1] (a judge's 1e300) stays readable.
+    return f"{value:.4f}" if abs(value) < 1e6 else f"{value:.4g}"
 
 
 def _signed(value: float | None) -> str:
@@ -567,13 +572,6 @@ def _interval(pair: list[float] | None) -> str:
     return "n/a" if not pair else f"[{pair[0]:+.4f}, {pair[1]:+.4f}]"
 
 
-def _drop_interval(baseline: BaselineComparison) -> str:
-    """The paired interval of the drop (baseline - run), as the gate reads it."""
-    ci = baseline["diff_ci"]
-    # + 0.0: no "-0.0000" for an unchanged score.
-    return _interval(None if ci is None else [-ci[1] + 0.0, -ci[0] + 0.0])
-
-
 def comparison_lines(baseline: BaselineComparison) -> list[Line]:
     """The baseline block of the summary and its gate's verdict, as one run
     prints them (also printed by ``pytest-miabench compare``)."""
@@ -623,54 +621,76 @@ def _baseline_lines(baseline: BaselineComparison) -> list[Line]:
     return lines
 
 
-def _gate_lines(outcome: RunOutcome) -> list[Line]:
-    """PASS or FAIL for each aggregate gate that is set."""
-    lines: list[Line] = []
+def scores_out_of_range(results: Mapping[str, SampleRecord]) -> list[tuple[int, float]]:
+    """(index, score) of the samples whose score is not a number in [0, 1]:
+    the apple and VLMEvalKit parsers keep a judge's number as their
+    references do, so a judge answering 1e300 gives that score."""
+    return sorted(
+        (r["index"], float(r["score"]))
+        for r in results.values()
+        if r["status"] != "failed" and r["score"] is not None and not (math.isfinite(r["score"]) and 0.0 <= r["score"] <= 1.0)
+    )
+
+
+def _out_of_range_text(outcome: RunOutcome) -> str:
+    total = outcome.summary["total_score"]
+    bad = scores_out_of_range(outcome.results)
+    shown = ", ".join(f"{index} scored {score:.4g}" for index, score in bad[:EXAMPLES_SHOWN])
+    more = f" and {len(bad) - EXAMPLES_SHOWN} more" if len(bad) > EXAMPLES_SHOWN else ""
+    what = f"total_score {_fmt(total)}" + (" is outside [0, 1]" if total is not None and not _in_unit(total) else " is in [0, 1]")
+    samples = f", {len(bad)} sample score{'s' if len(bad) != 1 else ''} outside [0, 1] (sample {shown}{more})" if bad else ""
+    return f"{what}{samples}: the judge's scores are out of range, so no gate can hold"
+
+
+EXAMPLES_SHOWN = 5
+
+
+def _in_unit(value: float) -> bool:
+    return math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def gate_results(outcome: RunOutcome) -> list[tuple[bool, str]]:
+    """Each aggregate gate that is set: whether it holds, and one line
+    saying so ("PASS: ..." or "FAIL: ...").  Empty: no gate was set."""
     reasons = outcome.gate_reasons
     threshold = outcome.settings.threshold
-    total = outcome.summary["total_score"]
+    summary = outcome.summary
+    baseline = summary["baseline"]
     if "no_score" in reasons:
-        gates = " and ".join(g for g, on in (("threshold", threshold is not None), ("baseline", outcome.summary["baseline"] is not None)) if on)
-        return [(f"FAIL: no total_score to check against the {gates} (no sample was counted)", _bold("red"))]
-    if outcome.settings.threshold_on == "lower":
-        ci = outcome.summary["ci"]["total_score"]
-        what = f"the lower bound of total_score's 95% CI {_fmt(None if ci is None else ci[0])}"
-    else:
-        what = f"total_score {_fmt(total)}"
+        gates = " and ".join(g for g, on in (("threshold", threshold is not None), ("baseline", baseline is not None)) if on)
+        return [(False, f"FAIL: no total_score to check against the {gates} (no sample was counted)")]
+    if "out_of_range" in reasons:
+        return [(False, f"FAIL: {_out_of_range_text(outcome)}")]
+    out: list[tuple[bool, str]] = []
     if threshold is not None:
-        if "threshold" in reasons:
-            lines.append((f"FAIL: {what} is below the threshold {threshold:g}", _bold("red")))
+        if outcome.settings.threshold_on == "lower":
+            ci = summary["ci"]["total_score"]
+            what = f"the lower bound of total_score's 95% CI {_fmt(None if ci is None else ci[0])}"
         else:
-            lines.append((f"PASS: {what} meets the threshold {threshold:g}", _bold("green")))
-    baseline = outcome.summary["baseline"]
+            what = f"total_score {_fmt(summary['total_score'])}"
+        if "threshold" in reasons:
+            out.append((False, f"FAIL: {what} is below the threshold {threshold:g}"))
+        else:
+            out.append((True, f"PASS: {what} meets the threshold {threshold:g}"))
     if baseline is not None:
-        lines += baseline_gate_lines(baseline)
-    return lines
+        out += _baseline_gate(baseline)
+    return out
+
+
+def _baseline_gate(baseline: BaselineComparison) -> list[tuple[bool, str]]:
+    said = verdict(baseline)
+    return [] if said.failed is None else [(not said.failed, f"{'FAIL' if said.failed else 'PASS'}: {said.text}")]
 
 
 def baseline_gate_lines(baseline: BaselineComparison) -> list[Line]:
     """PASS or FAIL of the --mia-max-drop gate (nothing without it): what the
     plugin prints and what ``pytest-miabench compare`` prints for the same pair."""
-    lines: list[Line] = []
-    verdict, max_drop = baseline["gate_verdict"], baseline["max_drop"]
-    allowed = "" if max_drop is None else f" (max allowed drop {max_drop:g})"
-    interval = f"{baseline['ci_level']:.0%} CI of the paired drop {_drop_interval(baseline)}, n_paired={baseline['n_paired']}"
-    if verdict == "refused":
-        lines.append((f"FAIL: the baseline is not comparable with this run (see REFUSED above){allowed}", _bold("red")))
-    elif verdict == "pass":
-        lines.append((f"PASS: no drop above {max_drop:g} against the baseline: {interval}", _bold("green")))
-    elif verdict == "regression":
-        drop = None if baseline["mean_diff"] is None else -baseline["mean_diff"]
-        lines.append((f"FAIL: total_score dropped by {_fmt(drop)} against the baseline{allowed}: {interval}", _bold("red")))
-    elif verdict == "inconclusive":
-        lines.append(
-            (
-                f"FAIL: a drop above {max_drop:g} against the baseline cannot be ruled out: {interval}; "
-                f"this run detects drops of {_fmt(baseline['mde'])} and more",
-                _bold("red"),
-            )
-        )
-    return lines
+    return [(text, _bold("green" if holds else "red")) for holds, text in _baseline_gate(baseline)]
+
+
+def _gate_lines(outcome: RunOutcome) -> list[Line]:
+    """PASS or FAIL for each aggregate gate that is set."""
+    return [(text, _bold("green" if holds else "red")) for holds, text in gate_results(outcome)]
 
 
 def _path_lines(settings: Settings) -> list[Line]:

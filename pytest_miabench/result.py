@@ -13,6 +13,7 @@ from the package, so every other module may use these types.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 #: Version of the JSON report's layout; a baseline of another version is refused.
@@ -503,3 +504,56 @@ class Report(TypedDict):
     image_max_side: int
     wall_seconds: float
     samples: list[ReportSample]
+
+
+# -- the baseline verdict in words ----------------------------------------
+
+
+def gate_rule(max_drop: float, level: float) -> str:
+    """The --mia-max-drop rule in words, in the one sign convention (change = candidate - baseline)."""
+    bound = f"{-max_drop:+g}" if max_drop else "0"
+    return (
+        f"pass when the lower bound of the {level:.0%} CI of the change is >= {bound}; "
+        f"regression when its upper bound is < {bound}; otherwise inconclusive (fails)"
+    )
+
+
+@dataclass(frozen=True)
+class BaselineVerdict:
+    """What a baseline comparison concludes, in words (see ``verdict``)."""
+
+    word: str | None  # pass, regression, inconclusive, refused; None: no --mia-max-drop gate
+    failed: bool | None  # None: no gate
+    rule: str | None  # the rule in words; None without --mia-max-drop
+    text: str  # one line: the word, the change with its interval, the rule
+
+
+def _signed(value: float | None) -> str:
+    # Rounded, + 0.0: no "-0.0000" for an unchanged score or a rounding residue.
+    return "n/a" if value is None else f"{round(value, 4) + 0.0:+.4f}"
+
+
+def verdict(comparison: BaselineComparison) -> BaselineVerdict:
+    """The verdict of a ``compare`` result as one line, shared by every place
+    that shows it.  The change is candidate - baseline everywhere: a drop is
+    negative, and --mia-max-drop X allows changes down to -X."""
+    word, max_drop = comparison["gate_verdict"], comparison["max_drop"]
+    level = f"{comparison['ci_level']:.0%}"
+    ci = comparison["diff_ci"]
+    interval = "n/a" if ci is None else f"[{_signed(ci[0])}, {_signed(ci[1])}]"
+    change = (
+        f"change (candidate - baseline) {_signed(comparison['mean_diff'])}, {level} CI {interval}, "
+        f"n_paired={comparison['n_paired']}"
+    )
+    if word == "refused":
+        return BaselineVerdict(word, True, None, f"baseline verdict refused: not comparable with this run: {comparison['refused']}")
+    if word is None or max_drop is None:
+        return BaselineVerdict(None, None, None, f"baseline: {change}; no gate (--mia-max-drop not set)")
+    rule = gate_rule(max_drop, comparison["ci_level"])
+    why = {
+        "pass": f"a drop above {max_drop:g} is ruled out",
+        "regression": f"the whole CI is below {-max_drop:+g}",
+        "inconclusive": f"the CI reaches below {-max_drop:+g}: a drop above {max_drop:g} cannot be ruled out"
+        + ("" if comparison["mde"] is None else f" (this run detects drops of {comparison['mde']:.4f} and more)"),
+    }.get(word, "")
+    return BaselineVerdict(word, word != "pass", rule, f"baseline verdict {word}: {change}; {why}; rule: {rule}")

@@ -225,7 +225,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-judge-repeats", _positive_int, 1, "judge each response K times and average the verdicts (default 1)", "K"),
     Option("--mia-html", _text, None, "write a self-contained HTML report to PATH", "PATH"),
     Option("--mia-baseline", _text, None, "JSON report of an earlier run to compare with (same protocol and dataset)", "PATH"),
-    Option("--mia-max-drop", _unit_float, None, "fail the session unless the 95% CI of the paired drop against --mia-baseline lies at or below X (non-inferiority)", "X"),
+    Option("--mia-max-drop", _unit_float, None, "fail the session unless the 95% CI of the paired change (this run - baseline) against --mia-baseline lies at or above -X (non-inferiority)", "X"),
     Option("--mia-baseline-common", _bool, False, "compare with a baseline of other samples on the samples both share (marked partial) instead of refusing it", None, True),
     Option("--mia-price", _prices, None, "estimate cost: NAME=IN/OUT dollars per million input/output tokens, comma-separated", "NAME=IN/OUT"),
     Option("--mia-seed", _seed, 0, "seed of the bootstrap confidence intervals (default 0)", "N"),
@@ -239,14 +239,21 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("mia-bench", "MIA-Bench benchmark")
     for option in OPTIONS:
         if option.is_flag:
-            group.addoption(option.flag, action="store_true", default=None, dest=option.dest, help=option.help)
+            group.addoption(option.flag, action="store_true", default=None, dest=option.dest, help=_argparse_help(option.help))
             if option.negative:
                 group.addoption(option.negative, action="store_false", default=None, dest=option.dest, help=f"see {option.flag}")
             # Read as text and parsed here, so a bad value names its key.
             parser.addini(option.dest, option.help + " (true/false)", type="string", default=None)
         else:
-            group.addoption(option.flag, action="store", default=None, dest=option.dest, metavar=option.metavar, help=option.help)
+            group.addoption(option.flag, action="store", default=None, dest=option.dest, metavar=option.metavar, help=_argparse_help(option.help))
             parser.addini(option.dest, option.help, type="string", default=None)
+
+
+def _argparse_help(text: str) -> str:
+    """argparse %-formats option help (``%(default)s``): a literal ``%``
+    ("95% CI") must be doubled or ``pytest --help`` fails.  Ini help is
+    printed as it is, so only the option's copy is escaped."""
+    return text.replace("%", "%%")
 
 
 def raw_value(config: pytest.Config, option: Option) -> tuple[Any, str]:

@@ -66,7 +66,7 @@ def test_the_explicit_option_compares_on_the_common_samples_and_says_partial(ben
         [
             "*partial comparison (--mia-baseline-common): on the 3 common samples only; the sample sets differ: 3 samples only in this run (index 3, 4, 5)",
             "*paired over n_paired=3 samples: mean change +0.0000*",
-            "PASS: no drop above 0.1 against the baseline*n_paired=3",
+            "PASS: baseline verdict pass: change (candidate - baseline) +0.0000, 95% CI [[]+0.0000, +0.0000[]], n_paired=3; a drop above 0.1 is ruled out; rule: *",
         ]
     )
     block = bench.report()["baseline"]
@@ -92,7 +92,7 @@ def test_another_instruction_text_or_image_is_a_different_sample(bench: Bench, r
     baseline.write_text(json.dumps(edited))
     result = bench.run("-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.5")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*REFUSED for gating: the sample sets differ: 1 sample with another image (index 4); *", "FAIL: the baseline is not comparable*"])
+    result.stdout.fnmatch_lines(["*REFUSED for gating: the sample sets differ: 1 sample with another image (index 4); *", "FAIL: baseline verdict refused: not comparable with this run: the sample sets differ: 1 sample with another image (index 4); *"])
     block = bench.report()["baseline"]
     assert block["gate_verdict"] == "refused" and block["gate_failed"] is True and bench.report()["passed"] is False
     # ... and with the explicit option that sample is left out of the pairs.
@@ -183,12 +183,17 @@ def test_the_gate_fails_a_worse_model_and_passes_an_identical_one(bench: Bench, 
     per_sample(bench, rows, scores)
     same = bench.run("-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.02")
     assert same.ret == 0
-    same.stdout.fnmatch_lines(["PASS: no drop above 0.02 against the baseline: 95% CI of the paired drop [[]+0.0000, +0.0000[]], n_paired=6"])
+    same.stdout.fnmatch_lines(
+        [
+            "PASS: baseline verdict pass: change (candidate - baseline) +0.0000, 95% CI [[]+0.0000, +0.0000[]], n_paired=6; "
+            "a drop above 0.02 is ruled out; rule: pass when the lower bound of the 95% CI of the change is >= -0.02; *"
+        ]
+    )
     assert bench.report()["baseline"]["gate_verdict"] == "pass" and bench.report()["passed"] is True
     per_sample(bench, rows, [s - 4 for s in scores])
     worse = bench.run("-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.02")
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
-    worse.stdout.fnmatch_lines(["FAIL: total_score dropped by 0.4000 against the baseline (max allowed drop 0.02)*"])
+    worse.stdout.fnmatch_lines(["FAIL: baseline verdict regression: change (candidate - baseline) -0.4000, *; the whole CI is below -0.02; rule: *"])
     assert bench.report()["baseline"]["gate_verdict"] == "regression"
 
 
@@ -202,7 +207,12 @@ def test_noise_wider_than_the_allowed_drop_fails_as_inconclusive(bench: Bench, r
     block = bench.report()["baseline"]
     assert block["mean_diff"] == pytest.approx(0.0) and block["delta"] == pytest.approx(0.0)
     assert block["gate_verdict"] == "inconclusive" and -block["diff_ci"][0] > 0.05
-    result.stdout.fnmatch_lines(["FAIL: a drop above 0.05 against the baseline cannot be ruled out: *; this run detects drops of * and more"])
+    result.stdout.fnmatch_lines(
+        [
+            "FAIL: baseline verdict inconclusive: change (candidate - baseline) +0.0000, 95% CI [[]-0.*, +0.*[]], n_paired=6; "
+            "the CI reaches below -0.05: a drop above 0.05 cannot be ruled out (this run detects drops of * and more); rule: *"
+        ]
+    )
 
 
 def test_threshold_on_the_lower_bound(bench: Bench, rows: list[dict[str, Any]]) -> None:
@@ -263,3 +273,62 @@ def test_html_shows_changed_answers_side_by_side_escaped(bench: Bench, rows: lis
     assert table[0][6:] == ["total score: 8/10", "total score: 2/10"]
     assert not any(name.startswith("on") for _, attrs in page.tags for name in attrs)
     assert sum(tag == "script" for tag, _ in page.tags) == 1  # the page's own
+
+
+# -- only a real run's numbers make a baseline (issue 22, items 14 and 15) -------------
+
+
+def test_a_baseline_made_by_the_mock_is_refused_before_any_call(bench: Bench) -> None:
+    common = ("--mia-bench", f"--mia-dataset={bench.dataset}", f"--mia-report={bench.report_path}", "--mia-limit=2", "-p", "no:cacheprovider")
+    for mocked, roles in (
+        (["--mia-model=mock", "--mia-judge-model=mock"], "model and the judge"),
+        (["--mia-model=vlm", f"--mia-base-url={bench.server.url}", "--mia-judge-model=mock"], "judge"),
+    ):
+        assert bench.pytester.runpytest(*common, *mocked).ret == 0
+        baseline = bench.pytester.path / "mock-baseline.json"
+        bench.report_path.replace(baseline)
+        bench.server.requests.clear()
+        result = bench.run("--mia-limit=2", "-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.05")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*--mia-baseline: *mock-baseline.json: the {roles} of that run * the built-in mock (its scores are random); it cannot be a baseline"])
+        assert bench.server.requests == [] and not bench.report_path.exists()
+
+
+def test_a_demo_report_is_refused_as_a_baseline(pytester: pytest.Pytester) -> None:
+    demo = ("--mia-bench", "--mia-demo", "--mia-limit=2", "-p", "no:cacheprovider")
+    assert pytester.runpytest(*demo, "--mia-report=demo.json").ret == 0
+    result = pytester.runpytest(*demo, "--mia-baseline=demo.json", "--mia-max-drop=0.05")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mia-baseline: demo.json: made by --mia-demo (the built-in mock model and judge: its scores are random); it cannot be a baseline"])
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("total_score", float("-inf"), "*base.json: total_score is -inf, not a score in [[]0, 1[]]*"),
+        ("total_score", -1e300, "*base.json: total_score is -1e+300, not a score in [[]0, 1[]]*"),
+        ("sample", float("-inf"), "*base.json: sample 1: score is -inf, not a score in [[]0, 1[]]*"),
+        ("sample", float("nan"), "*base.json: sample 1: score is nan, not a score in [[]0, 1[]]*"),
+        ("sample", 1.5, "*base.json: sample 1: score is 1.5, not a score in [[]0, 1[]]*"),
+        ("by_type", float("inf"), "*base.json: by_type.* is inf, not a score in [[]0, 1[]]*"),
+        ("protocol", -1e300, "*base.json: sample 1: protocols.apple.score is -1e+300, not a score in [[]0, 1[]]*"),
+    ],
+)
+def test_a_baseline_with_a_score_outside_0_1_is_refused_before_any_call(bench: Bench, where: str, value: float, message: str) -> None:
+    assert bench.run("--mia-limit=2", "--mia-protocol=evalscope,apple").ret == 0
+    data = bench.report()
+    if where == "total_score":
+        data["total_score"] = value
+    elif where == "sample":
+        data["samples"][1]["score"] = value
+    elif where == "by_type":
+        data["by_type"][next(iter(data["by_type"]))] = value
+    else:
+        data["samples"][1]["protocols"]["apple"]["score"] = value
+    # json writes -Infinity and NaN, as a hand-edited or foreign report may hold them.
+    (bench.pytester.path / "base.json").write_text(json.dumps(data))
+    bench.server.requests.clear()
+    result = bench.run("--mia-limit=2", "--mia-protocol=evalscope,apple", "--mia-baseline=base.json", "--mia-max-drop=0.05", "--mia-no-cache")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert bench.server.requests == []

@@ -271,7 +271,7 @@ def test_a_baseline_is_compared_per_protocol_and_gated_on_the_headline(bench: Be
     result = bench.run(
         "--mia-rejudge", "--mia-protocol=apple,lmms-eval,evalscope", "--mia-model-revision=r1", f"--mia-baseline={baseline}", "--mia-max-drop=0.05"
     )
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)  # the samples and the gate that holds
     assert result.ret == 0
     report = bench.report()
     # The gate reads the headline (apple), taken from the baseline's protocols block.

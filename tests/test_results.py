@@ -148,15 +148,15 @@ def test_baseline_gate(bench: Bench, xdist: bool) -> None:
 
     small = _baseline_run(bench, 7, f"--mia-baseline={baseline}", "--mia-max-drop=0.15", *extra)
     assert small.ret == 0
-    small.stdout.fnmatch_lines(["baseline *: total_score 0.8000 -> delta -0.1000", "PASS: no drop above 0.15 against the baseline: 95% CI of the paired drop [[]+0.1000, +0.1000[]], n_paired=6"])
+    small.stdout.fnmatch_lines(["baseline *: total_score 0.8000 -> delta -0.1000", "PASS: baseline verdict pass: change (candidate - baseline) -0.1000, 95% CI [[]-0.1000, -0.1000[]], n_paired=6; a drop above 0.15 is ruled out; *"])
     block = bench.report()["baseline"]
     assert block["delta"] == pytest.approx(-0.1) and block["gate_failed"] is False and block["n_changed"] == 6
     assert block["changed"][0]["before"] == pytest.approx(0.8) and block["changed"][0]["after"] == pytest.approx(0.7)
 
     big = _baseline_run(bench, 5, f"--mia-baseline={baseline}", "--mia-max-drop=0.15", "--mia-threshold=0.4", *extra)
-    big.assert_outcomes(passed=6)
+    big.assert_outcomes(passed=6, failed=1)  # the samples, and the gate (mia-bench::gate)
     assert big.ret == 1
-    big.stdout.fnmatch_lines(["PASS: total_score 0.5000 meets the threshold 0.4", "FAIL: total_score dropped by 0.3000 against the baseline (max allowed drop 0.15)*"])
+    big.stdout.fnmatch_lines(["PASS: total_score 0.5000 meets the threshold 0.4", "FAIL: baseline verdict regression: change (candidate - baseline) -0.3000, *"])
     assert bench.report()["passed"] is False and bench.report()["baseline"]["gate_failed"] is True
     assert bench.report()["baseline"]["gate_verdict"] == "regression"
 
