@@ -34,8 +34,9 @@ def compare(cwd: Path, *args: str, script: bool = False) -> subprocess.Completed
 def verdict_lines(output: str) -> list[str]:
     """The baseline block and its verdict, as the plugin and the command print them."""
     lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("baseline "))
-    return [line for line in lines[start:] if line.startswith(("baseline ", "  ", "PASS: no drop", "FAIL: ")) and "threshold" not in line]
+    # The summary's block (the gate outcome's failure text, printed earlier, is the verdict alone).
+    start = next(i for i, line in enumerate(lines) if line.startswith("baseline ") and ": total_score " in line)
+    return [line for line in lines[start:] if line.startswith(("baseline ", "  ", "PASS: baseline verdict", "FAIL: ")) and "threshold" not in line]
 
 
 @pytest.mark.parametrize(("candidate", "code", "verdict"), [(SCORES, 0, "pass"), ([s - 4 for s in SCORES], 1, "regression")], ids=["holds", "fails"])
@@ -53,7 +54,7 @@ def test_the_same_verdict_and_page_as_the_run(bench: Bench, rows: list[dict[str,
     printed = verdict_lines(result.stdout)
     assert len(printed) >= 4 and any(line.startswith("  paired over n_paired=6 samples") for line in printed)
     assert printed == verdict_lines(run.stdout.str())
-    assert printed[-1].startswith("PASS: no drop above 0.02" if code == 0 else "FAIL: total_score dropped by 0.4000")
+    assert printed[-1].startswith("PASS: baseline verdict pass: change" if code == 0 else "FAIL: baseline verdict regression: change (candidate - baseline) -0.4000")
     # The HTML comparison is the run's own, text for text.
     assert text_inside(page.read_text(encoding="utf-8"), "baseline") == text_inside(html.read_text(encoding="utf-8"), "baseline")
 
