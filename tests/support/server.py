@@ -94,6 +94,8 @@ class Reply:
     # Content-Length, or chunked without one (``chunked``).
     huge: int = 0
     chunked: bool = False
+    # The Content-Type header: an HTML page or a proxy's text/plain notice.
+    content_type: str = "application/json"
 
 
 Script = Callable[[Request], Reply]
@@ -293,7 +295,7 @@ class OpenAIServer:
                 leave()
                 try:
                     self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", reply.content_type)
                     if reply.chunked:
                         self.send_header("Transfer-Encoding", "chunked")
                     else:
