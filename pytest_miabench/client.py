@@ -640,7 +640,7 @@ class Caller:
                 self._within_budget(ask.seconds, ask, detail, stats, tries, rate_limited=False)
                 self._notice(ask)
             return self._retry(detail, stats, tries, ask.seconds if ask is not None else None)
-        self.breaker.failure(*_systematic_status(exc, self.endpoint))
+        self.breaker.failure(*_systematic_status(exc, self.endpoint, host_answered=self.limiter.successes > 0))
         self._raise_if_tripped(stats)
         raise CallError(self.endpoint, detail, stats.attempts) from None
 
@@ -819,18 +819,20 @@ def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     return detail
 
 
-def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint) -> tuple[str | None, str]:
+def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_answered: bool) -> tuple[str | None, str]:
     """The breaker's cause for a status that is not retried (and a note for
     its message): 401, 403 and 404 always fail alike; another 4xx does when
     its body repeats (a proxy's "No connected db"), so the body is part of
-    the cause.  None: a status that says nothing of the endpoint."""
+    the cause, unless the host has answered a chat completion (then it is
+    an API, and its 400s are about the requests).  None: a status that says
+    nothing of the endpoint."""
     status, path = exc.status_code, _chat_path(endpoint)
     if status in (401, 403):
         return f"HTTP {status}", ""
     if status == 404:
         hint = _v1_hint(endpoint)
         return "HTTP 404", f" (POST {path}{'; ' + hint if hint else ''})"
-    if 400 <= status < 500:
+    if 400 <= status < 500 and not host_answered:
         body = _short(_error_message(exc), 80)
         return f'HTTP {status} "{body}" from POST {path}', ""
     return None, ""

@@ -326,6 +326,7 @@ class AdaptiveLimiter:
         # The first long pause, in words, for the run's warnings (set by the caller).
         self.notice: str | None = None
         # What the run report shows.
+        self.successes = 0  # replies the host accepted: it is an API, whatever it refuses
         self.rate_limited = 0
         self.cuts = 0
         self.min_limit = self._limit
@@ -417,6 +418,7 @@ class AdaptiveLimiter:
 
     def on_success(self) -> None:
         """A request the server accepted: grow the limit back."""
+        self.successes += 1
         if self._limit >= self.limit_max:
             return
         if self._slow_start:
