@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
-from .ratelimit import AdaptiveLimiter, RateCap, RetryBudget, backoff, server_wait
+from .ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask
 from .settings import DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
 from .urls import authority, origin, strip_userinfo
 
@@ -54,6 +54,9 @@ _REASONING_NAME = re.compile(r"^(?:[\w.-]+/)?(?:o\d|gpt-5)", re.IGNORECASE)
 # How many first attempts of a role must fail the same systematic way (and
 # none succeed) before the breaker ends the session.
 BREAKER_ATTEMPTS = 3
+# A wait the server asks for longer than this (seconds) is printed, once per
+# host: a run that seems stuck says why.
+NOTICE_AFTER = 5.0
 
 
 def userinfo(url: str) -> tuple[str, str] | None:
@@ -165,7 +168,14 @@ class EndpointDown(CallError):
 
 
 class MalformedReply(Exception):
-    """An HTTP 200 whose body is not a usable chat completion (retried)."""
+    """An HTTP 200 whose body is not a usable chat completion (retried).
+
+    ``systematic``: the reply is not from a chat-completions API at all (an
+    HTML page): every call will get the same, so the breaker counts it."""
+
+    def __init__(self, message: str, *, systematic: bool = False) -> None:
+        super().__init__(message)
+        self.systematic = systematic
 
 
 class RefusedReply(Exception):
@@ -431,6 +441,9 @@ class CallStats:
 
     attempts: int = 0
     rate_limited: int = 0
+    # Attempts sent again the way the endpoint accepts (``Sampling``): an
+    # adaptation, not a retry of a failure.
+    resent: int = 0
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
@@ -565,6 +578,16 @@ class Sampling:
             return self._drop_temperature("the endpoint refused it")
         return False
 
+    def outdated(self, exc: openai.APIStatusError, sent: Mapping[str, Any]) -> bool:
+        """Whether a 400 refuses a parameter ``sent`` held that the role no
+        longer sends: another call's refusal changed the sampling while this
+        request was in flight, and it is to be sent again, the accepted way."""
+        if exc.status_code != 400:
+            return False
+        param, text = _error_param(exc)
+        now = self.params()
+        return any(name in sent and name not in now and (param == name or name in text) for name in ("max_tokens", "temperature"))
+
     def _use_completion_tokens(self, why: str) -> bool:
         if self.max_tokens is None or self.token_param == "max_completion_tokens":
             return False
@@ -609,7 +632,10 @@ class Breaker:
     def success(self) -> None:
         self.armed = False
 
-    def failure(self, systematic: str | None) -> None:
+    def failure(self, systematic: str | None, note: str = "") -> None:
+        """An attempt failed; ``systematic`` is its cause when every call
+        would fail the same way (compared as text), ``note`` what the
+        message adds (the path called, a hint)."""
         if not self.armed or self.tripped.is_set():
             return
         if systematic is None:
@@ -620,9 +646,27 @@ class Breaker:
             e = self.endpoint
             self.message = (
                 f"{e.role} endpoint {e.host} ({e.model}) is unusable: {systematic} on each of the first "
-                f"{len(self.causes)} attempts; the run stops here (the rest of the samples are not run)"
+                f"{len(self.causes)} attempts{note}; the run stops here (the rest of the samples are not run)"
             )
             self.tripped.set()
+
+
+@dataclass
+class _Tries:
+    """What one call has spent: its 429 budget and its transient failures
+    (against --mia-max-retries)."""
+
+    budget: RetryBudget
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class _Next:
+    """After a failed attempt: send again after ``delay`` seconds, or once
+    the host's pause for ``ask`` is over (waited in the limiter's queue)."""
+
+    delay: float = 0.0
+    ask: Ask | None = None
 
 
 class Caller:
@@ -682,96 +726,149 @@ class Caller:
 
     async def complete(self, messages: list[dict[str, Any]], stats: CallStats) -> Completion:
         """One chat completion, retried on transient failures; raises CallError."""
-        openai = self._openai
-        budget = RetryBudget(self.rate_limit_wait)
-        failures = 0  # transient failures other than 429, against --mia-max-retries
-        adaptations = 0
+        tries = _Tries(RetryBudget(self.rate_limit_wait))
         while True:
             self._raise_if_tripped(stats)
-            asked: float | None = None  # a wait the server asked for on a 429
-            async with self.limiter.slot() as slot:
-                if self.rate_cap is not None:
-                    await self.rate_cap.wait()
-                stats.attempts += 1
-                try:
-                    # The whole request, body included, is bounded: the
-                    # client's own timeout only bounds each read.
-                    completion, headers = await asyncio.wait_for(self._send(messages), self.timeout)
-                except openai.APIStatusError as exc:
-                    status, detail = exc.status_code, _status_detail(exc, self.endpoint)
-                    if status == 429:
-                        stats.rate_limited += 1
-                        self.limiter.on_rate_limited(slot)
-                        asked = server_wait(exc.response.headers, time.time(), status=429)
-                        delay = asked if asked is not None else backoff(budget.tries + 1, self._rng)
-                        if not budget.allows(delay):
-                            raise CallError(self.endpoint, f"{detail}; {budget.message(delay)} (--mia-rate-limit-wait)", stats.attempts) from None
-                    elif adaptations < 2 and self.sampling.adapt(exc):
-                        adaptations += 1
-                        continue
-                    elif status in _TRANSIENT_STATUS or status >= 500:
-                        failures += 1
-                        delay = self._retry_delay(detail, failures, stats, server_wait(exc.response.headers, time.time()))
-                    else:
-                        self.breaker.failure(f"HTTP {status}" if status in (401, 403, 404) else None)
-                        self._raise_if_tripped(stats)
-                        raise CallError(self.endpoint, detail, stats.attempts) from None
-                except (openai.APITimeoutError, asyncio.TimeoutError):
-                    failures += 1
-                    delay = self._retry_delay(f"request timed out after {self.timeout:g} s", failures, stats)
-                except (openai.APIConnectionError, RefusedReply) as exc:
-                    if (refused := _cause_of_type(exc, RefusedReply)) is not None:
-                        assert isinstance(refused, RefusedReply)
-                        self.breaker.failure(refused.systematic)  # None: the endpoint answers, not a dead host
-                        self._raise_if_tripped(stats)
-                        raise CallError(self.endpoint, str(refused), stats.attempts) from None
-                    cause = _root_cause(exc)
-                    self.breaker.failure(_systematic_connection_error(cause, self.proxy))
-                    self._raise_if_tripped(stats)
-                    failures += 1
-                    delay = self._retry_delay(_connection_failure(cause, self.proxy), failures, stats)
-                except MalformedReply as exc:
-                    failures += 1
-                    delay = self._retry_delay(f"malformed reply ({exc})", failures, stats)
-                else:
-                    self.limiter.on_success()
-                    self.breaker.success()
-                    # A limit with nothing left: hold the next requests until it resets.
-                    if (ahead := server_wait(headers, time.time())) is not None:
-                        self.limiter.pause(ahead)
-                    return completion
-            if asked is not None:
+            try:
+                async with self.limiter.slot() as slot:
+                    if self.rate_cap is not None:
+                        await self.rate_cap.wait()
+                    outcome = await self._attempt(messages, stats, slot, tries)
+            except HostPaused as exc:  # the host asked for a pause beyond the budget
+                raise CallError(self.endpoint, str(exc), stats.attempts) from None
+            if isinstance(outcome, Completion):
+                return outcome
+            if outcome.ask is not None:
                 # Every new request, this retry included, waits out the pause
                 # in the limiter's queue: no storm of retries meanwhile.
-                self.limiter.pause(asked)
-                continue
-            # Our own backoff: wait outside the slot, and stop if the breaker trips.
-            try:
-                await asyncio.wait_for(self.breaker.tripped.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+                self._hold(outcome.ask)
+            elif outcome.delay > 0:
+                # Our own backoff: wait outside the slot, and stop if the breaker trips.
+                try:
+                    await asyncio.wait_for(self.breaker.tripped.wait(), outcome.delay)
+                except asyncio.TimeoutError:
+                    pass
 
-    def _retry_delay(self, detail: str, failures: int, stats: CallStats, asked: float | None = None) -> float:
-        """The delay before retrying a transient failure, or CallError when
-        the retries are used up."""
-        if failures > self.max_retries:
+    async def _attempt(self, messages: list[dict[str, Any]], stats: CallStats, slot: Slot, tries: _Tries) -> Completion | _Next:
+        """One request, in its slot: the completion, or what to do next."""
+        openai = self._openai
+        self._raise_if_tripped(stats)  # tripped while this call queued for its slot
+        sent = self.sampling.params()
+        stats.attempts += 1
+        try:
+            # The whole request, body included, is bounded: the
+            # client's own timeout only bounds each read.
+            completion, headers = await asyncio.wait_for(self._send(messages, sent), self.timeout)
+        except openai.APIStatusError as exc:
+            return self._on_status(exc, sent, stats, slot, tries)
+        except (openai.APITimeoutError, asyncio.TimeoutError):
+            return self._retry(f"request timed out after {self.timeout:g} s", stats, tries)
+        except (openai.APIConnectionError, RefusedReply) as exc:
+            if (refused := _cause_of_type(exc, RefusedReply)) is not None:
+                assert isinstance(refused, RefusedReply)
+                self.breaker.failure(refused.systematic)  # None: the endpoint answers, not a dead host
+                self._raise_if_tripped(stats)
+                raise CallError(self.endpoint, str(refused), stats.attempts) from None
+            cause = _root_cause(exc)
+            self.breaker.failure(_systematic_connection_error(cause, self.proxy))
+            self._raise_if_tripped(stats)
+            return self._retry(_connection_failure(cause, self.proxy), stats, tries)
+        except MalformedReply as exc:
+            if exc.systematic:
+                self.breaker.failure(str(exc))
+                self._raise_if_tripped(stats)
+            return self._retry(f"malformed reply ({exc})", stats, tries)
+        self.limiter.on_success()
+        self.breaker.success()
+        # A limit with nothing left: hold the next requests until it resets.
+        if (ahead := server_ask(headers, time.time())) is not None:
+            self._hold(ahead)
+        return completion
+
+    def _on_status(self, exc: openai.APIStatusError, sent: Mapping[str, Any], stats: CallStats, slot: Slot, tries: _Tries) -> _Next:
+        """What an HTTP error status means for the call: wait and retry,
+        send again, or fail (CallError)."""
+        status, detail = exc.status_code, _status_detail(exc, self.endpoint)
+        if status == 429:
+            stats.rate_limited += 1
+            self.limiter.on_rate_limited(slot)
+            ask = server_ask(exc.response.headers, time.time(), status=429)
+            delay = ask.seconds if ask is not None else backoff(tries.budget.tries + 1, self._rng)
+            self._within_budget(delay, ask, detail, stats, tries)
+            return _Next(delay, ask)
+        if self.sampling.adapt(exc) or self.sampling.outdated(exc, sent):
+            stats.resent += 1  # the same request the accepted way: not a retry
+            return _Next()
+        if status in _TRANSIENT_STATUS or status >= 500:
+            ask = server_ask(exc.response.headers, time.time())
+            if ask is not None:
+                self._within_budget(ask.seconds, ask, detail, stats, tries, rate_limited=False)
+                self._notice(ask)
+            return self._retry(detail, stats, tries, ask.seconds if ask is not None else None)
+        self.breaker.failure(*_systematic_status(exc, self.endpoint, host_answered=self.limiter.successes > 0))
+        self._raise_if_tripped(stats)
+        raise CallError(self.endpoint, detail, stats.attempts) from None
+
+    def _retry(self, detail: str, stats: CallStats, tries: _Tries, asked: float | None = None) -> _Next:
+        """A transient failure: retry after a backoff (or the wait the server
+        asked for), or CallError when the retries are used up."""
+        tries.failures += 1
+        if tries.failures > self.max_retries:
             raise CallError(self.endpoint, detail, stats.attempts)
-        return asked if asked is not None else backoff(failures, self._rng)
+        return _Next(asked if asked is not None else backoff(tries.failures, self._rng))
+
+    def _within_budget(self, delay: float, ask: Ask | None, detail: str, stats: CallStats, tries: _Tries, *, rate_limited: bool = True) -> None:
+        """CallError, at once, when waiting ``delay`` more would pass the
+        call's --mia-rate-limit-wait budget."""
+        budget = tries.budget
+        if budget.allows(delay, rate_limited=rate_limited):
+            return
+        if ask is not None and ask.seconds > budget.seconds:
+            why = f"server asked to retry after {_seconds_text(ask.seconds)} s ({ask.header}), more than the {budget.seconds:g} s --mia-rate-limit-wait budget"
+        else:
+            why = f"{budget.message(delay)} (--mia-rate-limit-wait)"
+        raise CallError(self.endpoint, f"{detail}; {why}", stats.attempts)
+
+    def _hold(self, ask: Ask) -> None:
+        """Pause the host's requests as the server asked; a pause beyond the
+        budget fails them instead (each with the reason), never stalls."""
+        if ask.seconds > self.rate_limit_wait:
+            reason = (
+                f"server asked to pause requests for {_seconds_text(ask.seconds)} s ({ask.header}), "
+                f"more than the {self.rate_limit_wait:g} s --mia-rate-limit-wait budget"
+            )
+            self._notice(ask, f"calls to it fail until then (more than the {self.rate_limit_wait:g} s --mia-rate-limit-wait budget)")
+            self.limiter.refuse(ask.seconds, reason)
+        else:
+            self._notice(ask)
+            self.limiter.pause(ask.seconds)
+
+    def _notice(self, ask: Ask, consequence: str = "calls wait it out") -> None:
+        """Say once per host (the limiter is the host's) that it asked for a
+        long wait: a run that seems stuck says why."""
+        if ask.seconds > NOTICE_AFTER and self.limiter.notice is None:
+            text = f"{self.endpoint.host} asked for a pause of {_seconds_text(ask.seconds)} s ({ask.header}); {consequence}"
+            self.limiter.notice = scrub(text, self.endpoint.secrets())
 
     def _raise_if_tripped(self, stats: CallStats) -> None:
         if self.breaker.tripped.is_set():
             raise EndpointDown(self.endpoint, self.breaker.message, stats.attempts)
 
-    async def _send(self, messages: list[dict[str, Any]]) -> tuple[Completion, Any]:
+    async def _send(self, messages: list[dict[str, Any]], params: Mapping[str, Any]) -> tuple[Completion, Any]:
         raw = await self._client.chat.completions.with_raw_response.create(
             model=self.endpoint.model,
             messages=messages,  # type: ignore[arg-type]  # built as plain dicts
-            **self.sampling.params(),
+            **params,
         )
         try:
             parsed = raw.parse()
         except ValueError as exc:  # the body is not JSON
             raise MalformedReply(f"body is not JSON: {_short(str(exc))}") from None
+        if isinstance(parsed, str):
+            # The SDK hands back the text of a body that is neither JSON nor
+            # declared so: an HTML page, a proxy's notice.  Not an OpenAI API.
+            kind = _short(raw.headers.get("content-type") or "(none)", 80)
+            raise MalformedReply(f"HTTP 200 with content type {kind}, not JSON, from POST {_chat_path(self.endpoint)}", systematic=True)
         completion = completion_of(parsed)
         if self.require_text and (completion.text is None or completion.finish_reason == "content_filter"):
             raise MalformedReply(f"no usable text (content {'null' if completion.text is None else 'filtered'}, finish_reason {completion.finish_reason})")
@@ -861,10 +958,10 @@ def _connection_failure(cause: BaseException, proxy: str | None) -> str:
     return f"connection to the proxy {proxy} failed ({what}); the endpoint was not reached" if proxy else f"connection failed ({what})"
 
 
-def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
-    status = exc.status_code
-    message = ""
+def _error_message(exc: openai.APIStatusError) -> str:
+    """What an error reply says: its JSON error message, else its text."""
     body = exc.body
+    message = ""
     if isinstance(body, dict):
         inner = body.get("error", body)
         message = str(inner.get("message", "")) if isinstance(inner, dict) else str(inner)
@@ -875,12 +972,58 @@ def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
             message = exc.response.text
         except Exception:  # a streamed or closed body has no text to give
             message = ""
+    return message
+
+
+def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
+    status = exc.status_code
+    message = _error_message(exc)
     detail = f"HTTP {status}"
     if message:
         detail += f": {_short(message)}"
+    if status == 404 and (hint := _v1_hint(endpoint)):
+        detail += f" ({hint})"
     if status in (400, 401, 403) and endpoint.key_withheld():
         flag = "--mia-judge-api-key-env" if endpoint.role == "judge" else "--mia-api-key-env"
         detail += f" (no key sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it with {flag})"
     elif status in (401, 403) and endpoint.key() is None:
         detail += f" (no key: ${endpoint.api_key_env} is not set)"
     return detail
+
+
+def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_answered: bool) -> tuple[str | None, str]:
+    """The breaker's cause for a status that is not retried (and a note for
+    its message): 401, 403 and 404 always fail alike; another 4xx does when
+    its body repeats (a proxy's "No connected db"), so the body is part of
+    the cause, unless the host has answered a chat completion (then it is
+    an API, and its 400s are about the requests).  None: a status that says
+    nothing of the endpoint."""
+    status, path = exc.status_code, _chat_path(endpoint)
+    if status in (401, 403):
+        return f"HTTP {status}", ""
+    if status == 404:
+        hint = _v1_hint(endpoint)
+        return "HTTP 404", f" (POST {path}{'; ' + hint if hint else ''})"
+    if 400 <= status < 500 and not host_answered:
+        body = _short(_error_message(exc), 80)
+        return f'HTTP {status} "{body}" from POST {path}', ""
+    return None, ""
+
+
+def _chat_path(endpoint: Endpoint) -> str:
+    """The URL path a chat completion is posted to."""
+    return urlsplit(endpoint.url).path.rstrip("/") + "/chat/completions"
+
+
+def _v1_hint(endpoint: Endpoint) -> str:
+    """For a 404: OpenAI-compatible servers (Ollama, vLLM) serve under
+    /v1, and a base URL without it is the usual mistake."""
+    url = strip_userinfo(endpoint.url).rstrip("/")
+    if urlsplit(url).path.endswith("/v1"):
+        return ""
+    return f"the base URL does not end in /v1: try {url}/v1"
+
+
+def _seconds_text(seconds: float) -> str:
+    """Seconds for a message: whole from 10 s up, never in e-notation."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.3g}"

@@ -79,6 +79,7 @@ class Engine:
             self._handoff = (prefix, self.cache if self.cache is not None and store is cache else AsyncCache(store))
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
+        self._limiters: dict[str, AdaptiveLimiter] = {}  # one per host (URL), see _build_context
         self._context = self._build_context(tuple(protocols), workers, model_run)
 
     # -- parts ---------------------------------------------------------------
@@ -90,7 +91,7 @@ class Engine:
         # share its rate limit.  The bound is what the engine can have in
         # flight; the limiter lowers it while the host answers 429.
         bound = s.concurrency * s.judge_repeats * len(protocols)
-        limiters: dict[str, AdaptiveLimiter] = {}
+        limiters = self._limiters
         caps: dict[str, RateCap] = {}
         # --mia-rpm is for the whole run: each of W xdist workers takes 1/W.
         rpm = s.rpm / workers if s.rpm else None
@@ -221,8 +222,10 @@ class Engine:
         return copy.deepcopy(job.record)
 
     def problems(self) -> list[str]:
-        """Warnings worth showing once (an unusable cache)."""
-        return list(self.cache.problems) if self.cache is not None else []
+        """Warnings worth showing once (an unusable cache, a host that asked
+        for a long pause)."""
+        found = list(self.cache.problems) if self.cache is not None else []
+        return found + [limiter.notice for limiter in list(self._limiters.values()) if limiter.notice]
 
     # -- shutdown ------------------------------------------------------------
 

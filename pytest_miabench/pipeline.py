@@ -308,7 +308,7 @@ async def _cached_call(
     finally:
         # Every attempt sent may be paid for, even one that failed.
         record["calls"][layer] += stats.attempts
-        record["retries"] += max(0, stats.attempts - 1)
+        record["retries"] += max(0, stats.attempts - 1 - stats.resent)
         record["rate_limited"] = record.get("rate_limited", 0) + stats.rate_limited
         deviations = record["sampling_deviations"]
         for deviation in caller.sampling.deviations:

@@ -47,6 +47,7 @@ import math
 import random
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 
 DEFAULT_BUDGET = 300.0  # seconds of 429s a request may sit out before it fails
 
@@ -59,6 +60,15 @@ _EPOCH = 1e9
 
 
 # -- what the server asked ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A wait the server asked for, and the header that asked, as messages
+    name it (``Retry-After: 3600``, ``x-ratelimit-reset-requests: 6h0m0s``)."""
+
+    seconds: float
+    header: str
 
 
 def server_wait(headers: Mapping[str, str], now: float, *, status: int | None = None) -> float | None:
@@ -77,18 +87,32 @@ def server_wait(headers: Mapping[str, str], now: float, *, status: int | None = 
     counts.  The answer is the longest wait that counts; garbage counts as
     absent.
     """
-    waits: list[float] = []
+    ask = server_ask(headers, now, status=status)
+    return None if ask is None else ask.seconds
+
+
+def server_ask(headers: Mapping[str, str], now: float, *, status: int | None = None) -> Ask | None:
+    """``server_wait``, with the header that asked for the wait."""
+    asks: list[Ask] = []
     asked = _retry_after(headers, now)
     if asked is not None:
-        waits.append(asked)
+        asks.append(asked)
     for kind in ("requests", "tokens"):
-        reset = _duration(_header(headers, f"x-ratelimit-reset-{kind}"), now)
+        name = f"x-ratelimit-reset-{kind}"
+        text = _header(headers, name)
+        reset = _duration(text, now)
         if reset is None:
             continue
         remaining = _seconds(_header(headers, f"x-ratelimit-remaining-{kind}"))
         if (remaining is not None and remaining <= 0) or (remaining is None and status == 429):
-            waits.append(reset)
-    return max(waits) if waits else None
+            asks.append(Ask(reset, _named(name, text)))
+    return max(asks, key=lambda ask: ask.seconds) if asks else None
+
+
+def _named(name: str, value: str | None) -> str:
+    """``name: value`` for a message; the value was parsed, so it is short
+    and plain (a number, a duration or a date), but is cut all the same."""
+    return f"{name}: {(value or '')[:40]}"
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -110,23 +134,24 @@ def _seconds(text: str | None) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    ms = _seconds(_header(headers, "retry-after-ms"))
+def _retry_after(headers: Mapping[str, str], now: float) -> Ask | None:
+    ms_text = _header(headers, "retry-after-ms")
+    ms = _seconds(ms_text)
     if ms is not None:
-        return ms / 1000.0
+        return Ask(ms / 1000.0, _named("retry-after-ms", ms_text))
     text = _header(headers, "retry-after")
     if text is None:
         return None
     seconds = _seconds(text)
     if seconds is not None:
-        return seconds
+        return Ask(seconds, _named("Retry-After", text))
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # "-0000": RFC 5322's "UTC, origin unknown"
         when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, when.timestamp() - now)
+    return Ask(max(0.0, when.timestamp() - now), _named("Retry-After", text))
 
 
 def _duration(text: str | None, now: float) -> float | None:
@@ -156,12 +181,13 @@ def backoff(attempt: int, rng: random.Random, base: float = 0.5, cap: float = 30
 
 
 class RetryBudget:
-    """How long one request may keep retrying 429s.
+    """How long one request may keep retrying 429s, and waiting out what
+    servers ask for (a Retry-After on a 5xx too).
 
-    The clock starts at the first 429 (time queued before it is not the
-    server's doing) and runs on the event loop's clock unless ``clock`` is
-    given.  A wait that would end past the deadline is refused at once,
-    rather than slept through only to fail.
+    The clock starts at the first 429 or server-asked wait (time queued
+    before it is not the server's doing) and runs on the event loop's clock
+    unless ``clock`` is given.  A wait that would end past the deadline is
+    refused at once, rather than slept through only to fail.
     """
 
     def __init__(self, seconds: float = DEFAULT_BUDGET, *, clock: Callable[[], float] | None = None) -> None:
@@ -169,6 +195,7 @@ class RetryBudget:
             raise ValueError(f"rate-limit budget must be >= 0 seconds, got {seconds!r}")
         self.seconds = seconds
         self.tries = 0  # 429s seen by this request
+        self.waits = 0  # waits asked of the budget, 429s included
         self._clock = clock
         self._started: float | None = None
 
@@ -177,23 +204,27 @@ class RetryBudget:
 
     @property
     def waited(self) -> float:
-        """Seconds since the first 429 (0 before it)."""
+        """Seconds since the first 429 or asked wait (0 before it)."""
         return 0.0 if self._started is None else self._now() - self._started
 
-    def allows(self, delay: float) -> bool:
-        """Record a 429; whether waiting ``delay`` more seconds stays within the budget."""
+    def allows(self, delay: float, *, rate_limited: bool = True) -> bool:
+        """Record a 429 (or, with ``rate_limited=False``, another wait the
+        server asked for); whether waiting ``delay`` more seconds stays
+        within the budget."""
         now = self._now()
         if self._started is None:
             self._started = now
-        self.tries += 1
+        self.tries += rate_limited
+        self.waits += 1
         return now + delay <= self._started + self.seconds
 
     def message(self, delay: float) -> str:
         """Why we give up, for the error report."""
-        return (
-            f"rate limited (HTTP 429) {self.tries} time{'s' if self.tries != 1 else ''} over {self.waited:.1f} s;"
-            f" waiting {delay:.1f} s more would pass the {self.seconds:g} s rate-limit budget"
-        )
+        if self.tries:
+            seen = f"rate limited (HTTP 429) {self.tries} time{'s' if self.tries != 1 else ''}"
+        else:
+            seen = f"asked to wait {self.waits} time{'s' if self.waits != 1 else ''}"
+        return f"{seen} over {self.waited:.1f} s; waiting {delay:.1f} s more would pass the {self.seconds:g} s rate-limit budget"
 
 
 class RateCap:
@@ -238,6 +269,11 @@ class RateCap:
 # -- adaptive concurrency -------------------------------------------------------
 
 
+class HostPaused(Exception):
+    """An acquire while the limiter refuses: the server asked for a pause
+    longer than any request may wait (``AdaptiveLimiter.refuse``)."""
+
+
 class Slot:
     """One granted place in an ``AdaptiveLimiter``; remembers when it was granted."""
 
@@ -265,6 +301,8 @@ class AdaptiveLimiter:
       ``limit`` successes, up to ``limit_max``.
     * ``pause(seconds)``: no slot is granted until then (one 429 saying
       "1 s" stops the other requests from storming the server meanwhile).
+    * ``refuse(seconds, reason)``: a pause nobody may wait out; until then
+      every acquire, queued ones included, raises ``HostPaused(reason)``.
 
     Waiters are served first come, first served; a cancelled waiter gives
     its place (or the slot it had just been given) back.  Use from one
@@ -283,7 +321,12 @@ class AdaptiveLimiter:
         self._successes = 0  # since the limit last changed, in congestion avoidance
         self._paused_until = -math.inf  # loop time
         self._resume: asyncio.TimerHandle | None = None
+        self._refused_until = -math.inf  # loop time
+        self._refusal = ""
+        # The first long pause, in words, for the run's warnings (set by the caller).
+        self.notice: str | None = None
         # What the run report shows.
+        self.successes = 0  # replies the host accepted: it is an API, whatever it refuses
         self.rate_limited = 0
         self.cuts = 0
         self.min_limit = self._limit
@@ -304,7 +347,10 @@ class AdaptiveLimiter:
     # -- slots -----------------------------------------------------------------
 
     async def acquire(self) -> Slot:
-        """Wait for a place; FIFO, and never during a pause."""
+        """Wait for a place; FIFO, and never during a pause.  Raises
+        ``HostPaused`` while the limiter refuses."""
+        if asyncio.get_running_loop().time() < self._refused_until:
+            raise HostPaused(self._refusal)
         if not self._waiters and self._in_flight < self._limit and not self.paused():
             self._take()
             return Slot(self._generation)
@@ -372,6 +418,7 @@ class AdaptiveLimiter:
 
     def on_success(self) -> None:
         """A request the server accepted: grow the limit back."""
+        self.successes += 1
         if self._limit >= self.limit_max:
             return
         if self._slow_start:
@@ -400,6 +447,20 @@ class AdaptiveLimiter:
         if self._resume is not None:
             self._resume.cancel()
         self._resume = loop.call_at(until, self._end_pause)
+
+    def refuse(self, seconds: float, reason: str) -> None:
+        """Fail every acquire for ``seconds`` with ``HostPaused(reason)``,
+        the queued ones at once: the server asked for a pause longer than
+        any request may wait, so waiting would only stall the run."""
+        if not seconds > 0:
+            return
+        until = asyncio.get_running_loop().time() + seconds
+        if until > self._refused_until:
+            self._refused_until, self._refusal = until, reason
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(HostPaused(self._refusal))
 
     def _end_pause(self) -> None:
         # The loop may run a timer up to its clock resolution early; this

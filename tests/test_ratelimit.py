@@ -18,7 +18,7 @@ from support.imports import heavy_imports
 from support.ratelimited import HeadersMode, limited
 from support.server import OpenAIServer, Reply, Request
 
-from pytest_miabench.ratelimit import AdaptiveLimiter, RateCap, RetryBudget, Slot, backoff, server_wait
+from pytest_miabench.ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask, server_wait
 
 T = TypeVar("T")
 
@@ -416,6 +416,54 @@ def test_a_wait_longer_than_the_budget_gives_up_at_once() -> None:
     assert "1 time over 0.0 s" in budget.message(3600.0)
     with pytest.raises(ValueError, match="budget"):
         RetryBudget(-1)
+
+
+def test_a_server_asked_wait_on_a_5xx_spends_the_budget_without_counting_a_429() -> None:
+    clock = Clock(0.0)
+    budget = RetryBudget(60, clock=clock)
+    assert budget.allows(30.0, rate_limited=False)
+    clock.now = 30.0
+    assert not budget.allows(31.0, rate_limited=False)  # the budget is for all the waits together
+    assert budget.tries == 0
+    assert budget.message(31.0) == "asked to wait 2 times over 30.0 s; waiting 31.0 s more would pass the 60 s rate-limit budget"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "expected"),
+    [
+        ({"retry-after": "3600"}, 503, Ask(3600.0, "Retry-After: 3600")),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 429, Ask(1.5, "retry-after-ms: 1500")),
+        ({"retry-after": email.utils.formatdate(NOW + 30, usegmt=True)}, 503, Ask(30.0, f"Retry-After: {email.utils.formatdate(NOW + 30, usegmt=True)}")),
+        (
+            {"retry-after": "2", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6h0m0s"},
+            None,
+            Ask(21600.0, "x-ratelimit-reset-tokens: 6h0m0s"),
+        ),
+        ({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "6h0m0s"}, None, None),
+    ],
+)
+def test_server_ask_names_the_header_that_asked(headers: dict[str, str], status: int | None, expected: Ask | None) -> None:
+    assert server_ask(headers, NOW, status=status) == expected
+
+
+def test_a_refusal_fails_the_queue_and_every_new_acquire_until_it_ends() -> None:
+    async def main() -> None:
+        limiter = AdaptiveLimiter(1)
+        held = await limiter.acquire()
+        queued = asyncio.ensure_future(limiter.acquire())
+        await settle()
+        limiter.refuse(0.05, "the server asked for 6 hours")
+        await settle()
+        with pytest.raises(HostPaused, match="the server asked for 6 hours"):
+            queued.result()
+        with pytest.raises(HostPaused):
+            await limiter.acquire()
+        limiter.release(held)
+        assert limiter.in_flight == 0
+        await asyncio.sleep(0.1)
+        limiter.release(await limiter.acquire())  # over: places are granted again
+
+    run(main)
 
 
 def test_importing_ratelimit_is_cheap() -> None:

@@ -105,6 +105,8 @@ class Reply:
     # ``pre_encoded`` (a ``raw_body`` made with ``encode``, for bombs).
     content_encoding: str | None = None
     pre_encoded: bool = False
+    # The Content-Type header: an HTML page or a proxy's text/plain notice.
+    content_type: str = "application/json"
 
 
 def encode(pieces: Iterable[bytes], content_encoding: str) -> bytes:
@@ -329,7 +331,7 @@ class OpenAIServer:
                 leave()
                 try:
                     self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", reply.content_type)
                     if reply.chunked:
                         self.send_header("Transfer-Encoding", "chunked")
                     else:
