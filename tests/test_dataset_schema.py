@@ -146,7 +146,7 @@ def test_a_path_is_still_a_path(tmp_path: Path, table: pa.Table, few: list[dict[
     [
         ("data:image/png;base64," + "A" * 100_001, "row 0: image is a data URI whose base64 cannot be decoded (*): 'data:image/png;base64,AAAA*'... (100023 characters)"),
         ("data:image/png;base64" + "A" * 100_000, "row 0: image is a data URI without a ',' before its data: 'data:image/png;base64AAA*'... (100021 characters)"),
-        ("images/" + "x" * 100_000 + ".jpg", "row 0: image file '*/images/xxxx*'... (* characters) cannot be read: *"),
+        ("images/" + "x" * 100_000 + ".jpg", "row 0: image file '/*'... (* characters) cannot be read: *"),
         ("../" + "x" * 100_000, "row 0: image path '../xxxx*'... (100003 characters) leads outside the dataset folder: it is '/*'... (* characters), not inside *"),
         # base64 text too long for a path, of no image: bytes that are not an image
         (base64.b64encode(b"not an image" * 10_000).decode(), None),

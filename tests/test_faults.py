@@ -160,7 +160,7 @@ def test_broken_rows_fail_with_their_cause_and_the_rest_runs(pytester: pytest.Py
     broken[1]["component_weight"] = broken[1]["component_weight"][:-1]
     broken[2]["instruction"] = "   "
     broken[3]["component_weight"] = [0] + broken[3]["component_weight"][1:]
-    broken[4]["component_weight"] = [2.5] + broken[4]["component_weight"][1:]
+    broken[4]["component_weight"] = [-2] + broken[4]["component_weight"][1:]  # (a float is a mistyped column: test_dataset_schema)
     images: list[bytes | None] = [data.image_bytes("jpeg", 40, 30, seed=i) for i in range(10)]
     images[5] = images[5][:200]  # truncated JPEG
     images[6] = data.image_bytes("bmp", 40, 30)  # unsupported format
@@ -176,8 +176,8 @@ def test_broken_rows_fail_with_their_cause_and_the_rest_runs(pytester: pytest.Py
                 [
                     "*sample 0001 *: row 1: components (*), component_weight (*) and component_type (*) differ in length*",
                     "*sample 0002 *: row 2: instruction is empty or missing*",
-                    "*sample 0003 *: row 3: component_weight 0 is not a positive whole number*",
-                    "*sample 0004 *: row 4: component_weight 2.5 is not a positive whole number*",
+                    "*sample 0003 *: row 3: component_weight '0' is not a positive whole number*",
+                    "*sample 0004 *: row 4: component_weight '-2' is not a positive whole number*",
                     "*sample 0005 *: row 5: image: JPEG is truncated: * (200 bytes)*",
                     "*sample 0006 *: row 6: image: unsupported image format BMP*",
                     "*sample 0007 *: row 7: image: image bytes are not a recognised image format*",
