@@ -131,7 +131,8 @@ def test_a_symlinked_cache_database_is_refused_and_the_run_goes_on(bench: Bench,
     elsewhere = tmp_path / "elsewhere" / "poisoned.sqlite3"
     elsewhere.parent.mkdir()
     (cache / name).symlink_to(elsewhere)  # dangling
-    result = bench.run("--mia-limit=2", f"--mia-cache-dir={cache}", "-W", "always::pytest.PytestWarning", *extra)
+    # In a subprocess: the warning is the inner run's, not the suite's.
+    result = bench.run("--mia-limit=2", f"--mia-cache-dir={cache}", "-W", "always::pytest.PytestWarning", *extra, subprocess=True)
     result.assert_outcomes(passed=2)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines([f"*mia-bench: response cache in {cache} unusable ({cache / name} is a symbolic link; refusing to follow it)*"])
@@ -149,7 +150,8 @@ def test_an_unusable_default_cache_folder_is_a_warning_and_the_run_goes_on(bench
     # What a read-only checkout does to pytest's cache folder, as root too
     # (root ignores permission bits): the folder cannot be made.
     (bench.pytester.path / ".pytest_cache").write_text("a file where the cache folder goes")
-    result = bench.run("--mia-limit=2", "-W", "always::pytest.PytestWarning", *extra)
+    # In a subprocess: the warnings are the inner run's, not the suite's.
+    result = bench.run("--mia-limit=2", "-W", "always::pytest.PytestWarning", *extra, subprocess=True)
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.assert_outcomes(passed=2)
     assert result.ret == pytest.ExitCode.OK
