@@ -252,6 +252,9 @@ class Aggregator:
         self._terminated = False
         self._finishing = False
         self.unclaimed: list[SampleRecord] = []
+        # Node ids of samples that finished ahead of their turn in an
+        # interrupted run: reported, though pytest never ran their items.
+        self.finished_ahead: list[str] = []
         self.baseline: Baseline | None = None
         self.fingerprint = fingerprint
         self.instructions = list(instructions) if instructions is not None else None
@@ -405,6 +408,7 @@ class Aggregator:
             summary: Summary = {
                 **tally,
                 "missing": [nodeid for nodeid in self.expected if nodeid not in done],
+                "finished_ahead": sorted(self.finished_ahead),
                 "ci": stats.report_cis(results, seed=self.settings.seed),
                 "cost": cost(tally["usage"], self.settings),
                 "judge_spread": None,
@@ -545,6 +549,7 @@ class Aggregator:
             nodeid = nodeids.get(record["index"])
             if is_finished(record) and nodeid is not None and nodeid not in self.results:
                 self.results[nodeid] = record
+                self.finished_ahead.append(nodeid)
             elif record["calls"]["model"] or record["calls"]["judge"]:
                 kept.append(record)
         self.unclaimed = kept

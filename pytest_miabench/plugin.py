@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Resolve settings; with --mia-bench, register the run's plugin objects."""
     if not enabled(config):
         config.stash[SETTINGS_KEY] = Settings()
+        _warn_without_bench(config)
         return
     settings = resolve(config)
     config.stash[SETTINGS_KEY] = settings
@@ -106,6 +107,24 @@ def pytest_configure(config: pytest.Config) -> None:
     if not uses_xdist:
         runtime = BenchRuntime(config, _with_mock(config, settings), protocols)
         config.pluginmanager.register(runtime, "miabench-runtime")
+
+
+def _warn_without_bench(config: pytest.Config) -> None:
+    """``--mia-*`` flags on the command line do nothing without --mia-bench:
+    a CI job that forgot it would otherwise run the project's own tests (or
+    none) and pass.  ``mia_*`` ini values stay silent: a project keeps its
+    settings in its ini file and turns the benchmark on per run."""
+    if hasattr(config, "workerinput"):
+        return  # the controller said it
+    given = sorted({arg.partition("=")[0] for arg in config.invocation_params.args if isinstance(arg, str) and arg.startswith("--mia-")})
+    if given:
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"{', '.join(given)} given without --mia-bench: no MIA-Bench sample is collected and "
+                f"{'these options do' if len(given) > 1 else 'this option does'} nothing; add --mia-bench (or mia_bench = true in the ini file)"
+            ),
+            stacklevel=2,
+        )
 
 
 def _with_mock(config: pytest.Config, settings: Settings) -> Settings:

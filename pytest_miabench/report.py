@@ -102,6 +102,7 @@ def build_report(outcome: RunOutcome) -> Report:
         "n_failed": summary["n_failed"],
         "n_missing": summary["n_missing"],
         "missing": summary["missing"],
+        "finished_ahead": summary["finished_ahead"],
         "threshold": s.threshold,
         "threshold_on": s.threshold_on,
         "passed": _passed(outcome),
@@ -459,6 +460,16 @@ def _count_lines(summary: Summary) -> list[Line]:
         if value:
             counts += f"  {label}: {value}"
     lines: list[Line] = [(counts, {})]
+    if ahead := summary["finished_ahead"]:
+        # pytest counts only the items it ran: say why these counts are higher.
+        shown = ", ".join(ahead[:EXAMPLES_SHOWN]) + (f" and {len(ahead) - EXAMPLES_SHOWN} more" if len(ahead) > EXAMPLES_SHOWN else "")
+        lines.append(
+            (
+                f"note: {len(ahead)} of these finished ahead of their turn before the run stopped ({shown}): "
+                "counted here, while pytest never ran their items",
+                {"yellow": True},
+            )
+        )
     if summary["n_results"] and summary["total_score"] is None:
         lines.append((_no_score(summary), _bold("red")))
     if summary["n_zero"] or summary["n_dropped"] or summary["n_excluded"]:

@@ -369,6 +369,9 @@ class Summary(Tally):
     protocols: dict[str, ProtocolSummary]  # every listed protocol, the headline first
 
     missing: list[str]  # node ids expected but never reported
+    # node ids whose items never ran, reported because their samples finished
+    # ahead of their turn before the run was interrupted
+    finished_ahead: list[str]
     ci: ConfidenceIntervals
     cost: Cost | None  # None: no --mia-price
     judge_spread: JudgeSpread | None  # None: no --mia-judge-repeats > 1
@@ -485,6 +488,7 @@ class Report(TypedDict):
     n_failed: int
     n_missing: int
     missing: list[str]
+    finished_ahead: list[str]
     threshold: float | None
     threshold_on: str  # "mean" or "lower" (the CI's lower bound)
     passed: bool

@@ -158,3 +158,41 @@ def test_a_gate_on_scores_outside_0_1_fails_and_keeps_the_number(bench: Bench, x
     result.stdout.fnmatch_lines(["FAIL: total_score 0.2667 is in [[]0, 1[]], 1 sample score outside [[]0, 1[]] (sample * scored 1.1): *"])
     # Without a gate the number is reported as it is, and nothing fails.
     assert bench.run("-p", "no:cacheprovider", "--mia-protocol=apple").ret == 0
+
+
+# -- --mia-* without --mia-bench; counts after an early stop -------------------------------
+
+
+@XDIST
+def test_mia_options_without_mia_bench_are_pointed_out(pytester: pytest.Pytester, xdist: bool) -> None:
+    pytester.makepyfile(test_own="def test_own():\n    pass\n")
+    extra = ["-n", "2"] if xdist else []
+    result = pytester.runpytest_subprocess("--mia-model=gpt-4o", "--mia-limit", "20", "-W", "always", *extra)
+    assert result.ret == 0
+    result.assert_outcomes(passed=1)  # the project's own test, and no sample
+    text = result.stdout.str()
+    assert text.count("--mia-limit, --mia-model given without --mia-bench") == 1  # once, not once per worker
+    assert "add --mia-bench" in text
+    # ini values stay silent: a project keeps its settings there.
+    pytester.makeini("[pytest]\nmia_model = gpt-4o\n")
+    assert "without --mia-bench" not in pytester.runpytest_subprocess("-W", "always", *extra).stdout.str()
+
+
+@XDIST
+def test_after_an_early_stop_the_summary_says_why_its_counts_differ_from_pytests(bench: Bench, xdist: bool) -> None:
+    # A judge refusing every key trips the breaker: the run stops, and the
+    # samples already called ahead have finished too (failed the same way).
+    bench.server.script = lambda r: Reply("no", status=401) if r.role == "judge" else Reply("An answer.", delay=0.05)
+    result = bench.run("-p", "no:cacheprovider", "--mia-max-retries=0", "--mia-concurrency=4", *(["-n", "2"] if xdist else []))
+    assert result.ret != 0
+    text = result.stdout.str()
+    pytest_failed = int(re.search(r"(\d+) failed", text.splitlines()[-1]).group(1))  # type: ignore[union-attr]
+    summary_failed = int(re.search(r"^samples: \d+ .* failed: (\d+)", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    report = bench.report()
+    ahead = report["finished_ahead"]
+    assert summary_failed == report["n_failed"]
+    assert summary_failed - len(ahead) == pytest_failed
+    if ahead:
+        assert re.search(rf"^note: {len(ahead)} of these finished ahead of their turn before the run stopped", text, re.MULTILINE)
+    # Every sample is accounted for: run by pytest, finished ahead, or not run.
+    assert report["n_failed"] + report["n_scored"] + report["n_missing"] == 6
