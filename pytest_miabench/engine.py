@@ -226,6 +226,15 @@ class Engine:
             await asyncio.wait({task}, timeout=ABANDON_WAIT)
         return copy.deepcopy(job.record)
 
+    def _budget_spent(self) -> bool:
+        """Whether the budget is spent, also by other xdist workers (a
+        worker shut down because another one's spend stopped the run)."""
+        assert self.budget is not None
+        try:
+            return self.loop.run(self.budget.check(), ABANDON_WAIT) is not None
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+            return self.budget.spent is not None
+
     def problems(self) -> list[str]:
         """Warnings worth showing once (an unusable cache, a host that asked
         for a long pause)."""
@@ -241,7 +250,7 @@ class Engine:
         with self._lock:
             jobs = list(self._jobs.values())
             self._jobs.clear()
-        if self.budget is not None and self.budget.spent is not None:
+        if self.budget is not None and self._budget_spent():
             # A run stopped by its budget lets the calls in flight finish (they
             # are paid for): no new call starts, so this wait is short.
             concurrent.futures.wait([job.future for job in jobs if job.future is not None], timeout=self.settings.timeout)

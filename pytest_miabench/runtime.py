@@ -33,6 +33,7 @@ from .keys import (
 from .protocols.base import Protocol
 from .settings import Settings
 
+
 def load_source(config: pytest.Config, settings: Settings) -> Source:
     """Load the dataset once per process; a failure is a usage error."""
     if SOURCE_KEY not in config.stash:

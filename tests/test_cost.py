@@ -5,6 +5,7 @@ reports usage on every reply."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,33 @@ def test_the_html_and_the_github_summary_show_spend_against_the_budget(priced: B
     assert 'id="budget"' in page and "of 200 tokens spent" in page and "stopped by the budget: budget spent" in page
     text = summary.read_text(encoding="utf-8")
     assert "### Spend against the budget" in text and "| tokens | 200 |" in text and "**Stopped by the budget**" in text
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_calls_in_flight_when_the_budget_is_spent_finish_and_are_kept(priced: Bench, xdist: tuple[str, ...]) -> None:
+    """The first answer spends the budget while the answers called ahead are
+    still on their way: they are waited for, reported and cached, not cancelled."""
+    lock = threading.Lock()
+    seen: list[str] = []
+
+    def script(request: Request) -> Reply:
+        reply = _script(request)
+        if request.role == "model":
+            with lock:
+                seen.append(request.text)
+                first = len(seen) == 1
+            reply.delay = 0.0 if first else 1.0
+        return reply
+
+    priced.server.script = script
+    result = priced.run(*xdist, "-p", "no:randomly", f"--mia-budget-tokens={CALL_TOKENS - 10}")
+    assert result.ret == 1
+    model_calls = [r for r in priced.server.requests if r.role == "model"]
+    assert len(model_calls) > 1 and priced.server.broken_writes == 0  # several in flight, none hung up on
+    responses = {s["response"] for s in priced.report()["samples"]}
+    assert {f"Answer to: {r.text[:80]}" for r in model_calls} <= responses
+
+    priced.server.requests.clear()
+    priced.server.script = _script
+    priced.run(*xdist, "-p", "no:randomly").assert_outcomes(passed=SAMPLES)
+    assert sum(1 for r in priced.server.requests if r.role == "model") == SAMPLES - len(model_calls)
