@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import math
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,7 @@ class _Cache:
                 self.weights = {"revision": settings.model_revision}
             elif (run := self.db.peek_run(lineage(settings), settings.rejudge)) is not None:
                 self.weights = {"run": run}
-        except (CacheError, Exception):
+        except (CacheError, sqlite3.Error):  # an unusable cache is a miss, as in the run
             self.db = None
 
     def get(self, layer: str, parts: dict[str, Any]) -> Completion | None:
