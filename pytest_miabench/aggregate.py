@@ -21,14 +21,16 @@ from typing import Any, cast
 
 import pytest
 
+from . import budget as budget_mod
 from . import stats
 from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load_protocols, refusal
 from .cache import HANDOFF, CacheError, ResponseCache
-from .keys import UNCLAIMED_KEY, WORKERINPUT_HANDOFF
+from .keys import SOURCE_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF
 from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
 from .report import RunOutcome, build_report, gate_results, scores_out_of_range, terminal_lines, write_html, write_json
 from .result import (
     BaselineComparison,
+    BudgetSpend,
     Cost,
     ProtocolBaseline,
     ProtocolSummary,
@@ -263,6 +265,11 @@ class Aggregator:
         self.handoff: Handoff | None = None
         # The baseline under each protocol it shares with this run; the headline's gates.
         self.protocol_baselines: dict[str, Baseline] = {}
+        # Why the budget stopped the run (None: it did not); the response
+        # cache's directory (read by --mia-estimate); the estimate itself.
+        self.budget_stop: str | None = None
+        self.cache_directory: Path | None = None
+        self.estimate: dict[str, Any] | None = None
         if settings.baseline:
             names = [p.name for p in self.protocols]
             try:
@@ -364,6 +371,7 @@ class Aggregator:
                         self.unclaimed.append(cast(SampleRecord, value))
                 self._summary = None
             cache.drop(HANDOFF, f"{key}:")
+            cache.drop(budget_mod.LAYER, f"{key}:")
         except sqlite3.Error:
             pass  # the report goes out with what the controller received
         finally:
@@ -378,6 +386,10 @@ class Aggregator:
         self._summary = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        spent = getattr(report, "mia_budget", None)
+        if isinstance(spent, str) and self.budget_stop is None:
+            self.budget_stop = spent
+            self._summary = None
         result = getattr(report, "mia_result", None)
         if isinstance(result, str):  # from an xdist worker, as ASCII JSON
             # Decoded once, in place: later readers (pytest-html's rows) get the record.
@@ -411,6 +423,7 @@ class Aggregator:
                 "finished_ahead": sorted(self.finished_ahead),
                 "ci": stats.report_cis(results, seed=self.settings.seed),
                 "cost": cost(tally["usage"], self.settings),
+                "budget": None,
                 "judge_spread": None,
                 "baseline": None,
                 "protocols": {},
@@ -451,6 +464,7 @@ class Aggregator:
                     common=self.settings.baseline_common,
                     seed=self.settings.seed,
                 )
+            summary["budget"] = budget_spend(summary, self.settings, self.budget_stop)
             self._summary = summary
         return self._summary
 
@@ -476,7 +490,7 @@ class Aggregator:
         """The gates' verdict as a test outcome (``mia-bench::gate``), so
         the terminal's counts, JUnit and pytest-html show a failed gate as a
         failed test; and the session's numbers as JUnit suite properties."""
-        if self.config.option.collectonly or self.refused is not None:
+        if self.config.option.collectonly or self.refused is not None or self.settings.estimate:
             return
         outcome = self.outcome()
         results = gate_results(outcome)
@@ -504,13 +518,20 @@ class Aggregator:
         baseline = summary["baseline"]
         if baseline is not None and baseline["gate_failed"]:
             reasons.append("baseline")
+        if self.budget_stop is not None:
+            # A run cut short by its budget is not a pass.
+            reasons.append("budget")
         gated = threshold is not None or self.baseline is not None
         if gated and total is not None and (not 0.0 <= total <= 1.0 or scores_out_of_range(self.results)):
             # A total of 1e300 (a judge's number kept as the reference keeps it) passes any rule.
             reasons.append("out_of_range")
         return reasons
 
-    def pytest_keyboard_interrupt(self) -> None:
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        # Under xdist a worker's budget stop reaches the controller as an
+        # interruption carrying its reason: a stop, not a cancel.
+        if self.budget_stop is not None and budget_mod.REASON_PREFIX in str(excinfo.value):
+            return
         self.interrupted = True
 
     # -- SIGTERM -------------------------------------------------------------
@@ -547,7 +568,9 @@ class Aggregator:
         kept: list[SampleRecord] = []
         for record in self.unclaimed:
             nodeid = nodeids.get(record["index"])
-            if is_finished(record) and nodeid is not None and nodeid not in self.results:
+            # A sample the budget refused before it obtained anything was not run.
+            refused = record["failed_stage"] == "budget" and not _obtained(record)
+            if is_finished(record) and not refused and nodeid is not None and nodeid not in self.results:
                 self.results[nodeid] = record
                 self.finished_ahead.append(nodeid)
             elif record["calls"]["model"] or record["calls"]["judge"]:
@@ -557,18 +580,22 @@ class Aggregator:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         self._finishing = True
-        if exitstatus == pytest.ExitCode.INTERRUPTED:
+        if exitstatus == pytest.ExitCode.INTERRUPTED and self.budget_stop is None:
             self.interrupted = True
         if self.config.option.collectonly or self.refused is not None:
             return  # nothing ran: an earlier run's report must not be overwritten
+        if self.settings.estimate:
+            self._estimate()
         # In one process the runtime closed its engine just before (tryfirst).
         unclaimed = self.config.stash.get(UNCLAIMED_KEY, None)
         if unclaimed:
             self.unclaimed.extend(unclaimed)
             self.config.stash[UNCLAIMED_KEY] = []
             self._summary = None
-        self._take_handoff(adopt=self.interrupted)
-        if self.interrupted:
+        # A run stopped by its budget keeps every answer received, like an interrupted one.
+        stopped = self.interrupted or self.budget_stop is not None
+        self._take_handoff(adopt=stopped)
+        if stopped:
             self._adopt_finished()
         else:
             # Only paid calls count for samples whose items never ran.
@@ -586,6 +613,19 @@ class Aggregator:
             if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
                 # A report that was asked for and not written fails the run.
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.budget_stop is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.INTERRUPTED):
+            # xdist ends a run a worker stopped as an interruption (exit code 2):
+            # stopped by its budget, the run failed.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _estimate(self) -> None:
+        """--mia-estimate: the numbers of the selected samples, computed here
+        alone (on the xdist controller too), so every mode gives the same."""
+        from .estimate import estimate
+
+        indices = [index for nodeid in self.expected if (index := _index_of(nodeid)) is not None]
+        source = self.config.stash[SOURCE_KEY]
+        self.estimate = estimate(self.settings, self.protocols, source, indices, self.cache_directory)
 
     def outcome(self) -> RunOutcome:
         """What the reports are made from, as of now."""
@@ -602,6 +642,7 @@ class Aggregator:
             started=self.started,
             gate_reasons=tuple(self.gate_reasons(summary)),
             selection=self.selection(),
+            estimate=self.estimate,
         )
 
     def report(self) -> Report:
@@ -713,6 +754,29 @@ def cost(usage: UsageTotals, settings: Settings) -> Cost | None:
     model, judge = role_cost("model", settings.model), role_cost("judge", settings.judge_model)
     known = [c["spent"] for c in (model, judge) if c is not None]
     return {"model": model, "judge": judge, "total_spent": math.fsum(known) if known else None}
+
+
+def budget_spend(summary: Summary, settings: Settings, stopped: str | None) -> BudgetSpend | None:
+    """Spend against --mia-budget-tokens / --mia-budget-usd: every token the
+    endpoints reported (calls of samples called ahead but not run included)."""
+    if settings.budget_tokens is None and settings.budget_usd is None:
+        return None
+    usage = summary["usage"]
+    tokens = sum(usage[role]["prompt_tokens"] + usage[role]["completion_tokens"] for role in ("model", "judge"))
+    spent_usd = summary["cost"]["total_spent"] if summary["cost"] is not None else None
+    return {
+        "tokens": settings.budget_tokens,
+        "usd": settings.budget_usd,
+        "spent_tokens": tokens,
+        "spent_usd": spent_usd,
+        "stopped": stopped,
+        "n_not_run": summary["n_missing"],
+    }
+
+
+def _obtained(record: SampleRecord) -> bool:
+    """Whether a sample obtained anything (an answer, a cached one, a paid call)."""
+    return record["response"] is not None or bool(record["calls"]["model"] or record["calls"]["judge"]) or any(record["cached"].values())
 
 
 def _crashed(index: int, reason: str) -> SampleRecord:

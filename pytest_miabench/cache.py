@@ -176,6 +176,30 @@ class ResponseCache:
         """Forget a layer's entries whose keys start with ``prefix``."""
         self._db.execute(f"DELETE FROM {TABLE} WHERE layer = ? AND substr(key, 1, ?) = ?", (layer, len(prefix), prefix))
 
+    def values(self, layer: str, prefix: str) -> list[dict[str, Any]]:
+        """Every intact value of a layer whose key starts with ``prefix``."""
+        rows = self._db.execute(
+            f"SELECT value, digest FROM {TABLE} WHERE layer = ? AND substr(key, 1, ?) = ?", (layer, len(prefix), prefix)
+        ).fetchall()
+        found = []
+        for text, digest in rows:
+            if isinstance(text, str) and digest == _digest(text):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(value, dict):
+                    found.append(value)
+        return found
+
+    def peek_run(self, lineage: str, reuse_latest: bool = False) -> str | None:
+        """The run ``begin_run`` would resume, without beginning anything
+        (None: it would begin a new one, whose answers are not cached yet)."""
+        row = self._db.execute(f"SELECT run, open FROM {RUNS} WHERE lineage = ?", (lineage,)).fetchone()
+        if row is not None and (row[1] or reuse_latest) and isinstance(row[0], str):
+            return row[0]
+        return None
+
     def count(self, layer: str) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE layer = ?", (layer,)).fetchone()[0])
 
@@ -201,6 +225,13 @@ class AsyncCache:
         except sqlite3.Error as exc:
             self._problem(f"reading the response cache failed ({exc}); asking the API instead")
             return None
+
+    async def values(self, layer: str, prefix: str) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._cache.values, layer, prefix)
+        except sqlite3.Error as exc:
+            self._problem(f"reading the response cache failed ({exc})")
+            return []
 
     async def put(self, layer: str, key: str, value: dict[str, Any]) -> None:
         if not self._writable:

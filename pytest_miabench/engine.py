@@ -20,12 +20,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
+from .budget import Budget
 from .cache import HANDOFF, AsyncCache, ResponseCache
 from .client import Caller, Sampling, bounded_http_client, endpoints
 from .dataset import Sample, Source
 from .images import PreparedImage, prepare, thumbnail_uri
 from .loop import LoopThread
-from .pipeline import Context, Judging, SampleFailure, new_record, run_sample
+from .pipeline import BudgetSpent, Context, Judging, SampleFailure, new_record, run_sample
 from .prefetch import Prefetcher
 from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
@@ -33,7 +34,7 @@ from .result import SampleRecord, is_finished
 from .sampling import judge_sees_image, judge_settings
 from .settings import Settings, mock_roles, tls_urls
 
-__all__ = ["Engine", "SampleFailure"]
+__all__ = ["BudgetSpent", "Engine", "SampleFailure"]
 
 #: Seconds an abandoned sample's task may take to end once cancelled (its
 #: cleanup writes the record) before its record is handed over as it stands.
@@ -63,10 +64,12 @@ class Engine:
         workers: int = 1,
         model_run: str | None = None,
         handoff: tuple[str, ResponseCache] | None = None,
+        worker: str | None = None,
     ) -> None:
         """``handoff``: on an xdist worker, the key prefix under which each
         finished record is also written for the controller (cache.HANDOFF),
-        and the store: ``cache`` itself, or one of its own."""
+        and the store: ``cache`` itself, or one of its own.  ``worker``: the
+        xdist worker's id; its budget spend is shared through that store."""
         self.settings = settings
         self.source = source
         self.loop = LoopThread()
@@ -80,6 +83,8 @@ class Engine:
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
         self._limiters: dict[str, AdaptiveLimiter] = {}  # one per host (URL), see _build_context
+        shared = (self._handoff[0], worker, self._handoff[1]) if self._handoff is not None and worker else None
+        self.budget = Budget.of(settings, shared)
         self._context = self._build_context(tuple(protocols), workers, model_run)
 
     # -- parts ---------------------------------------------------------------
@@ -134,7 +139,7 @@ class Engine:
             judgings.append(Judging(protocol, judge_sees_image(s, protocol), judge_caller))
         # The weights behind the model name (journal.py): a revision, or the run.
         weights = {"revision": s.model_revision} if s.model_revision else {"run": model_run} if model_run else {}
-        return Context(s, tuple(judgings), model_caller, self.cache, self._image, weights)
+        return Context(s, tuple(judgings), model_caller, self.cache, self._image, weights, self.budget)
 
     def _prepare_image(self, index: int) -> tuple[PreparedImage, str | None]:
         raw = self.source.image_bytes(index)
@@ -221,6 +226,15 @@ class Engine:
             await asyncio.wait({task}, timeout=ABANDON_WAIT)
         return copy.deepcopy(job.record)
 
+    def _budget_spent(self) -> bool:
+        """Whether the budget is spent, also by other xdist workers (a
+        worker shut down because another one's spend stopped the run)."""
+        assert self.budget is not None
+        try:
+            return self.loop.run(self.budget.check(), ABANDON_WAIT) is not None
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+            return self.budget.spent is not None
+
     def problems(self) -> list[str]:
         """Warnings worth showing once (an unusable cache, a host that asked
         for a long pause)."""
@@ -236,6 +250,10 @@ class Engine:
         with self._lock:
             jobs = list(self._jobs.values())
             self._jobs.clear()
+        if self.budget is not None and self._budget_spent():
+            # A run stopped by its budget lets the calls in flight finish (they
+            # are paid for): no new call starts, so this wait is short.
+            concurrent.futures.wait([job.future for job in jobs if job.future is not None], timeout=self.settings.timeout)
         for job in jobs:
             if job.future is not None:
                 job.future.cancel()

@@ -123,12 +123,29 @@ def summary_markdown(report: Mapping[str, Any], gated: bool, verdict_lines: Sequ
     if not why:
         why.append("no gate set (--mia-threshold, --mia-max-drop)")
     out += [f"- {line}" for line in why] + [""]
+    out += _budget_section(_map(report.get("budget")), _map(report.get("cost")))
     baseline = _map(report.get("baseline"))
     for key, label in (("by_type", "instruction type"), ("by_component_type", "component type")):
         out += _breakdown_table(report, baseline, key, label)
     if baseline:
         out += _baseline_section(report, baseline)
     return "\n".join(out) + "\n"
+
+
+def _budget_section(budget: Mapping[str, Any], cost: Mapping[str, Any]) -> list[str]:
+    """Spend against --mia-budget-tokens / --mia-budget-usd, and the stop it caused."""
+    if not budget:
+        return []
+    rows = ["| budget | limit | spent |", "|---|---:|---:|"]
+    if _num(budget.get("tokens")) is not None:
+        rows.append(f"| tokens | {int(budget['tokens'])} | {md(budget.get('spent_tokens'))} |")
+    if _num(budget.get("usd")) is not None:
+        spent = _num(budget.get("spent_usd"))
+        rows.append(f"| dollars | ${_num(budget['usd']):g} | {'n/a' if spent is None else f'${spent:.4f}'} |")
+    out = ["### Spend against the budget", "", *rows, ""]
+    if budget.get("stopped"):
+        out += [f"**Stopped by the budget**: {md(budget.get('stopped'))}; {md(budget.get('n_not_run'))} sample(s) not run.", ""]
+    return out
 
 
 def _breakdown_table(report: Mapping[str, Any], baseline: Mapping[str, Any], key: str, label: str) -> list[str]:

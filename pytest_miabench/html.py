@@ -277,6 +277,9 @@ def _verdict(report: Mapping[str, Any]) -> str:
         why.append(f"{_count(report.get('n_failed'))} sample(s) failed")
     if _int(report.get("n_missing")):
         why.append(f"{_count(report.get('n_missing'))} sample(s) not run")
+    stopped = _map(report.get("budget")).get("stopped")
+    if stopped:
+        why.append(f"stopped by the budget: {stopped}")
     if passed is True and gate:
         badge = '<span class="verdict pass">PASS</span>'
     elif passed is False:
@@ -344,6 +347,9 @@ def _meta(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     usage = _usage_meta(_map(report.get("usage")))
     if usage:
         meta.append(("usage", usage))
+    budget = _budget_meta(_map(report.get("budget")))
+    if budget:
+        meta.append(("budget", budget))
     run = _run_meta(report)
     if run:
         meta.append(("run", run))
@@ -379,6 +385,21 @@ def _usage_meta(usage: Mapping[str, Any]) -> str:
     if _int(usage.get("retries")) is not None:
         parts.append(f"retries: {usage.get('retries')}")
     return "<br>".join(parts)
+
+
+def _budget_meta(budget: Mapping[str, Any]) -> str:
+    """Spend against --mia-budget-tokens / --mia-budget-usd; empty without a budget."""
+    if not budget:
+        return ""
+    parts = []
+    if _int(budget.get("tokens")) is not None:
+        parts.append(f"{_count(budget.get('spent_tokens'))} of {_count(budget.get('tokens'))} tokens spent")
+    if _num(budget.get("usd")) is not None:
+        spent = _num(budget.get("spent_usd"))
+        parts.append(f"{'n/a' if spent is None else f'${spent:.4f}'} of ${_num(budget.get('usd')):g} spent")
+    if budget.get("stopped"):
+        parts.append(f'<b class="fail" id="budget-stopped">stopped: {_e(budget.get("stopped"))}; {_count(budget.get("n_not_run"))} sample(s) not run</b>')
+    return '<span id="budget">' + "<br>".join(parts) + "</span>"
 
 
 def _run_meta(report: Mapping[str, Any]) -> str:

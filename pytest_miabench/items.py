@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 from .dataset import Sample
-from .engine import SampleFailure
-from .keys import ENGINE_KEY, RESULT_KEY, TIMEOUT_KEY
+from .engine import BudgetSpent, SampleFailure
+from .keys import BUDGET_KEY, ENGINE_KEY, RESULT_KEY, SETTINGS_KEY, TIMEOUT_KEY
 from .result import SampleRecord
 from .text import printable
 
 COLLECTOR_NAME = "mia-bench"
+#: Why the items of a --mia-estimate run are skipped.
+ESTIMATE_SKIP = "estimate only (--mia-estimate): no API call was made"
 
 
 def compact_properties(result: SampleRecord) -> list[tuple[str, str]]:
@@ -63,11 +65,16 @@ class MiaItem(pytest.Item):
         self.extra_keyword_matches.add(sample.type)
 
     def runtest(self) -> None:
+        if self.config.stash[SETTINGS_KEY].estimate:
+            # An estimate calls nothing: the sample is reported as not run (exit code 0).
+            pytest.skip(ESTIMATE_SKIP)
         engine = self.config.stash[ENGINE_KEY]
         timeout = self.stash.get(TIMEOUT_KEY, None)
         try:
             record = engine.result(self.sample, timeout)
         except SampleFailure as failure:
+            if isinstance(failure, BudgetSpent):
+                self._budget_spent(failure)
             self._record(failure.record)
             if failure.fatal:
                 # One message for the whole run (xdist carries it to the controller).
@@ -82,6 +89,17 @@ class MiaItem(pytest.Item):
                 self._record(abandoned)
             raise SampleTimeout(message) from None
         self._record(record)
+
+    def _budget_spent(self, failure: BudgetSpent) -> None:
+        """The budget is spent: the run takes no new sample (a failed run:
+        pytest's own stop, exit code 1).  A sample that obtained nothing was
+        not run: skipped, and reported as not run; one that obtained an
+        answer fails below, its answer kept in the reports."""
+        self.stash[BUDGET_KEY] = failure.spent
+        self.session.shouldfail = failure.spent
+        record = failure.record
+        if not (record["response"] is not None or record["calls"]["model"] or record["calls"]["judge"] or any(record["cached"].values())):
+            pytest.skip(f"not run: {failure.spent}")
 
     def _record(self, result: SampleRecord) -> None:
         self.stash[RESULT_KEY] = result

@@ -23,8 +23,6 @@ the workers through ``workerinput``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import warnings
 from pathlib import Path
@@ -33,16 +31,11 @@ from typing import Any
 import pytest
 
 from .cache import CacheError, ResponseCache
-from .client import endpoints
 from .keys import MODEL_RUN_KEY, WORKERINPUT_MODEL_RUN
+from .pipeline import lineage
 from .settings import Settings
 
-
-def lineage(settings: Settings) -> str:
-    """One model identity without a revision: where it is served and its name."""
-    model, _ = endpoints(settings)
-    text = json.dumps({"url": model.cache_url, "model": model.model}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+__all__ = ["ModelRuns", "lineage"]
 
 
 class ModelRuns:

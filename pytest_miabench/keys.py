@@ -27,3 +27,5 @@ UNCLAIMED_KEY: pytest.StashKey[list[SampleRecord]] = pytest.StashKey()
 # Per item: its sample's record, and the timeout pytest-timeout asked for.
 RESULT_KEY: pytest.StashKey[SampleRecord] = pytest.StashKey()
 TIMEOUT_KEY: pytest.StashKey[float] = pytest.StashKey()
+# Per item: why the budget refused its sample a call (``report.mia_budget`` on its reports).
+BUDGET_KEY: pytest.StashKey[str] = pytest.StashKey()

@@ -8,6 +8,8 @@ whose judge failed, the calls a cancelled sample already paid for) is kept.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -16,8 +18,9 @@ from typing import Any
 
 from . import cache as cache_mod
 from . import thinking
+from .budget import Budget
 from .cache import AsyncCache
-from .client import Caller, CallError, CallStats, Completion, EndpointDown
+from .client import Caller, CallError, CallStats, Completion, Endpoint, EndpointDown, endpoints
 from .dataset import Sample, SampleDataError
 from .images import ImageError, PreparedImage
 from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
@@ -61,6 +64,61 @@ class Context:
     image: ImageSource
     # Whose answers the model's cache entries are (journal.py): {"revision": REV}, {"run": ID} or {}.
     weights: dict[str, str] = field(default_factory=dict)
+    # --mia-budget-tokens / --mia-budget-usd: consulted before each call starts.
+    budget: Budget | None = None
+
+
+class BudgetSpent(SampleFailure):
+    """A call of the sample was not started: the run's budget is spent
+    (``spent`` says how, for the run's stop)."""
+
+    def __init__(self, message: str, record: SampleRecord, spent: str) -> None:
+        super().__init__("budget", message, record)
+        self.spent = spent
+
+
+def lineage(settings: Settings) -> str:
+    """One model identity without a revision: where it is served and its
+    name (journal.py keeps its runs; ``model_key`` holds the run)."""
+    model, _ = endpoints(settings)
+    text = json.dumps({"url": model.cache_url, "model": model.model}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_key(endpoint: Endpoint, settings: dict[str, Any], weights: dict[str, str], image_sha256: str, mime: str, instruction: str) -> dict[str, Any]:
+    """What the model's answer is cached under (also built by ``estimate``,
+    which asks the cache without calling anything: one definition for both)."""
+    return {
+        "v": cache_mod.SCHEMA_VERSION,
+        "url": endpoint.cache_url,
+        "model": endpoint.model,
+        "weights": weights,
+        "settings": settings,
+        "image": {"sha256": image_sha256, "mime": mime},
+        "text": instruction,
+    }
+
+
+def judge_key(
+    endpoint: Endpoint, protocol: Protocol, settings: dict[str, Any], prompt: str, image_sha256: str | None, repeat: int, reask: int
+) -> dict[str, Any]:
+    """What a verdict is cached under (see ``model_key``)."""
+    parts: dict[str, Any] = {
+        "v": cache_mod.SCHEMA_VERSION,
+        "url": endpoint.cache_url,
+        "model": endpoint.model,
+        "protocol": protocol.name,
+        "prompt_version": protocol.prompt_version,
+        "settings": settings,
+        "prompt": prompt,
+        "image": None if image_sha256 is None else {"sha256": image_sha256, "detail": protocol.image_detail},
+    }
+    # The first verdict keeps the plain key, so K=1 and K=3 share it.
+    if repeat:
+        parts["repeat"] = repeat
+    if reask:
+        parts["reask"] = reask
+    return parts
 
 
 def new_record(sample: Sample) -> SampleRecord:
@@ -156,6 +214,10 @@ async def _judge_all(ctx: Context, spec: SampleSpec, answer: str, image: Prepare
     names = ", ".join(name for name, _ in failed)
     causes = "; ".join(f"{name}: {failure.message.removeprefix(prefix)}" for name, failure in failed)
     stages = {failure.stage for _, failure in failed}
+    spent = next((failure.spent for _, failure in failed if isinstance(failure, BudgetSpent)), None)
+    if spent is not None:
+        # A protocol's judge call refused by the budget: the run stops, as for the headline.
+        raise BudgetSpent(f"{prefix}{'; '.join(f'{name}: ' + f.message.removeprefix(prefix) for name, f in failed)}", record, spent)
     stage = stages.pop() if len(stages) == 1 else "judge"
     kept = len(ctx.judgings) - len(failed)
     message = (
@@ -197,15 +259,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
     ]
 
     def key() -> dict[str, Any]:
-        return {
-            "v": cache_mod.SCHEMA_VERSION,
-            "url": caller.endpoint.cache_url,
-            "model": caller.endpoint.model,
-            "weights": ctx.weights,
-            "settings": caller.sampling.requested(),
-            "image": {"sha256": image.sha256, "mime": image.mime},
-            "text": spec.instruction,
-        }
+        return model_key(caller.endpoint, caller.sampling.requested(), ctx.weights, image.sha256, image.mime, spec.instruction)
 
     answer = await _cached_call(ctx, "model", caller, key, messages, record)
     record["response"] = answer.text
@@ -248,22 +302,8 @@ async def _verdict(
             record["judge_reasks"] = record.get("judge_reasks", 0) + 1
 
         def key(reask: int = reask) -> dict[str, Any]:
-            parts: dict[str, Any] = {
-                "v": cache_mod.SCHEMA_VERSION,
-                "url": caller.endpoint.cache_url,
-                "model": caller.endpoint.model,
-                "protocol": protocol.name,
-                "prompt_version": protocol.prompt_version,
-                "settings": caller.sampling.requested(),
-                "prompt": prompt,
-                "image": None if image is None else {"sha256": image.sha256, "detail": protocol.image_detail},
-            }
-            # The first verdict keeps the plain key, so K=1 and K=3 share it.
-            if repeat:
-                parts["repeat"] = repeat
-            if reask:
-                parts["reask"] = reask
-            return parts
+            sha = None if image is None else image.sha256
+            return judge_key(caller.endpoint, protocol, caller.sampling.requested(), prompt, sha, repeat, reask)
 
         completion = await _cached_call(ctx, "judge", caller, key, messages, record, read_cache=not ctx.settings.rejudge)
         reply = completion.text
@@ -299,6 +339,9 @@ async def _cached_call(
                 usage["cached_prompt_tokens"] += completion.prompt_tokens
                 usage["cached_completion_tokens"] += completion.completion_tokens
                 return completion
+    if ctx.budget is not None and (spent := await ctx.budget.check()) is not None:
+        # No new call once the budget is spent; what the sample obtained stays in its record.
+        raise BudgetSpent(f"row {record['index']}: not run to the end: {spent}; no {layer} call was started", record, spent)
     stats = CallStats()
     try:
         completion = await caller.complete(messages, stats)
@@ -320,6 +363,8 @@ async def _cached_call(
     usage["reasoning_tokens"] += completion.reasoning_tokens
     if ctx.cache is not None:
         await ctx.cache.put(layer, key, completion.to_json())
+    if ctx.budget is not None:
+        await ctx.budget.spend(layer, completion.prompt_tokens, completion.completion_tokens)
     return completion
 
 

@@ -74,6 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
         source = load_source(config, settings)
         instructions = [sample.spec.instruction if sample.spec is not None else None for sample in source.samples]
         aggregator = Aggregator(config, settings, protocols, source.fingerprint, instructions)
+        aggregator.cache_directory = directory
         config.stash[AGGREGATOR_KEY] = aggregator
         config.pluginmanager.register(aggregator, "miabench-aggregator")
         if uses_xdist:
@@ -89,7 +90,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 handoff_directory = Path(tempfile.mkdtemp(prefix="mia-handoff-"))
                 config.add_cleanup(lambda: shutil.rmtree(handoff_directory, ignore_errors=True))
             aggregator.handoff = Handoff(uuid.uuid4().hex, handoff_directory)
-        if directory is not None and not config.option.collectonly:
+        # An estimate begins no run: it only reads which one a run would resume.
+        if directory is not None and not config.option.collectonly and not settings.estimate:
             from .journal import ModelRuns
 
             config.pluginmanager.register(ModelRuns(config, settings, directory), "miabench-model-runs")

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .protocols.base import Protocol
@@ -24,6 +25,7 @@ from .result import (
     ROLES,
     SCHEMA_VERSION,
     BaselineComparison,
+    BudgetSpend,
     Cost,
     JudgeSpread,
     Report,
@@ -72,6 +74,7 @@ class RunOutcome:
     started: float  # time.time() at the start of the run
     gate_reasons: Sequence[str]  # the aggregate gates that failed: "no_score", "out_of_range", "threshold", "baseline"
     selection: Selection  # which of the dataset's rows the run selected
+    estimate: dict[str, Any] | None = None  # --mia-estimate (estimate.py)
 
 
 def build_report(outcome: RunOutcome) -> Report:
@@ -114,6 +117,8 @@ def build_report(outcome: RunOutcome) -> Report:
         "baseline": summary["baseline"],
         "usage": summary["usage"],
         "cost": summary["cost"],
+        "budget": summary["budget"],
+        "estimate": outcome.estimate,
         "model": {
             "name": s.model,
             "revision": s.model_revision,
@@ -386,6 +391,8 @@ def _bold(colour: str) -> Markup:
 def terminal_lines(outcome: RunOutcome) -> list[Line]:
     """The summary block: headline, counts, breakdowns, comparisons, gate verdict."""
     summary = outcome.summary
+    if outcome.estimate is not None:
+        return _mock_lines(outcome.settings) + estimate_lines(outcome.estimate) + _path_lines(outcome.settings)
     lines = _mock_lines(outcome.settings) + [_headline(outcome)]
     lines += _protocol_lines(outcome)
     if summary["stopped"]:
@@ -394,6 +401,7 @@ def terminal_lines(outcome: RunOutcome) -> list[Line]:
     lines += _usage_lines(summary["usage"])
     lines += _deviation_lines(summary)
     lines += _cost_lines(summary["cost"])
+    lines += budget_lines(summary["budget"])
     lines += _spread_lines(summary["judge_spread"], outcome.settings.judge_repeats)
     lines += _breakdown_lines(summary)
     lines += _missing_lines(summary["missing"])
@@ -539,6 +547,59 @@ def _cost_lines(cost: Cost | None) -> list[Line]:
     return [(text, {})]
 
 
+def budget_lines(budget: BudgetSpend | None) -> list[Line]:
+    """Spend against the budget, and the stop it caused."""
+    if not budget:
+        return []
+    parts = []
+    if budget["tokens"] is not None:
+        parts.append(f"{budget['spent_tokens']} of {budget['tokens']} tokens")
+    if budget["usd"] is not None:
+        spent = "n/a" if budget["spent_usd"] is None else f"${budget['spent_usd']:.4f}"
+        parts.append(f"{spent} of ${budget['usd']:g}")
+    lines: list[Line] = [(f"budget: {', '.join(parts)} spent (as the endpoints reported it)", {})]
+    if budget["stopped"]:
+        not_run = budget["n_not_run"]
+        lines.append(
+            (f"STOPPED: {budget['stopped']}; the run took no new sample ({not_run} not run); rerun with a larger budget to pay only for those", _bold("red"))
+        )
+    return lines
+
+
+def estimate_lines(estimate: dict[str, Any]) -> list[Line]:
+    """The --mia-estimate block: calls, tokens and cost per role and protocol."""
+    method = estimate["method"]
+    lines: list[Line] = [
+        (
+            f"ESTIMATE (--mia-estimate): no API call was made; {estimate['samples']} samples"
+            + (f" ({estimate['unusable']} unusable: no call)" if estimate["unusable"] else "")
+            + f", judge repeats {estimate['judge_repeats']}",
+            {"bold": True},
+        )
+    ]
+    for row in [*estimate["calls"], {**estimate["totals"], "role": "total", "protocol": None, "cost": None}]:
+        who = row["role"] + (f" [{row['protocol']}]" if row["protocol"] else "")
+        most = "no max" if row["output_tokens_max"] is None else str(row["output_tokens_max"])
+        lines.append(
+            (
+                f"  {who}: {row['calls']} calls, {row['cache_hits']} cached (not paid), {row['paid_calls']} paid; "
+                f"~{row['input_tokens']} input tokens, output ~{row['output_tokens_typical']} typical / {most} at most",
+                {},
+            )
+        )
+    cost = estimate["cost"]
+    if cost is not None:
+        high = "unbounded (no max tokens: set --mia-max-tokens)" if cost["high"] is None else f"${cost['high']:.4f}"
+        text = f"estimated cost: ${cost['low']:.4f} (typical output) to {high} (max output)"
+        if cost["unpriced"]:
+            text += f"; no price for the {' and '.join(cost['unpriced'])}"
+        lines.append((text, {"bold": True}))
+    lines.append(
+        (f"  tokens: {method['text']}, +{method['message_overhead']} per request; {method['images']}; typical output {method['typical_output']}", {})
+    )
+    return lines
+
+
 def _spread_lines(spread: JudgeSpread | None, repeats: int) -> list[Line]:
     if not spread or not spread["n_compared"]:
         return []
@@ -667,12 +728,12 @@ def gate_results(outcome: RunOutcome) -> list[tuple[bool, str]]:
     threshold = outcome.settings.threshold
     summary = outcome.summary
     baseline = summary["baseline"]
+    out: list[tuple[bool, str]] = _budget_gate(summary["budget"])
     if "no_score" in reasons:
         gates = " and ".join(g for g, on in (("threshold", threshold is not None), ("baseline", baseline is not None)) if on)
-        return [(False, f"FAIL: no total_score to check against the {gates} (no sample was counted)")]
+        return [*out, (False, f"FAIL: no total_score to check against the {gates} (no sample was counted)")]
     if "out_of_range" in reasons:
-        return [(False, f"FAIL: {_out_of_range_text(outcome)}")]
-    out: list[tuple[bool, str]] = []
+        return [*out, (False, f"FAIL: {_out_of_range_text(outcome)}")]
     if threshold is not None:
         if outcome.settings.threshold_on == "lower":
             ci = summary["ci"]["total_score"]
@@ -686,6 +747,15 @@ def gate_results(outcome: RunOutcome) -> list[tuple[bool, str]]:
     if baseline is not None:
         out += _baseline_gate(baseline)
     return out
+
+
+def _budget_gate(budget: BudgetSpend | None) -> list[tuple[bool, str]]:
+    """The budget as a gate: a run it cut short fails."""
+    if budget is None:
+        return []
+    if budget["stopped"]:
+        return [(False, f"FAIL: budget: {budget['stopped']}; {budget['n_not_run']} sample(s) not run")]
+    return [(True, f"PASS: budget: {budget['spent_tokens']} tokens reported, within the budget")]
 
 
 def _baseline_gate(baseline: BaselineComparison) -> list[tuple[bool, str]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 #: Version of the JSON report's layout; a baseline of another version is refused.
 SCHEMA_VERSION = 1
@@ -218,6 +218,17 @@ class Cost(TypedDict):
     total_spent: float | None
 
 
+class BudgetSpend(TypedDict):
+    """Spend against --mia-budget-tokens / --mia-budget-usd."""
+
+    tokens: int | None  # the token budget
+    usd: float | None  # the dollar budget
+    spent_tokens: int  # every token the endpoints reported, prompt + completion
+    spent_usd: float | None  # at the --mia-price prices (None without)
+    stopped: str | None  # why the budget stopped the run (None: it did not)
+    n_not_run: int  # samples selected but not run
+
+
 class ConfidenceIntervals(TypedDict):
     """Bootstrap intervals, ``[low, high]`` (None for no data)."""
 
@@ -374,6 +385,7 @@ class Summary(Tally):
     finished_ahead: list[str]
     ci: ConfidenceIntervals
     cost: Cost | None  # None: no --mia-price
+    budget: BudgetSpend | None  # None: no --mia-budget-tokens / --mia-budget-usd
     judge_spread: JudgeSpread | None  # None: no --mia-judge-repeats > 1
     baseline: BaselineComparison | None  # None: no --mia-baseline
 
@@ -500,6 +512,8 @@ class Report(TypedDict):
     baseline: BaselineComparison | None
     usage: UsageTotals
     cost: Cost | None
+    budget: BudgetSpend | None
+    estimate: dict[str, Any] | None  # --mia-estimate: what the run would call and spend (estimate.py)
     model: ModelInfo
     judge: JudgeInfo
     protocol: ProtocolInfo

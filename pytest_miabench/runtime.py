@@ -19,7 +19,17 @@ from .client import ScrubFilter, endpoints
 from .dataset import DatasetError, Source
 from .engine import Engine
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
-from .keys import ENGINE_KEY, MODEL_RUN_KEY, RESULT_KEY, SOURCE_KEY, TIMEOUT_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF, WORKERINPUT_MODEL_RUN
+from .keys import (
+    BUDGET_KEY,
+    ENGINE_KEY,
+    MODEL_RUN_KEY,
+    RESULT_KEY,
+    SOURCE_KEY,
+    TIMEOUT_KEY,
+    UNCLAIMED_KEY,
+    WORKERINPUT_HANDOFF,
+    WORKERINPUT_MODEL_RUN,
+)
 from .protocols.base import Protocol
 from .settings import Settings
 
@@ -124,12 +134,20 @@ class BenchRuntime:
                 except CacheError as exc:
                     # Answers are worth more than the cache: run without it, loudly.
                     self._warn(f"{exc}; running without it")
-            workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1))
+            workerinput = getattr(self.config, "workerinput", {})
+            workers = int(workerinput.get("workercount", 1))
             source = load_source(self.config, self.settings)
             # Installed once openai (and httpx) are imported, so their loggers exist.
             self._scrubber = ScrubFilter([secret for endpoint in endpoints(self.settings) for secret in endpoint.secrets()])
             self._engine = Engine(
-                self.settings, source, self.protocols, response_cache, workers, self._model_run(), self._handoff(response_cache)
+                self.settings,
+                source,
+                self.protocols,
+                response_cache,
+                workers,
+                self._model_run(),
+                self._handoff(response_cache),
+                worker=workerinput.get("workerid"),
             )
             self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine
@@ -199,7 +217,7 @@ class BenchRuntime:
         controller), so it looks at most one item ahead: never an API call for
         a sample another worker will run.
         """
-        if not isinstance(item, MiaItem):
+        if not isinstance(item, MiaItem) or self.settings.estimate:
             return None
         engine = self.engine()
         window = self.settings.concurrency
@@ -248,6 +266,8 @@ class BenchRuntime:
         if call.when == "call" and RESULT_KEY in item.stash:
             result = item.stash[RESULT_KEY]
             report.mia_result = _wire(result) if self.is_worker else result
+        if call.when == "call" and BUDGET_KEY in item.stash:
+            report.mia_budget = item.stash[BUDGET_KEY]
         if call.when == "teardown" and self._engine is not None:
             for problem in self._engine.problems():
                 self._warn(problem)

@@ -228,6 +228,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-max-drop", _unit_float, None, "fail the session unless the 95% CI of the paired change (this run - baseline) against --mia-baseline lies at or above -X (non-inferiority)", "X"),
     Option("--mia-baseline-common", _bool, False, "compare with a baseline of other samples on the samples both share (marked partial) instead of refusing it", None, True),
     Option("--mia-price", _prices, None, "estimate cost: NAME=IN/OUT dollars per million input/output tokens, comma-separated", "NAME=IN/OUT"),
+    Option("--mia-estimate", _bool, False, "collect as usual, make no API call, and print what the run would call and spend (calls, tokens, cache hits, cost range with --mia-price); the items are skipped", None, True),
+    Option("--mia-budget-tokens", _positive_int, None, "stop the run once the endpoints have reported N tokens (model and judge, input and output): no new call starts, calls in flight finish, the run fails", "N"),
+    Option("--mia-budget-usd", _positive_float, None, "stop the run once it has spent X dollars at the --mia-price prices (needs --mia-price)", "X"),
     Option("--mia-seed", _seed, 0, "seed of the bootstrap confidence intervals (default 0)", "N"),
 )
 
@@ -323,6 +326,9 @@ class Settings:
     max_drop: float | None = None
     baseline_common: bool = False
     price: tuple[tuple[str, float, float], ...] | None = None
+    estimate: bool = False
+    budget_tokens: int | None = None
+    budget_usd: float | None = None
     seed: int = 0
     # Not options: whether the key variables were named by the user.
     api_key_env_explicit: bool = False
@@ -373,11 +379,20 @@ def resolve(config: pytest.Config) -> Settings:
         raise pytest.UsageError(f"{sources['max_drop']}: needs --mia-baseline PATH (the report to compare with)")
     if settings.baseline_common and not settings.baseline:
         raise pytest.UsageError(f"{sources['baseline_common']}: needs --mia-baseline PATH (the report to compare with)")
+    if settings.budget_usd is not None and not settings.price:
+        raise pytest.UsageError(f"{sources['budget_usd']}: needs --mia-price NAME=IN/OUT (the dollars per million tokens of the model and the judge)")
     if settings.enabled and not settings.model:
         raise pytest.UsageError(
             "--mia-bench needs the model under test: pass --mia-model NAME (or set mia_model in the ini file); "
             "to try the plugin first, with no key and no network: pytest --mia-bench --mia-demo"
         )
+    if settings.enabled and settings.budget_usd is not None and settings.price:
+        priced = {name for name, _, _ in settings.price}
+        if settings.model not in priced and settings.judge_model not in priced:
+            raise pytest.UsageError(
+                f"{sources['budget_usd']}: --mia-price names neither the model ({settings.model}) nor the judge "
+                f"({settings.judge_model}), so nothing would count against the budget"
+            )
     if settings.enabled:
         _check_urls(settings, sources)
         _check_mock(settings, sources)
