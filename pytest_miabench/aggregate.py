@@ -8,6 +8,7 @@ sample index: floating-point sums do not depend on which worker ran what.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -663,6 +664,30 @@ GATE_NODEID = "mia-bench::gate"
 _GATE_LOCATION = ("mia-bench", None, "mia-bench gate")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Crash:
+    message: str
+    path: str = "mia-bench"
+    lineno: int | None = None
+
+
+class GateFailure:
+    """The gate's failure text, shaped like pytest's own failure reprs: the
+    terminal prints it (``toterminal``), and the short summary line and JUnit's
+    ``message`` read ``reprcrash.message`` (pytest before 8.1 reads no message
+    from a plain string)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.reprcrash = _Crash(reason)
+
+    def toterminal(self, tw: Any) -> None:
+        tw.line(self.reason)
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 def report_gate(config: pytest.Config, session: pytest.Session, failures: list[str]) -> None:
     """Report the gates as one test through pytest's own hooks, as a runner
     reports an item (logstart, setup/call/teardown reports, logfinish): the
@@ -675,7 +700,7 @@ def report_gate(config: pytest.Config, session: pytest.Session, failures: list[s
     for when in ("setup", "call", "teardown"):
         failed = when == "call" and bool(failures)
         report = pytest.TestReport(
-            GATE_NODEID, _GATE_LOCATION, {}, "failed" if failed else "passed", "; ".join(failures) if failed else None, when
+            GATE_NODEID, _GATE_LOCATION, {}, "failed" if failed else "passed", cast(Any, GateFailure("; ".join(failures))) if failed else None, when
         )
         config.hook.pytest_runtest_logreport(report=report)
     config.hook.pytest_runtest_logfinish(nodeid=GATE_NODEID, location=_GATE_LOCATION)
