@@ -4,6 +4,7 @@ model and one judge call per sample in every mode."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import xml.etree.ElementTree as ET
@@ -200,3 +201,45 @@ def test_the_window_stays_full_behind_a_slow_head(pytester: pytest.Pytester, dat
         # Reported in run order all the same.
         order = [line.split()[0] for line in result.stdout.lines if line.startswith("mia-bench::")]
         assert order == [f"mia-bench::{i:04d}" for i in range(N_SAMPLES)]
+
+
+def test_images_are_prepared_in_run_order(pytester: pytest.Pytester, dataset: Path) -> None:
+    """The first window's images are prepared first: a sample never waits
+    for the images of samples that start after it (the pool is first in,
+    first out).  The old look-ahead queued the next window's images ahead
+    of the first window's."""
+    concurrency = 4
+    pytester.makeconftest(
+        """
+        import json
+        import threading
+
+        from pytest_miabench import engine
+
+        started = []
+        lock = threading.Lock()
+        prepare_image = engine.Engine._prepare_image
+
+        def logged(self, index):
+            with lock:
+                started.append(index)
+            return prepare_image(self, index)
+
+        def pytest_configure(config):
+            engine.Engine._prepare_image = logged
+
+        def pytest_unconfigure(config):
+            with open("prepared.json", "w") as out:
+                json.dump(started, out)
+        """
+    )
+    with OpenAIServer(judge_model="judge") as server:
+        bench = Bench(pytester, server, dataset)
+        # A subprocess: the conftest patches the engine for the whole process.
+        result = bench.run(f"--mia-concurrency={concurrency}", "-p", "no:cacheprovider", "-p", "no:randomly", subprocess=True)
+        result.assert_outcomes(passed=N_SAMPLES)
+    started = json.loads((pytester.path / "prepared.json").read_text())
+    assert sorted(started) == list(range(N_SAMPLES))  # each image once
+    # Two image threads take the queue in order; two taken together may log
+    # in either order.  The old order began with samples 4-7.
+    assert all(started.index(index) <= concurrency for index in range(concurrency)), started
