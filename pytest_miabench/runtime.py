@@ -24,9 +24,9 @@ from .keys import ENGINE_KEY, MODEL_RUN_KEY, RESULT_KEY, SOURCE_KEY, TIMEOUT_KEY
 from .protocols.base import Protocol
 from .settings import Settings
 
-#: How many windows of finished samples may wait for their items behind a
-#: slow head before the feeder pauses (memory, and calls paid for that an
-#: interrupted run never reports).
+#: Windows of samples the feeder may start beyond the one in flight while
+#: their items wait behind a slow one: the run holds at most
+#: ``(1 + AHEAD_WINDOWS) * concurrency`` unreported results.
 AHEAD_WINDOWS = 4
 
 
