@@ -64,12 +64,8 @@ class Feeder(Generic[T]):
 
     @property
     def running(self) -> int:
+        """Elements started and not ended (read without the lock: a snapshot)."""
         return self._running
-
-    @property
-    def started(self) -> int:
-        """Positions before this one were started (or passed over)."""
-        return self._next
 
     def advance(self, position: int) -> None:
         """``position``'s turn has come: start it now if it has not started,
