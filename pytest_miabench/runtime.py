@@ -222,8 +222,8 @@ class BenchRuntime:
 
     def _new_feeder(self, engine: Engine) -> Feeder[Sample]:
         window = self.settings.concurrency
-        # -x / --maxfail: no sample runs more than the window ahead of its
-        # item, so a stop wastes at most N-1 samples' calls (README, Speed).
+        # -x / --maxfail: no sample starts more than N-1 items ahead of the
+        # running one, so a stop wastes at most N-1 samples' calls (README, Speed).
         ahead = 0 if self.config.getoption("maxfail", 0) else AHEAD_WINDOWS * window
         return Feeder([item.sample for item in self._items], engine.submit, window, ahead, engine.prefetch_image)
 
