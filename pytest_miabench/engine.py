@@ -2,9 +2,9 @@
 
 The engine puts the parts together: a ``LoopThread`` for the HTTP calls, a
 ``Prefetcher`` for images, the cache, one ``Caller`` per role, and
-``pipeline.run_sample`` for each sample. The runtime (with ``feeder.Feeder``)
+``pipeline.run_sample`` for each sample.  The runtime (with ``feeder.Feeder``)
 decides what to submit ahead of its turn; an item then waits for its own
-sample's result. A sample is submitted at most once per item run, so the
+sample's result.  A sample is submitted at most once per item run, so the
 server sees one model call and one judge call per sample and protocol; a
 result is handed out once, so a rerun (pytest-rerunfailures) really runs the
 sample again.
