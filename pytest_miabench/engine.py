@@ -2,11 +2,12 @@
 
 The engine puts the parts together: a ``LoopThread`` for the HTTP calls, a
 ``Prefetcher`` for images, the cache, one ``Caller`` per role, and
-``pipeline.run_sample`` for each sample.  The runtime decides what to submit
-ahead of its turn; an item then waits for its own sample's result.  A sample
-is submitted at most once per item run, so the server sees one model call
-and one judge call per sample and protocol; a result is handed out once, so a rerun
-(pytest-rerunfailures) really runs the sample again.
+``pipeline.run_sample`` for each sample.  The runtime (with ``feeder.Feeder``)
+decides what to submit ahead of its turn; an item then waits for its own
+sample's result.  A sample is submitted at most once per item run, so the
+server sees one model call and one judge call per sample and protocol; a
+result is handed out once, so a rerun (pytest-rerunfailures) really runs the
+sample again.
 """
 
 from __future__ import annotations
@@ -156,14 +157,17 @@ class Engine:
 
     # -- samples -------------------------------------------------------------
 
-    def submit(self, sample: Sample) -> None:
-        """Start a sample's pipeline unless it is running or done unclaimed."""
+    def submit(self, sample: Sample) -> concurrent.futures.Future[SampleRecord]:
+        """Start a sample's pipeline unless it is running or done unclaimed;
+        returns its future, done when the pipeline has ended."""
         with self._lock:
-            if sample.index in self._jobs:
-                return
-            job = _Job(new_record(sample))
-            self._jobs[sample.index] = job
-            job.future = self.loop.submit(self._run(sample, job))
+            job = self._jobs.get(sample.index)
+            if job is None:
+                job = _Job(new_record(sample))
+                self._jobs[sample.index] = job
+                job.future = self.loop.submit(self._run(sample, job))
+            assert job.future is not None
+            return job.future
 
     async def _run(self, sample: Sample, job: _Job) -> SampleRecord:
         record = job.record

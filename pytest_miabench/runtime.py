@@ -16,8 +16,9 @@ import pytest
 
 from .cache import CacheError, ResponseCache
 from .client import ScrubFilter, endpoints
-from .dataset import DatasetError, Source
+from .dataset import DatasetError, Sample, Source
 from .engine import Engine
+from .feeder import Feeder
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
 from .keys import (
     BUDGET_KEY,
@@ -32,6 +33,11 @@ from .keys import (
 )
 from .protocols.base import Protocol
 from .settings import Settings
+
+#: Windows of samples the feeder may start beyond the one in flight while
+#: their items wait behind a slow one: the run holds at most
+#: ``(1 + AHEAD_WINDOWS) * concurrency`` unreported results.
+AHEAD_WINDOWS = 4
 
 
 def load_source(config: pytest.Config, settings: Settings) -> Source:
@@ -86,9 +92,8 @@ class BenchRuntime:
         self._engine: Engine | None = None
         self._scrubber: ScrubFilter | None = None
         self._positions: dict[str, int] = {}
-        self._items: list[pytest.Item] = []
-        self._submitted_to = 0  # positions below this were submitted
-        self._prefetched_to = 0  # ... or their images prefetched
+        self._items: list[MiaItem] = []
+        self._feeder: Feeder[Sample] | None = None
         self._warned: set[str] = set()
 
     # -- collection --------------------------------------------------------
@@ -179,6 +184,8 @@ class BenchRuntime:
         return self.config.stash.get(MODEL_RUN_KEY, None)
 
     def _close(self) -> None:
+        if self._feeder is not None:
+            self._feeder.stop()  # nothing starts while the engine closes
         engine, self._engine = self._engine, None
         if engine is None:
             return
@@ -202,45 +209,41 @@ class BenchRuntime:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
-        self._items = list(session.items)
+        self._items = [item for item in session.items if isinstance(item, MiaItem)]
         self._positions = {item.nodeid: i for i, item in enumerate(self._items)}
-        self._submitted_to = self._prefetched_to = 0
+        self._feeder = None
         return (yield)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         """Submit work ahead of the item's turn.
 
-        In one process the run order is ``session.items``, so the next
-        ``concurrency`` items are submitted.  An xdist worker only knows the
-        item it runs and the one queued after it (both given to it by the
-        controller), so it looks at most one item ahead: never an API call for
-        a sample another worker will run.
+        In one process the run order is ``session.items``: the feeder keeps
+        ``concurrency`` samples of it in flight (feeder.py).  An xdist worker
+        only knows the item it runs and the one queued after it (both given
+        to it by the controller), so it looks at most one item ahead: never
+        an API call for a sample another worker will run.
         """
         if not isinstance(item, MiaItem) or self.settings.estimate:
             return None
         engine = self.engine()
-        window = self.settings.concurrency
-        engine.submit(item.sample)
-        if self.is_worker:
-            if window > 1 and isinstance(nextitem, MiaItem):
+        pos = self._positions.get(item.nodeid)
+        if self.is_worker or pos is None:
+            engine.submit(item.sample)
+            if self.is_worker and self.settings.concurrency > 1 and isinstance(nextitem, MiaItem):
                 engine.submit(nextitem.sample)
             return None
-        pos = self._positions.get(item.nodeid)
-        if pos is None:
-            return None
-        # The window moves one item per item: submit only what entered it.
-        end = pos + window
-        for ahead in self._items[max(pos + 1, self._submitted_to) : end]:
-            if isinstance(ahead, MiaItem):
-                engine.submit(ahead.sample)
-        self._submitted_to = max(self._submitted_to, end)
-        # Images of the next window are prepared meanwhile (no API call).
-        for ahead in self._items[max(end, self._prefetched_to) : end + window]:
-            if isinstance(ahead, MiaItem):
-                engine.prefetch_image(ahead.sample)
-        self._prefetched_to = max(self._prefetched_to, end + window)
+        if self._feeder is None:
+            self._feeder = self._new_feeder(engine)
+        self._feeder.advance(pos)
         return None
+
+    def _new_feeder(self, engine: Engine) -> Feeder[Sample]:
+        window = self.settings.concurrency
+        # -x / --maxfail: no sample starts more than N-1 items ahead of the
+        # running one, so a stop wastes at most N-1 samples' calls (README, Speed).
+        ahead = 0 if self.config.getoption("maxfail", 0) else AHEAD_WINDOWS * window
+        return Feeder([item.sample for item in self._items], engine.submit, window, ahead, engine.prefetch_image)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> bool | None:

@@ -4,6 +4,7 @@ model and one judge call per sample in every mode."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import xml.etree.ElementTree as ET
@@ -154,3 +155,91 @@ def test_loadscope_is_warned_about(pytester: pytest.Pytester, dataset: Path) -> 
         result = Bench(pytester, server, dataset).run("-n", "2", "--dist=loadscope", "--mia-limit=2", "-p", "no:cacheprovider")
         result.assert_outcomes(passed=2)
         result.stdout.fnmatch_lines(["*--dist loadscope sends every MIA-Bench sample to one worker; use --dist load or worksteal*"])
+
+
+def test_the_window_stays_full_behind_a_slow_head(pytester: pytest.Pytester, dataset: Path, rows: list[dict[str, Any]]) -> None:
+    """Sample 0's model call is held until every other sample is judged; the
+    others only get an answer when ``concurrency - 1`` of their calls are at
+    the server at once (a barrier).  So the run can only finish early if,
+    while the head is stuck, each sample that ends is replaced at once by
+    the next one in run order.  A window that moves one position per
+    finished item stops after samples 1-3 and leaves the head waiting."""
+    concurrency = 4
+    others = N_SAMPLES - 1
+    assert others % (concurrency - 1) == 0  # the barrier's last round is full
+    held = 30.0  # how long the head waits at most; the old window always waits it out
+    all_judged = threading.Event()
+    judged: set[int] = set()
+    lock = threading.Lock()
+    barrier = threading.Barrier(concurrency - 1, timeout=held)
+    released_by_others: list[bool] = []
+
+    def script(request: Request) -> Reply:
+        sample = sample_of(request, rows)
+        if sample == 0:
+            if request.role == "model":
+                released_by_others.append(all_judged.wait(held))
+                return Reply("answer 0")
+            return Reply("total score: 5/10")
+        barrier.wait()  # answered only when concurrency - 1 others are in flight
+        if request.role == "model":
+            return Reply(f"answer {sample}")
+        with lock:
+            judged.add(sample)
+            if len(judged) == others:
+                all_judged.set()
+        return Reply("total score: 5/10")
+
+    with OpenAIServer(script, judge_model="judge") as server:
+        bench = Bench(pytester, server, dataset)
+        result = bench.run(f"--mia-concurrency={concurrency}", "-p", "no:cacheprovider", "-p", "no:randomly", "-v")
+        assert released_by_others == [True], "the other samples did not all run while the head was held"
+        result.assert_outcomes(passed=N_SAMPLES)
+        assert server.max_in_flight == concurrency
+        for role in ("model", "judge"):
+            assert Counter(sample_of(r, rows) for r in server.by_role(role)) == Counter(range(N_SAMPLES)), role
+        # Reported in run order all the same.
+        order = [line.split()[0] for line in result.stdout.lines if line.startswith("mia-bench::")]
+        assert order == [f"mia-bench::{i:04d}" for i in range(N_SAMPLES)]
+
+
+def test_images_are_prepared_in_run_order(pytester: pytest.Pytester, dataset: Path) -> None:
+    """The first window's images are prepared first: a sample never waits
+    for the images of samples that start after it (the pool is first in,
+    first out).  The old look-ahead queued the next window's images ahead
+    of the first window's."""
+    concurrency = 4
+    pytester.makeconftest(
+        """
+        import json
+        import threading
+
+        from pytest_miabench import engine
+
+        started = []
+        lock = threading.Lock()
+        prepare_image = engine.Engine._prepare_image
+
+        def logged(self, index):
+            with lock:
+                started.append(index)
+            return prepare_image(self, index)
+
+        def pytest_configure(config):
+            engine.Engine._prepare_image = logged
+
+        def pytest_unconfigure(config):
+            with open("prepared.json", "w") as out:
+                json.dump(started, out)
+        """
+    )
+    with OpenAIServer(judge_model="judge") as server:
+        bench = Bench(pytester, server, dataset)
+        # A subprocess: the conftest patches the engine for the whole process.
+        result = bench.run(f"--mia-concurrency={concurrency}", "-p", "no:cacheprovider", "-p", "no:randomly", subprocess=True)
+        result.assert_outcomes(passed=N_SAMPLES)
+    started = json.loads((pytester.path / "prepared.json").read_text())
+    assert sorted(started) == list(range(N_SAMPLES))  # each image once
+    # Two image threads take the queue in order; two taken together may log
+    # in either order.  The old order began with samples 4-7.
+    assert all(started.index(index) <= concurrency for index in range(concurrency)), started
