@@ -5,6 +5,7 @@ client, and a query in any base URL sent as given, its secrets never shown."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from support.scripted import per_sample
-from support.server import OpenAIServer
+from support.server import OpenAIServer, Reply, Request
 
 from conftest import SMALL_ROWS, Bench
 
@@ -48,8 +49,18 @@ def deployment_url(server: OpenAIServer, name: str, portal: bool = True) -> str:
     return f"{base}/chat/completions?api-version={VERSION}" if portal else base
 
 
-def scored_run(bench: Bench, rows: list[dict[str, Any]], *extra: str) -> pytest.RunResult:
+def scored_run(bench: Bench, rows: list[dict[str, Any]], *extra: str, echo: bool = False) -> pytest.RunResult:
+    """A run whose judge gives the scores of SCORES; with ``echo``, the model
+    echoes the credential it was sent (encoded) in every answer."""
     per_sample(bench, rows, SMALL_ROWS, SCORES)
+    if echo:
+        inner = bench.server.script
+
+        def echoing(request: Request) -> Reply:
+            reply = inner(request)
+            return dataclasses.replace(reply, echo_credentials=True) if request.role == "model" else reply
+
+        bench.server.script = echoing
     return bench.run(*extra)
 
 
@@ -70,6 +81,7 @@ def test_a_whole_run_against_azure_deployments_as_model_and_judge(
         f"--mia-judge-base-url={deployment_url(azure_server, 'judge', portal=False)}",
         f"--mia-judge-api-version={VERSION}",
         *(["-n", "2"] if xdist else []),
+        echo=True,
     )
     result.assert_outcomes(passed=6)
     report = bench.report()
@@ -95,6 +107,8 @@ def test_a_whole_run_against_azure_deployments_as_model_and_judge(
             f"mia-bench: judge: *(Azure OpenAI deployment judge, api-version {VERSION}), key from $AZURE_OPENAI_API_KEY (api-key header)",
         ]
     )
+    # The model echoed the key in every answer: scrubbed before anything was written.
+    assert all("b64=*** hex=***" in s["response"] for s in report["samples"])
     assert AZURE_KEY not in everything_written(bench, result)
 
 
@@ -110,6 +124,7 @@ def test_an_entra_id_token_is_sent_as_a_bearer_token_instead_of_the_key(
             rows,
             f"--mia-base-url={deployment_url(server, 'vlm-deploy', portal=False)}",
             f"--mia-judge-base-url={deployment_url(server, 'judge', portal=False)}",
+            echo=True,
         )
         result.assert_outcomes(passed=6)
         assert len(server.requests) == 12
@@ -118,6 +133,7 @@ def test_an_entra_id_token_is_sent_as_a_bearer_token_instead_of_the_key(
             assert parse_qsl(urlsplit(request.path).query) == [("api-version", VERSION)]
     assert bench.report()["total_score"] == pytest.approx(EXPECTED_TOTAL, abs=1e-12)
     result.stdout.fnmatch_lines(["mia-bench: model: *Microsoft Entra ID token from $AZURE_OPENAI_AD_TOKEN (Authorization: Bearer)"])
+    assert all("b64=*** hex=***" in s["response"] for s in bench.report()["samples"])
     assert AD_TOKEN not in everything_written(bench, result)
 
 

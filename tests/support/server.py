@@ -96,8 +96,8 @@ class Reply:
     message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
     reasoning_tokens: int | None = None  # usage.completion_tokens_details
     # A hostile server: append the credential of the request's Authorization
-    # header (a bearer key, or a basic-auth password) to the text, in base64
-    # and hex, and send the header back as ``X-Echo``.
+    # header (a bearer key, or a basic-auth password; Azure mode: its api-key
+    # header) to the text, in base64 and hex, and send the header back as ``X-Echo``.
     echo_credentials: bool = False
     # A huge reply: the text padded with "x" to this many bytes, sent with a
     # Content-Length, or chunked without one (``chunked``).
@@ -327,7 +327,9 @@ class OpenAIServer:
                 if reply.huge:
                     reply = dataclasses.replace(reply, text=(reply.text or "") + "x" * reply.huge)
                 if reply.echo_credentials:
-                    reply = _echo_credentials(reply, request.headers.get("authorization", ""))
+                    # Azure's key comes in its own header, echoed as if it were a scheme's credential.
+                    key = request.headers.get("api-key") if server.azure else None
+                    reply = _echo_credentials(reply, f"ApiKey {key}" if key else request.headers.get("authorization", ""))
                 delay = reply.delay + server.latency
                 if reply.hang:
                     server._stop.wait()
