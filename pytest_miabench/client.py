@@ -266,7 +266,7 @@ def _identity_token_provider() -> Callable[[], Any]:
     (settings.py checked that azure-identity is installed).  Its tokens are
     fetched (and cached) by its synchronous provider, in a worker thread:
     the credential chain may run a CLI, which must not stall the calls."""
-    from azure.identity import DefaultAzureCredential, get_bearer_token_provider  # type: ignore[import-not-found]
+    from azure.identity import DefaultAzureCredential, get_bearer_token_provider
 
     fetch = get_bearer_token_provider(DefaultAzureCredential(), _AZURE_SCOPE)
 

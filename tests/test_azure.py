@@ -252,3 +252,18 @@ def test_a_secret_in_a_query_is_sent_but_never_shown(bench: Bench, rows: list[di
     result.stdout.fnmatch_lines([f"mia-bench: model: {shown}, *"])
     written = everything_written(bench, result) + (bench.pytester.path / "junit.xml").read_text(encoding="utf-8")
     assert secret not in written
+
+
+def test_the_api_versions_have_ini_twins(
+    pytester: pytest.Pytester, azure_server: OpenAIServer, small_dataset: Path, azure_env: None
+) -> None:
+    pytester.makeini("[pytest]\nmia_api_version = 2025-01-01\nmia_judge_api_version = 2024-06-01\n")
+    bench = Bench(pytester, azure_server, small_dataset)
+    result = bench.run(
+        f"--mia-base-url={deployment_url(azure_server, 'vlm-deploy', portal=False)}",
+        f"--mia-judge-base-url={deployment_url(azure_server, 'judge', portal=False)}",
+        "--mia-limit=1",
+    )
+    result.assert_outcomes(passed=1)
+    assert [urlsplit(r.path).query for r in azure_server.by_role("model")] == ["api-version=2025-01-01"]
+    assert [urlsplit(r.path).query for r in azure_server.by_role("judge")] == ["api-version=2024-06-01"]
