@@ -162,6 +162,11 @@ class Endpoint:
         """A Microsoft Entra ID token for Azure, sent instead of the key."""
         return (os.environ.get(AZURE_TOKEN_ENV) or None) if self.azure else None
 
+    def uses_token(self) -> bool:
+        """Whether an Entra ID token is sent instead of a key: one in
+        $AZURE_OPENAI_AD_TOKEN, or azure-identity's for a deployment without a key."""
+        return self.ad_token() is not None or (self.deployment is not None and self.env_key() is None)
+
     def key_withheld(self) -> bool:
         """True when the default key exists but this host must not get it."""
         if self.key_env_explicit or self.base_url is None or self.env_key() is None or self.azure:
@@ -1101,6 +1106,12 @@ def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     if status in (400, 401, 403) and endpoint.key_withheld():
         flag = "--mia-judge-api-key-env" if endpoint.role == "judge" else "--mia-api-key-env"
         detail += f" (no key sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it with {flag})"
+    elif status in (401, 403) and endpoint.uses_token():
+        source = f"${AZURE_TOKEN_ENV}" if endpoint.ad_token() is not None else "azure-identity"
+        detail += (
+            f" (a Microsoft Entra ID token from {source} was sent instead of a key: it may have expired, "
+            "or the identity lacks an Azure OpenAI role such as Cognitive Services OpenAI User)"
+        )
     elif status in (401, 403) and endpoint.key() is None:
         detail += f" (no key: ${endpoint.api_key_env} is not set)"
     return detail

@@ -267,3 +267,19 @@ def test_the_api_versions_have_ini_twins(
     result.assert_outcomes(passed=1)
     assert [urlsplit(r.path).query for r in azure_server.by_role("model")] == ["api-version=2025-01-01"]
     assert [urlsplit(r.path).query for r in azure_server.by_role("judge")] == ["api-version=2024-06-01"]
+
+
+def test_a_refused_entra_id_token_says_what_was_sent(
+    pytester: pytest.Pytester, azure_server: OpenAIServer, small_dataset: Path, azure_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment that wants its key, sent a token (which wins over the key): a 401 names the token."""
+    monkeypatch.setenv("AZURE_OPENAI_AD_TOKEN", AD_TOKEN)
+    bench = Bench(pytester, azure_server, small_dataset)
+    result = bench.run(
+        f"--mia-base-url={deployment_url(azure_server, 'vlm-deploy')}", f"--mia-judge-base-url={deployment_url(azure_server, 'judge')}", "--mia-concurrency=1"
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*HTTP 401: Access denied* (a Microsoft Entra ID token from $AZURE_OPENAI_AD_TOKEN was sent instead of a key: it may have expired*"])
+    assert len(azure_server.requests) == 3
+    assert all(r.headers["authorization"] == f"Bearer {AD_TOKEN}" and "api-key" not in r.headers for r in azure_server.requests)
+    assert AD_TOKEN not in everything_written(bench, result)
