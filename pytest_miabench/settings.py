@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .urls import azure_deployment, azure_deployment_problem, is_azure_v1, query_pairs, shown_url, strip_userinfo
+from .urls import azure_deployment, azure_deployment_problem, is_azure_v1, query_pairs, shown_url
 
 # lmms-eval moved MIA-Bench here on 2026-07-30 (its PR #1416); the old id
 # names the same data and is still accepted (see dataset.HUB_ALIASES).
@@ -548,7 +548,7 @@ def _azure_identity_installed() -> bool:
 
 def tls_urls(settings: Settings) -> list[str]:
     """The endpoint URLs of the run that use TLS (the default endpoint,
-    api.openai.com, does; the built-in mock does not), userinfo dropped."""
+    api.openai.com, does; the built-in mock does not), as they may be shown."""
     mocked = mock_roles(settings)
     env_url = os.environ.get("OPENAI_BASE_URL")
     urls = [
@@ -556,7 +556,7 @@ def tls_urls(settings: Settings) -> list[str]:
         for role, url in (("model", settings.base_url), ("judge", settings.judge_base_url))
         if role not in mocked
     ]
-    return [strip_userinfo(url) for url in dict.fromkeys(urls) if urlsplit(url).scheme.lower() == "https"]
+    return [shown_url(url) for url in dict.fromkeys(urls) if urlsplit(url).scheme.lower() == "https"]
 
 
 def _check_tls_environment(settings: Settings) -> None:
