@@ -34,11 +34,11 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlencode, urlsplit
 
 from .ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask
-from .settings import DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
-from .urls import authority, origin, strip_userinfo
+from .settings import API_VERSION_ENV, AZURE_TOKEN_ENV, DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
+from .urls import authority, azure_deployment, is_azure_v1, origin, query_pairs, query_secrets, shown_url, strip_userinfo, without_query
 
 if TYPE_CHECKING:
     import openai
@@ -80,16 +80,66 @@ class Endpoint:
     # given with --mia-base-url (a local vLLM or Ollama server, say) unless
     # the user asks for it, so a key is never handed to a host by accident.
     key_env_explicit: bool = True
+    # --mia-api-version: an Azure deployment's api-version when its URL has none.
+    api_version: str | None = None
 
     @property
     def url(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
 
     @property
+    def deployment(self) -> str | None:
+        """The Azure OpenAI deployment the URL names (the classic route), or None."""
+        found = azure_deployment(self.url)
+        return found[1] if found is not None else None
+
+    @property
+    def azure_v1(self) -> bool:
+        """Azure OpenAI's ``/openai/v1`` route: OpenAI-compatible, plain client."""
+        return is_azure_v1(self.url)
+
+    @property
+    def azure(self) -> bool:
+        return self.deployment is not None or self.azure_v1
+
+    def azure_api_version(self) -> str | None:
+        """A deployment's api-version: the URL's, else --mia-api-version, else
+        $OPENAI_API_VERSION (settings.py refuses a deployment with none)."""
+        if self.deployment is None:
+            return None
+        in_url = [value for name, value in query_pairs(self.url) if name == "api-version"]
+        return in_url[0] if in_url else self.api_version or os.environ.get(API_VERSION_ENV)
+
+    @property
+    def client_url(self) -> str:
+        """The base URL the SDK's client is given: no userinfo (httpx and
+        openai log URLs), no query (sent as ``query()``, never appended to
+        by the SDK's path joining), and for a deployment no operation."""
+        found = azure_deployment(self.url)
+        return strip_userinfo(found[0] if found is not None else without_query(self.url))
+
+    def query(self) -> dict[str, str]:
+        """The URL's query parameters, sent with every call (a deployment's
+        api-version is the Azure client's own parameter)."""
+        skip = {"api-version"} if self.deployment is not None else set()
+        return {name: value for name, value in query_pairs(self.url) if name not in skip}
+
+    @property
     def cache_url(self) -> str:
         """The endpoint as the response cache keys it: the built-in mock's
-        port changes every run, its answers do not."""
-        return MOCK_CACHE_URL if self.model == MOCK_MODEL else strip_userinfo(self.url)
+        port changes every run, its answers do not; an Azure deployment is
+        its base URL and api-version (the portal's form and the short one
+        are one endpoint); a credential in a query is not part of it."""
+        if self.model == MOCK_MODEL:
+            return MOCK_CACHE_URL
+        if self.deployment is not None:
+            return shown_url(f"{self.client_url}?{urlencode({'api-version': self.azure_api_version(), **self.query()})}")
+        return shown_url(self.url)
+
+    @property
+    def shown(self) -> str:
+        """The URL as the run header and messages show it."""
+        return shown_url(self.url)
 
     @property
     def url_is_default(self) -> bool:
@@ -108,26 +158,47 @@ class Endpoint:
     def env_key(self) -> str | None:
         return os.environ.get(self.api_key_env) or None
 
+    def ad_token(self) -> str | None:
+        """A Microsoft Entra ID token for Azure, sent instead of the key."""
+        return (os.environ.get(AZURE_TOKEN_ENV) or None) if self.azure else None
+
+    def uses_token(self) -> bool:
+        """Whether an Entra ID token is sent instead of a key: one in
+        $AZURE_OPENAI_AD_TOKEN, or azure-identity's for a deployment without a key."""
+        return self.ad_token() is not None or (self.deployment is not None and self.env_key() is None)
+
     def key_withheld(self) -> bool:
         """True when the default key exists but this host must not get it."""
-        if self.key_env_explicit or self.base_url is None or self.env_key() is None:
+        if self.key_env_explicit or self.base_url is None or self.env_key() is None or self.azure:
             return False
         host = (urlsplit(self.base_url).hostname or "").lower()
         return not (host == "api.openai.com" or host.endswith(".openai.com"))
 
     def key_note(self) -> str:
         """Whether a key is sent, and from where, for the run's header."""
+        if self.ad_token() is not None:
+            return f"Microsoft Entra ID token from ${AZURE_TOKEN_ENV} (Authorization: Bearer)"
         if self.key_withheld():
             flag = "--mia-judge-api-key-env" if self.role == "judge" else "--mia-api-key-env"
             return f"no key sent (${self.api_key_env} goes only to api.openai.com unless named with {flag})"
         if self.env_key() is None:
+            if self.deployment is not None:
+                return "Microsoft Entra ID token from azure-identity (DefaultAzureCredential)"
             return f"no key (${self.api_key_env} is not set)"
-        return f"key from ${self.api_key_env}"
+        return f"key from ${self.api_key_env}" + (" (api-key header)" if self.deployment is not None else "")
+
+    def where_note(self) -> str:
+        """What kind of endpoint the URL is, when it is Azure's, for the run's header."""
+        if self.deployment is not None:
+            return f"Azure OpenAI deployment {self.deployment}, api-version {self.azure_api_version()}"
+        return "Azure OpenAI v1 route, OpenAI-compatible" if self.azure_v1 else ""
 
     def secrets(self) -> tuple[str, ...]:
-        """What must never be printed or stored: the key, and a password
-        (and ``user:password``, which basic auth sends) given in the URL."""
-        found = [key] if (key := self.env_key()) else []
+        """What must never be printed or stored: the key, an Entra ID token,
+        a credential in the URL's query, and a password (and
+        ``user:password``, which basic auth sends) given in the URL."""
+        found = [secret for secret in (self.env_key(), self.ad_token()) if secret]
+        found += query_secrets(self.url)
         if (info := userinfo(self.url)) is not None and info[1]:
             found += [info[1], f"{info[0]}:{info[1]}"]
         return tuple(found)
@@ -145,9 +216,69 @@ def endpoints(settings: Settings) -> tuple[Endpoint, Endpoint]:
     """The model's and the judge's endpoints, as the settings give them."""
     assert settings.model is not None  # resolve() requires it with --mia-bench
     return (
-        Endpoint("model", settings.model, settings.base_url, settings.api_key_env, settings.api_key_env_explicit),
-        Endpoint("judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit),
+        Endpoint("model", settings.model, settings.base_url, settings.api_key_env, settings.api_key_env_explicit, settings.api_version),
+        Endpoint(
+            "judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit, settings.judge_api_version
+        ),
     )
+
+
+def open_client(endpoint: Endpoint, *, timeout: float, http_client: Any) -> openai.AsyncOpenAI:
+    """The SDK's client for a role, its own retries off (``Caller`` retries).
+
+    An Azure deployment gets the SDK's Azure client: the deployment in the
+    path, ``api-version`` in the query, the key in the ``api-key`` header or
+    an Entra ID token as a Bearer token.  Any other endpoint (Azure's
+    ``/openai/v1`` route included) gets the plain client with the key as a
+    Bearer token.  A query in the URL goes with every call as given."""
+    import openai
+
+    basic = endpoint.basic_auth()
+    common: dict[str, Any] = {
+        "base_url": endpoint.client_url,
+        "default_query": endpoint.query() or None,
+        "timeout": timeout,
+        "max_retries": 0,
+        "http_client": http_client,
+    }
+    token = endpoint.ad_token()
+    if endpoint.deployment is None:
+        # Never a password in the URL the client holds: httpx and openai
+        # log URLs.  The userinfo goes as the basic-auth header instead
+        # (as httpx itself sends it, in place of the bearer key).
+        return openai.AsyncOpenAI(
+            api_key=token or endpoint.key() or NO_KEY, default_headers={"Authorization": basic} if basic else None, **common
+        )
+    credential: dict[str, Any]
+    if token is not None:
+        credential = {"azure_ad_token": token}
+    elif (key := endpoint.key()) is not None:
+        credential = {"api_key": key}
+    else:
+        credential = {"azure_ad_token_provider": _identity_token_provider()}
+    # Older SDKs (1.58) also put the key in a Bearer header: the key goes
+    # only in api-key; a token is added per request, over this default.
+    headers: dict[str, Any] = {"Authorization": basic or openai.Omit()}
+    return openai.AsyncAzureOpenAI(api_version=endpoint.azure_api_version(), default_headers=headers, **credential, **common)
+
+
+# The scope of an Entra ID token for Azure OpenAI (Cognitive Services).
+_AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+def _identity_token_provider() -> Callable[[], Any]:
+    """azure-identity's DefaultAzureCredential as the SDK's token provider
+    (settings.py checked that azure-identity is installed).  Its tokens are
+    fetched (and cached) by its synchronous provider, in a worker thread:
+    the credential chain may run a CLI, which must not stall the calls."""
+    from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+
+    fetch = get_bearer_token_provider(DefaultAzureCredential(), _AZURE_SCOPE)
+
+    async def provider() -> str:
+        return await asyncio.to_thread(fetch)
+
+    return provider
 
 
 class CallError(Exception):
@@ -201,7 +332,7 @@ class Redirected(RefusedReply):
     host, with the prompt and the image)."""
 
     def __init__(self, status: int, asked: Any, target: Any) -> None:
-        where = _short(strip_userinfo(str(target)), 200)
+        where = _short(shown_url(str(target)), 200)
         if target.copy_with(fragment=None) == asked.copy_with(fragment=None):
             detail = f"the endpoint redirects (HTTP {status}) {asked.path} to itself: a redirect loop"
             self.systematic = "a redirect loop"
@@ -708,18 +839,7 @@ class Caller:
         # A connection failure names the proxy the calls go through, if any:
         # a dead proxy is not a dead endpoint.
         self.proxy = proxy_for(http_client, endpoint.url)
-        basic = endpoint.basic_auth()
-        self._client = openai.AsyncOpenAI(
-            api_key=endpoint.key() or NO_KEY,
-            # Never a password in the URL the client holds: httpx and openai
-            # log URLs.  The userinfo goes as the basic-auth header instead
-            # (as httpx itself sends it, in place of the bearer key).
-            base_url=strip_userinfo(endpoint.url),
-            default_headers={"Authorization": basic} if basic else None,
-            timeout=timeout,
-            max_retries=0,
-            http_client=http_client,
-        )
+        self._client = open_client(endpoint, timeout=timeout, http_client=http_client)
 
     async def close(self) -> None:
         await self._client.close()
@@ -986,6 +1106,12 @@ def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     if status in (400, 401, 403) and endpoint.key_withheld():
         flag = "--mia-judge-api-key-env" if endpoint.role == "judge" else "--mia-api-key-env"
         detail += f" (no key sent: ${endpoint.api_key_env} goes only to api.openai.com unless you name it with {flag})"
+    elif status in (401, 403) and endpoint.uses_token():
+        source = f"${AZURE_TOKEN_ENV}" if endpoint.ad_token() is not None else "azure-identity"
+        detail += (
+            f" (a Microsoft Entra ID token from {source} was sent instead of a key: it may have expired, "
+            "or the identity lacks an Azure OpenAI role such as Cognitive Services OpenAI User)"
+        )
     elif status in (401, 403) and endpoint.key() is None:
         detail += f" (no key: ${endpoint.api_key_env} is not set)"
     return detail
@@ -1012,13 +1138,16 @@ def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_a
 
 def _chat_path(endpoint: Endpoint) -> str:
     """The URL path a chat completion is posted to."""
-    return urlsplit(endpoint.url).path.rstrip("/") + "/chat/completions"
+    return urlsplit(endpoint.client_url).path.rstrip("/") + "/chat/completions"
 
 
 def _v1_hint(endpoint: Endpoint) -> str:
     """For a 404: OpenAI-compatible servers (Ollama, vLLM) serve under
-    /v1, and a base URL without it is the usual mistake."""
-    url = strip_userinfo(endpoint.url).rstrip("/")
+    /v1, and a base URL without it is the usual mistake; an Azure
+    deployment's 404 is a deployment name or api-version Azure does not know."""
+    if endpoint.deployment is not None:
+        return f"check the Azure deployment name {endpoint.deployment!r} and api-version {endpoint.azure_api_version()!r}"
+    url = endpoint.client_url.rstrip("/")
     if urlsplit(url).path.endswith("/v1"):
         return ""
     return f"the base URL does not end in /v1: try {url}/v1"

@@ -233,7 +233,6 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     from .client import endpoints
     from .settings import MOCK_LABEL, mock_roles
-    from .urls import strip_userinfo
 
     limit = "all" if settings.limit is None else str(settings.limit)
     revision = settings.model_revision or "unset (cached answers reused only to resume an interrupted run)"
@@ -247,8 +246,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         if endpoint.role in mock_roles(settings):
             lines.append(f"mia-bench: {endpoint.role}: {MOCK_LABEL}, no key, nothing leaves this machine")
             continue
-        where = strip_userinfo(endpoint.url)
+        where = endpoint.shown
         if endpoint.url_is_default:
             where += " (default)"
+        if note := endpoint.where_note():
+            where += f" ({note})"
         lines.append(f"mia-bench: {endpoint.role}: {where}, {endpoint.key_note()}")
     return lines

@@ -206,10 +206,11 @@ def _now() -> float:
 
 def _endpoint_url(url: str | None) -> str:
     from .settings import DEFAULT_BASE_URL
-    from .urls import strip_userinfo
+    from .urls import shown_url
 
-    # Any user:password@ a URL may carry is dropped, as everywhere a URL is shown.
-    return strip_userinfo(url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    # Any user:password@ a URL may carry is dropped, and a credential in its
+    # query masked, as everywhere a URL is shown.
+    return shown_url(url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
 
 
 def _passed(outcome: RunOutcome) -> bool:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .urls import strip_userinfo
+from .urls import azure_deployment, azure_deployment_problem, is_azure_v1, query_pairs, shown_url
 
 # lmms-eval moved MIA-Bench here on 2026-07-30 (its PR #1416); the old id
 # names the same data and is still accepted (see dataset.HUB_ALIASES).
@@ -47,6 +47,12 @@ DEFAULT_RATE_LIMIT_WAIT = 300.0
 # verdict, and keeps a runaway or hostile server from filling memory, the
 # judge's prompt, the cache and the reports.
 DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
+# Azure OpenAI: the key variable of an Azure URL unless one is named, the
+# Entra ID token sent instead of a key when set, and the api-version used
+# when the URL has none (the variables the openai SDK's Azure client reads).
+AZURE_KEY_ENV = "AZURE_OPENAI_API_KEY"
+AZURE_TOKEN_ENV = "AZURE_OPENAI_AD_TOKEN"
+API_VERSION_ENV = "OPENAI_API_VERSION"
 
 
 class OptionError(ValueError):
@@ -193,9 +199,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-model-revision", _text, None, "the weights under test (checkpoint hash, tag, snapshot): cached answers are reused across runs only under the same revision", "REV"),
     Option("--mia-base-url", _text, None, "model endpoint, OpenAI-compatible (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the model endpoint's key", "VAR"),
+    Option("--mia-api-version", _text, None, f"api-version of an Azure OpenAI deployment URL that has none in its query (default: ${API_VERSION_ENV})", "VERSION"),
     Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL}); 'mock': the built-in mock judge", "NAME"),
     Option("--mia-judge-base-url", _text, None, "judge endpoint (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-judge-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the judge endpoint's key", "VAR"),
+    Option("--mia-judge-api-version", _text, None, f"api-version of the judge's Azure OpenAI deployment URL, when it has none (default: ${API_VERSION_ENV})", "VERSION"),
     Option("--mia-protocol", _protocol_names, ("evalscope",), "judge protocol(s): evalscope, evalscope-json, lmms-eval, vlmevalkit, apple; a comma-separated list or all judges each answer under every one (the first is the headline)", "NAME[,NAME...]|all"),
     Option("--mia-dataset", _text, DEFAULT_DATASET, "hub dataset id, local hub-layout directory, parquet file or JSON/JSONL file", "ID_OR_PATH"),
     Option("--mia-split", _text, "test", "dataset split (default test)", "NAME"),
@@ -288,9 +296,11 @@ class Settings:
     model_revision: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    api_version: str | None = None
     judge_model: str = DEFAULT_JUDGE_MODEL
     judge_base_url: str | None = None
     judge_api_key_env: str = "OPENAI_API_KEY"
+    judge_api_version: str | None = None
     protocol: str = "evalscope"  # the headline protocol: total_score, the gates, the first line
     # Every protocol that judges, the headline first, as given (plugin.py
     # expands ``all`` and checks the names against the registry).
@@ -374,6 +384,7 @@ def resolve(config: pytest.Config) -> Settings:
     values["judge_api_key_env_explicit"] = sources["judge_api_key_env"] != "default"
     if values["demo"] and values["enabled"]:
         _demo_values(values, sources)
+    _azure_key_envs(values, sources)
     settings = Settings(**values)
     if settings.max_drop is not None and not settings.baseline:
         raise pytest.UsageError(f"{sources['max_drop']}: needs --mia-baseline PATH (the report to compare with)")
@@ -396,6 +407,7 @@ def resolve(config: pytest.Config) -> Settings:
     if settings.enabled:
         _check_urls(settings, sources)
         _check_mock(settings, sources)
+        _check_azure(settings, sources)
         _check_tls_environment(settings)
         if settings.model == MOCK_MODEL and settings.model_revision is None:
             # The built-in mock's weights are known: its answers are reusable.
@@ -447,8 +459,8 @@ def _check_mock(settings: Settings, sources: dict[str, str]) -> None:
 
 def base_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be an OpenAI-compatible base URL, or None."""
-    # A message never shows a password given in the URL.
-    shown = strip_userinfo(url)
+    # A message never shows a password given in the URL, or a key in its query.
+    shown = shown_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a malformed port
@@ -458,6 +470,18 @@ def base_url_problem(url: str) -> str | None:
         return f"{shown!r} is not an http(s) URL"
     if not parts.hostname:
         return f"{shown!r} has no host"
+    return _query_problem(url) or azure_deployment_problem(url)
+
+
+def _query_problem(url: str) -> str | None:
+    """A query is sent with every call as given (the SDK's ``default_query``);
+    what cannot be sent so is refused rather than changed."""
+    shown = shown_url(url)
+    if "#" in url:
+        return f"{shown!r} has a fragment (#...), which no server sees; drop it"
+    names = [name for name, _ in query_pairs(url)]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        return f"{shown!r} repeats the query parameter {', '.join(map(repr, repeated))}, which cannot be sent as given; give each once"
     return None
 
 
@@ -475,9 +499,71 @@ def _check_urls(settings: Settings, sources: dict[str, str]) -> None:
         raise pytest.UsageError(f"OPENAI_BASE_URL in the environment: {problem}")
 
 
+_ROLE_FIELDS = (("model", "model", "base_url", "api_key_env", "api_version"), ("judge", "judge_model", "judge_base_url", "judge_api_key_env", "judge_api_version"))
+
+
+def _role_url(values: Any, model_field: str, url_field: str) -> str | None:
+    """The URL a role's calls go to (None for the built-in mock), from the
+    Settings or the dict of values it is made from."""
+    get = values.get if isinstance(values, dict) else lambda name: getattr(values, name)
+    if get(model_field) == MOCK_MODEL:
+        return None
+    return get(url_field) or os.environ.get("OPENAI_BASE_URL")
+
+
+def _azure_key_envs(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """An Azure OpenAI URL's key is in AZURE_OPENAI_API_KEY unless the user
+    names a variable: an OpenAI key (OPENAI_API_KEY) is not an Azure key."""
+    for _, model_field, url_field, env_field, _ in _ROLE_FIELDS:
+        url = _role_url(values, model_field, url_field)
+        if url and sources[env_field] == "default" and (azure_deployment(url) or is_azure_v1(url)):
+            values[env_field] = AZURE_KEY_ENV
+
+
+def _check_azure(settings: Settings, sources: dict[str, str]) -> None:
+    """An Azure deployment is called with an api-version and a credential;
+    without either, every call would fail: a usage error before any call."""
+    for role, model_field, url_field, env_field, version_field in _ROLE_FIELDS:
+        url = _role_url(settings, model_field, url_field)
+        version = getattr(settings, version_field)
+        flag = "--mia-judge-api-version" if role == "judge" else "--mia-api-version"
+        where = sources[version_field]
+        if url is None or azure_deployment(url) is None:
+            if version is not None:
+                raise pytest.UsageError(
+                    f"{where}: the {role}'s endpoint is not an Azure OpenAI deployment URL (.../openai/deployments/NAME); "
+                    "for another endpoint, put a query parameter it needs in its base URL"
+                )
+            continue
+        in_url = [value for name, value in query_pairs(url) if name == "api-version"]
+        if in_url and version is not None and version != in_url[0]:
+            raise pytest.UsageError(f"{where}: api-version {version!r} contradicts the {role}'s URL, which asks for {in_url[0]!r}; give one")
+        if not (in_url or version or os.environ.get(API_VERSION_ENV)):
+            raise pytest.UsageError(
+                f"the {role}'s Azure OpenAI URL {shown_url(url)} has no api-version: add ?api-version=... to it "
+                f"(as the Azure portal shows it), or give {flag} VERSION or ${API_VERSION_ENV}"
+            )
+        key_env = getattr(settings, env_field)
+        if not (os.environ.get(key_env) or os.environ.get(AZURE_TOKEN_ENV) or _azure_identity_installed()):
+            raise pytest.UsageError(
+                f"the {role}'s Azure OpenAI deployment needs a credential: set ${key_env} to its key "
+                f"(or name another variable with {'--mia-judge-api-key-env' if role == 'judge' else '--mia-api-key-env'}), "
+                f"or ${AZURE_TOKEN_ENV} to a Microsoft Entra ID token, or install azure-identity (DefaultAzureCredential)"
+            )
+
+
+def _azure_identity_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("azure.identity") is not None
+    except ImportError:  # no "azure" namespace at all
+        return False
+
+
 def tls_urls(settings: Settings) -> list[str]:
     """The endpoint URLs of the run that use TLS (the default endpoint,
-    api.openai.com, does; the built-in mock does not), userinfo dropped."""
+    api.openai.com, does; the built-in mock does not), as they may be shown."""
     mocked = mock_roles(settings)
     env_url = os.environ.get("OPENAI_BASE_URL")
     urls = [
@@ -485,7 +571,7 @@ def tls_urls(settings: Settings) -> list[str]:
         for role, url in (("model", settings.base_url), ("judge", settings.judge_base_url))
         if role not in mocked
     ]
-    return [strip_userinfo(url) for url in dict.fromkeys(urls) if urlsplit(url).scheme.lower() == "https"]
+    return [shown_url(url) for url in dict.fromkeys(urls) if urlsplit(url).scheme.lower() == "https"]
 
 
 def _check_tls_environment(settings: Settings) -> None:

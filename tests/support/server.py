@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 _MODEL_RE = re.compile(rb'"model"\s*:\s*"([^"]*)"')
+_AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
 
 
 class _Server(ThreadingHTTPServer):
@@ -47,6 +49,7 @@ class Request:
     role: str  # "judge" when the model name is the judge's, else "model"
     started: float
     _json: Any = None
+    deployment: str | None = None  # Azure mode: the deployment the path names
 
     @property
     def json(self) -> Any:
@@ -93,8 +96,8 @@ class Reply:
     message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
     reasoning_tokens: int | None = None  # usage.completion_tokens_details
     # A hostile server: append the credential of the request's Authorization
-    # header (a bearer key, or a basic-auth password) to the text, in base64
-    # and hex, and send the header back as ``X-Echo``.
+    # header (a bearer key, or a basic-auth password; Azure mode: its api-key
+    # header) to the text, in base64 and hex, and send the header back as ``X-Echo``.
     echo_credentials: bool = False
     # A huge reply: the text padded with "x" to this many bytes, sent with a
     # Content-Length, or chunked without one (``chunked``).
@@ -156,9 +159,20 @@ class OpenAIServer:
     is the base URL to give the client (``http://127.0.0.1:PORT/v1``)."""
 
     def __init__(
-        self, script: Script | None = None, judge_model: str = "judge", latency: float = 0.0, keep_raw: bool = True, host: str = "127.0.0.1"
+        self,
+        script: Script | None = None,
+        judge_model: str = "judge",
+        latency: float = 0.0,
+        keep_raw: bool = True,
+        host: str = "127.0.0.1",
+        azure: str | None = None,
     ) -> None:
-        """``host``: "::1" listens on IPv6 loopback."""
+        """``host``: "::1" listens on IPv6 loopback.  ``azure``: serve only as
+        Azure OpenAI does, ``POST /openai/deployments/NAME/chat/completions
+        ?api-version=...`` (404 otherwise), with an ``api-key`` header ("key")
+        or an Entra ID ``Authorization: Bearer`` token ("entra"), else 401;
+        the role is "judge" when the deployment is named ``judge_model``."""
+        self.azure = azure
         self.script = script or default_script(judge_model)
         self.judge_model = judge_model
         self.latency = latency
@@ -180,9 +194,14 @@ class OpenAIServer:
 
     @property
     def url(self) -> str:
+        return f"{self.origin}/v1"
+
+    @property
+    def origin(self) -> str:
+        """``http://HOST:PORT``, where an Azure mode's paths start."""
         host, port = self._server.server_address[:2]
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}/v1"
+        return f"http://{host}:{port}"
 
     def __enter__(self) -> OpenAIServer:
         self._thread.start()
@@ -228,6 +247,27 @@ class OpenAIServer:
         with self._lock:
             return [r for r in self.requests if r.role == role]
 
+    # -- Azure mode --------------------------------------------------------
+
+    def _azure_refusal(self, request: Request) -> Reply | None:
+        """What Azure answers a request it does not serve (None: served);
+        sets the request's deployment and role from its path."""
+        parts = urlsplit(request.path)
+        found = _AZURE_PATH.match(parts.path)
+        if found is None:
+            return Reply("Resource not found", status=404)
+        request.deployment = found.group(1)
+        request.role = "judge" if request.deployment == self.judge_model else "model"
+        if not any(name == "api-version" and value for name, value in parse_qsl(parts.query)):
+            return Reply("Resource not found", status=404)
+        if self.azure == "entra":
+            authorized = request.headers.get("authorization", "").startswith("Bearer ") and "api-key" not in request.headers
+        else:
+            authorized = bool(request.headers.get("api-key"))
+        if not authorized:
+            return Reply("Access denied due to invalid subscription key or wrong API endpoint.", status=401)
+        return None
+
     # -- HTTP --------------------------------------------------------------
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
@@ -260,6 +300,7 @@ class OpenAIServer:
                     role="judge" if model == server.judge_model else "model",
                     started=now,
                 )
+                refusal = server._azure_refusal(request) if server.azure else None
                 if not server.keep_raw:
                     request._json = json.loads(raw) if request.role == "judge" else {"messages": [{"content": ""}]}
                 with server._lock:
@@ -274,19 +315,21 @@ class OpenAIServer:
                         server._leave(time.perf_counter())
 
                 try:
-                    self._answer(request, leave)
+                    self._answer(request, leave, refusal)
                 finally:
                     leave()
 
-            def _answer(self, request: Request, leave: Callable[[], None]) -> None:
+            def _answer(self, request: Request, leave: Callable[[], None], refusal: Reply | None = None) -> None:
                 try:
-                    reply = server.script(request)
+                    reply = refusal or server.script(request)
                 except Exception as exc:  # a broken script shows up as a 500
                     reply = Reply(text=f"script error: {exc!r}", status=500)
                 if reply.huge:
                     reply = dataclasses.replace(reply, text=(reply.text or "") + "x" * reply.huge)
                 if reply.echo_credentials:
-                    reply = _echo_credentials(reply, request.headers.get("authorization", ""))
+                    # Azure's key comes in its own header, echoed as if it were a scheme's credential.
+                    key = request.headers.get("api-key") if server.azure else None
+                    reply = _echo_credentials(reply, f"ApiKey {key}" if key else request.headers.get("authorization", ""))
                 delay = reply.delay + server.latency
                 if reply.hang:
                     server._stop.wait()
