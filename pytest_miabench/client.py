@@ -536,31 +536,42 @@ class Sampling:
     token_param: str = "max_tokens"
     send_temperature: bool = True
     deviations: list[str] = field(default_factory=list)
+    # "chat" (chat.completions.create) or "responses" (responses.create),
+    # which names the parameters its own way and has one token limit only.
+    api: str = "chat"
+
+    def __post_init__(self) -> None:
+        if self.api == "responses":
+            self.token_param = "max_output_tokens"
 
     @classmethod
     def for_model(
-        cls, name: str, max_tokens: int | None, temperature: float | None, reasoning_effort: str | None
+        cls, name: str, max_tokens: int | None, temperature: float | None, reasoning_effort: str | None, api: str = "chat"
     ) -> Sampling:
-        sampling = cls(max_tokens, temperature, reasoning_effort)
+        sampling = cls(max_tokens, temperature, reasoning_effort, api=api)
         if _REASONING_NAME.match(name):
             sampling._use_completion_tokens(f"{name} is a reasoning model")
             sampling._drop_temperature(f"{name} is a reasoning model")
         return sampling
 
     def params(self) -> dict[str, Any]:
-        """Keyword arguments for ``chat.completions.create``."""
+        """Keyword arguments for ``chat.completions.create`` (or ``responses.create``)."""
         params: dict[str, Any] = {}
         if self.max_tokens is not None:
             params[self.token_param] = self.max_tokens
         if self.temperature is not None and self.send_temperature:
             params["temperature"] = self.temperature
         if self.reasoning_effort is not None:
-            params["reasoning_effort"] = self.reasoning_effort
+            if self.api == "responses":
+                params["reasoning"] = {"effort": self.reasoning_effort}
+            else:
+                params["reasoning_effort"] = self.reasoning_effort
         return params
 
     def requested(self) -> dict[str, Any]:
         """The parameters as asked for (cache keys use these: an adaptation
-        does not change what the run means to ask)."""
+        does not change what the run means to ask).  Named as chat names
+        them whatever the API: the API kind is a key part of its own."""
         return Sampling(self.max_tokens, self.temperature, self.reasoning_effort).params()
 
     def adapt(self, exc: openai.APIStatusError) -> bool:
@@ -589,7 +600,8 @@ class Sampling:
         return any(name in sent and name not in now and (param == name or name in text) for name in ("max_tokens", "temperature"))
 
     def _use_completion_tokens(self, why: str) -> bool:
-        if self.max_tokens is None or self.token_param == "max_completion_tokens":
+        # max_output_tokens, the Responses API's only limit, has no alias to switch to.
+        if self.max_tokens is None or self.token_param != "max_tokens":
             return False
         self.token_param = "max_completion_tokens"
         self.deviations.append(f"max_tokens={self.max_tokens} sent as max_completion_tokens ({why})")
@@ -692,6 +704,7 @@ class Caller:
 
         self.endpoint = endpoint
         self.sampling = sampling
+        self.api = sampling.api  # the sampling names its parameters for this API
         self.timeout = timeout
         self.max_retries = max_retries
         self.rate_limit_wait = rate_limit_wait
@@ -805,7 +818,7 @@ class Caller:
                 self._within_budget(ask.seconds, ask, detail, stats, tries, rate_limited=False)
                 self._notice(ask)
             return self._retry(detail, stats, tries, ask.seconds if ask is not None else None)
-        self.breaker.failure(*_systematic_status(exc, self.endpoint, host_answered=self.limiter.successes > 0))
+        self.breaker.failure(*_systematic_status(exc, self.endpoint, host_answered=self.limiter.successes > 0, api=self.api))
         self._raise_if_tripped(stats)
         raise CallError(self.endpoint, detail, stats.attempts) from None
 
@@ -855,11 +868,19 @@ class Caller:
             raise EndpointDown(self.endpoint, self.breaker.message, stats.attempts)
 
     async def _send(self, messages: list[dict[str, Any]], params: Mapping[str, Any]) -> tuple[Completion, Any]:
-        raw = await self._client.chat.completions.with_raw_response.create(
-            model=self.endpoint.model,
-            messages=messages,  # type: ignore[arg-type]  # built as plain dicts
-            **params,
-        )
+        raw: Any
+        if self.api == "responses":
+            raw = await self._client.responses.with_raw_response.create(
+                model=self.endpoint.model,
+                input=responses_input(messages),  # type: ignore[arg-type]  # built as plain dicts
+                **params,
+            )
+        else:
+            raw = await self._client.chat.completions.with_raw_response.create(
+                model=self.endpoint.model,
+                messages=messages,  # type: ignore[arg-type]  # built as plain dicts
+                **params,
+            )
         try:
             parsed = raw.parse()
         except ValueError as exc:  # the body is not JSON
@@ -868,8 +889,8 @@ class Caller:
             # The SDK hands back the text of a body that is neither JSON nor
             # declared so: an HTML page, a proxy's notice.  Not an OpenAI API.
             kind = _short(raw.headers.get("content-type") or "(none)", 80)
-            raise MalformedReply(f"HTTP 200 with content type {kind}, not JSON, from POST {_chat_path(self.endpoint)}", systematic=True)
-        completion = completion_of(parsed)
+            raise MalformedReply(f"HTTP 200 with content type {kind}, not JSON, from POST {_api_path(self.endpoint, self.api)}", systematic=True)
+        completion = response_completion_of(parsed) if self.api == "responses" else completion_of(parsed)
         if self.require_text and (completion.text is None or completion.finish_reason == "content_filter"):
             raise MalformedReply(f"no usable text (content {'null' if completion.text is None else 'filtered'}, finish_reason {completion.finish_reason})")
         secrets = self.endpoint.secrets()
@@ -911,6 +932,92 @@ def completion_of(reply: Any) -> Completion:
         reasoning_tokens=_count(getattr(details, "reasoning_tokens", 0)),
         reasoning=reasoning if isinstance(reasoning, str) else None,
     )
+
+
+def responses_input(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as the Responses API's input items, part for part and
+    in order: text parts become ``input_text``, image parts ``input_image``
+    (the data URI and its detail; ``auto``, the API's default, when chat
+    left it to the server), text content stays the same string, and every
+    role (system included) stays a message of that role."""
+    items = []
+    for message in messages:
+        content = message["content"]
+        if not isinstance(content, str):
+            content = [_input_part(part) for part in content]
+        items.append({"role": message["role"], "content": content})
+    return items
+
+
+def _input_part(part: Mapping[str, Any]) -> dict[str, Any]:
+    if part["type"] == "text":
+        return {"type": "input_text", "text": part["text"]}
+    if part["type"] == "image_url":
+        image = part["image_url"]
+        return {"type": "input_image", "image_url": image["url"], "detail": image.get("detail") or "auto"}
+    raise ValueError(f"no Responses API form for a message part of type {part['type']!r}")
+
+
+# A response's ``incomplete_details.reason`` as chat's finish_reason says it.
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def response_completion_of(reply: Any) -> Completion:
+    """The answer of a parsed Responses API reply (``responses.create``).
+    As in ``completion_of`` nothing is trusted: a reply that is not a
+    finished response with a list of output items is malformed, and so is
+    a completed one without output text (an incomplete one may have none:
+    the model spent its tokens reasoning, as chat's empty ``length`` reply)."""
+    output = getattr(reply, "output", None)
+    if not isinstance(output, list) or getattr(reply, "object", "response") != "response":
+        error = getattr(reply, "error", None) or (getattr(reply, "model_extra", None) or {}).get("error")
+        if error:
+            raise MalformedReply(f"reply carries an error instead of output: {_short(str(error))}")
+        raise MalformedReply("reply is not a response with a list of output items")
+    status = getattr(reply, "status", None)
+    if status not in ("completed", "incomplete"):
+        error = getattr(reply, "error", None)
+        raise MalformedReply(f"response status {_short(str(status), 40)}" + (f": {_short(str(error))}" if error else ""))
+    messages = [item for item in output if _part(item, "type") == "message"]
+    parts = [part for item in messages for part in (_part(item, "content") or ())]
+    texts = [_part(part, "text") for part in parts if _part(part, "type") == "output_text"]
+    if not all(isinstance(text, str) for text in texts):
+        raise MalformedReply("an output_text part of the reply holds no text")
+    text: str | None = None
+    if texts:
+        try:  # the SDK's own reading: every output_text part of every message, joined
+            text = reply.output_text
+        except (AttributeError, TypeError) as exc:
+            raise MalformedReply(f"reply's output is malformed ({_short(str(exc))})") from None
+    elif status == "completed" and not any(_part(part, "type") == "refusal" for part in parts):
+        raise MalformedReply("completed response has no output text")
+    if status == "completed":
+        reason: str | None = "stop"
+    else:
+        why = _part(getattr(reply, "incomplete_details", None), "reason")
+        reason = _INCOMPLETE_REASONS.get(why, why) if isinstance(why, str) else "incomplete"
+    usage = getattr(reply, "usage", None)
+    summaries = [
+        summary_text
+        for item in output
+        if _part(item, "type") == "reasoning"
+        for summary in (_part(item, "summary") or ())
+        if isinstance(summary_text := _part(summary, "text"), str)
+    ]
+    return Completion(
+        text=text,
+        finish_reason=reason,
+        prompt_tokens=_count(getattr(usage, "input_tokens", 0)),
+        completion_tokens=_count(getattr(usage, "output_tokens", 0)),
+        reasoning_tokens=_count(getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0)),
+        reasoning="\n\n".join(summaries) or None,
+    )
+
+
+def _part(obj: Any, name: str) -> Any:
+    """A field of an item the SDK built without validation: a model, or a
+    plain dict where the union of item types did not match."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def _count(value: Any) -> int:
@@ -991,14 +1098,14 @@ def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     return detail
 
 
-def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_answered: bool) -> tuple[str | None, str]:
+def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_answered: bool, api: str = "chat") -> tuple[str | None, str]:
     """The breaker's cause for a status that is not retried (and a note for
     its message): 401, 403 and 404 always fail alike; another 4xx does when
     its body repeats (a proxy's "No connected db"), so the body is part of
     the cause, unless the host has answered a chat completion (then it is
     an API, and its 400s are about the requests).  None: a status that says
     nothing of the endpoint."""
-    status, path = exc.status_code, _chat_path(endpoint)
+    status, path = exc.status_code, _api_path(endpoint, api)
     if status in (401, 403):
         return f"HTTP {status}", ""
     if status == 404:
@@ -1010,9 +1117,9 @@ def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_a
     return None, ""
 
 
-def _chat_path(endpoint: Endpoint) -> str:
-    """The URL path a chat completion is posted to."""
-    return urlsplit(endpoint.url).path.rstrip("/") + "/chat/completions"
+def _api_path(endpoint: Endpoint, api: str = "chat") -> str:
+    """The URL path a call is posted to: chat completion or response."""
+    return urlsplit(endpoint.url).path.rstrip("/") + ("/responses" if api == "responses" else "/chat/completions")
 
 
 def _v1_hint(endpoint: Endpoint) -> str:

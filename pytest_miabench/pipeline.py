@@ -205,6 +205,7 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
             "settings": caller.sampling.requested(),
             "image": {"sha256": image.sha256, "mime": image.mime},
             "text": spec.instruction,
+            **api_key_part(caller),
         }
 
     answer = await _cached_call(ctx, "model", caller, key, messages, record)
@@ -212,6 +213,13 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
     record["finish_reason"] = answer.finish_reason
     record["reasoning"] = answer.reasoning if answer.reasoning is not None else thinking.first_block(answer.text or "")
     return answer
+
+
+def api_key_part(caller: Caller) -> dict[str, str]:
+    """The API kind in a cache key: a reply of the Responses API is never
+    served for a chat call, nor the reverse.  Chat's keys have no such part,
+    so the entries cached before the Responses API existed stay valid."""
+    return {} if caller.api == "chat" else {"api": caller.api}
 
 
 async def _verdicts(
@@ -257,6 +265,7 @@ async def _verdict(
                 "settings": caller.sampling.requested(),
                 "prompt": prompt,
                 "image": None if image is None else {"sha256": image.sha256, "detail": protocol.image_detail},
+                **api_key_part(caller),
             }
             # The first verdict keeps the plain key, so K=1 and K=3 share it.
             if repeat:

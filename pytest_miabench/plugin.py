@@ -229,5 +229,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         where = strip_userinfo(endpoint.url)
         if endpoint.url_is_default:
             where += " (default)"
+        api = settings.api if endpoint.role == "model" else settings.judge_api
+        where += " (Responses API)" if api == "responses" else ""
         lines.append(f"mia-bench: {endpoint.role}: {where}, {endpoint.key_note()}")
     return lines

@@ -162,6 +162,16 @@ def _protocol_names(text: str) -> tuple[str, ...]:
     return names
 
 
+API_KINDS = ("chat", "responses")
+
+
+def _api_kind(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in API_KINDS:
+        raise OptionError(f"expected chat or responses, got {text!r}")
+    return lowered
+
+
 def _env_name(text: str) -> str:
     text = _text(text)
     if not text.replace("_", "a").isalnum():
@@ -193,9 +203,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-model-revision", _text, None, "the weights under test (checkpoint hash, tag, snapshot): cached answers are reused across runs only under the same revision", "REV"),
     Option("--mia-base-url", _text, None, "model endpoint, OpenAI-compatible (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the model endpoint's key", "VAR"),
+    Option("--mia-api", _api_kind, "chat", "API the model under test is called through: chat (Chat Completions, the default) or responses (the Responses API, for models served only there)", "chat|responses"),
     Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL}); 'mock': the built-in mock judge", "NAME"),
     Option("--mia-judge-base-url", _text, None, "judge endpoint (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-judge-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the judge endpoint's key", "VAR"),
+    Option("--mia-judge-api", _api_kind, "chat", "API the judge is called through: chat (the default) or responses", "chat|responses"),
     Option("--mia-protocol", _protocol_names, ("evalscope",), "judge protocol(s): evalscope, evalscope-json, lmms-eval, vlmevalkit, apple; a comma-separated list or all judges each answer under every one (the first is the headline)", "NAME[,NAME...]|all"),
     Option("--mia-dataset", _text, DEFAULT_DATASET, "hub dataset id, local hub-layout directory, parquet file or JSON/JSONL file", "ID_OR_PATH"),
     Option("--mia-split", _text, "test", "dataset split (default test)", "NAME"),
@@ -285,9 +297,11 @@ class Settings:
     model_revision: str | None = None
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    api: str = "chat"  # "chat" or "responses": chat.completions.create or responses.create
     judge_model: str = DEFAULT_JUDGE_MODEL
     judge_base_url: str | None = None
     judge_api_key_env: str = "OPENAI_API_KEY"
+    judge_api: str = "chat"
     protocol: str = "evalscope"  # the headline protocol: total_score, the gates, the first line
     # Every protocol that judges, the headline first, as given (plugin.py
     # expands ``all`` and checks the names against the registry).
