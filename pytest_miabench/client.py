@@ -2,7 +2,9 @@
 
 One ``Caller`` per role (model, judge).  A call goes out as
 ``client.chat.completions.with_raw_response.create(...)`` (raw, for the
-rate-limit headers); the SDK's own retry loop is off (``max_retries=0``)
+rate-limit headers), or ``client.responses.with_raw_response.create(...)``
+for a role on the Responses API (``--mia-api responses``: the same request,
+carried over part for part); the SDK's own retry loop is off (``max_retries=0``)
 because the policy here differs from it in three ways it cannot express:
 
 * 429s are retried until a time budget is spent, not a count, and every
