@@ -967,9 +967,7 @@ _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content
 def response_completion_of(reply: Any) -> Completion:
     """The answer of a parsed Responses API reply (``responses.create``).
     As in ``completion_of`` nothing is trusted: a reply that is not a
-    finished response with a list of output items is malformed, and so is
-    a completed one without output text (an incomplete one may have none:
-    the model spent its tokens reasoning, as chat's empty ``length`` reply)."""
+    finished response with a list of output items is malformed."""
     output = getattr(reply, "output", None)
     if not isinstance(output, list) or getattr(reply, "object", "response") != "response":
         error = getattr(reply, "error", None) or (getattr(reply, "model_extra", None) or {}).get("error")
@@ -980,40 +978,52 @@ def response_completion_of(reply: Any) -> Completion:
     if status not in ("completed", "incomplete"):
         error = getattr(reply, "error", None)
         raise MalformedReply(f"response status {_short(str(status), 40)}" + (f": {_short(str(error))}" if error else ""))
-    messages = [item for item in output if _part(item, "type") == "message"]
-    parts = [part for item in messages for part in (_part(item, "content") or ())]
-    texts = [_part(part, "text") for part in parts if _part(part, "type") == "output_text"]
-    if not all(isinstance(text, str) for text in texts):
-        raise MalformedReply("an output_text part of the reply holds no text")
-    text: str | None = None
-    if texts:
-        try:  # the SDK's own reading: every output_text part of every message, joined
-            text = reply.output_text
-        except (AttributeError, TypeError) as exc:
-            raise MalformedReply(f"reply's output is malformed ({_short(str(exc))})") from None
-    elif status == "completed" and not any(_part(part, "type") == "refusal" for part in parts):
-        raise MalformedReply("completed response has no output text")
     if status == "completed":
         reason: str | None = "stop"
     else:
         why = _part(getattr(reply, "incomplete_details", None), "reason")
         reason = _INCOMPLETE_REASONS.get(why, why) if isinstance(why, str) else "incomplete"
     usage = getattr(reply, "usage", None)
-    summaries = [
-        summary_text
-        for item in output
-        if _part(item, "type") == "reasoning"
-        for summary in (_part(item, "summary") or ())
-        if isinstance(summary_text := _part(summary, "text"), str)
-    ]
     return Completion(
-        text=text,
+        text=_output_text(output, completed=status == "completed"),
         finish_reason=reason,
         prompt_tokens=_count(getattr(usage, "input_tokens", 0)),
         completion_tokens=_count(getattr(usage, "output_tokens", 0)),
         reasoning_tokens=_count(getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0)),
-        reasoning="\n\n".join(summaries) or None,
+        reasoning="\n\n".join(_texts(output, "reasoning", "summary", "summary_text")) or None,
     )
+
+
+def _output_text(output: list[Any], *, completed: bool) -> str | None:
+    """What the SDK's ``Response.output_text`` gives, every ``output_text``
+    part of every message joined, read here item by item: the SDK's property
+    fails on an item type its version does not know.  None for a message
+    without text: a refusal, or an incomplete response whose tokens went to
+    reasoning (as chat's empty ``length`` reply); a completed response with
+    neither text nor refusal is malformed."""
+    texts = _texts(output, "message", "content", "output_text")
+    if texts:
+        return "".join(texts)
+    if completed and not _texts(output, "message", "content", "refusal", field="refusal"):
+        raise MalformedReply("completed response has no output text")
+    return None
+
+
+def _texts(output: list[Any], item_type: str, parts_field: str, part_type: str, field: str = "text") -> list[str]:
+    """The ``field`` of every ``part_type`` part of every ``item_type`` item;
+    such a part without text is malformed."""
+    found = []
+    for item in output:
+        if _part(item, "type") != item_type:
+            continue
+        parts = _part(item, parts_field)
+        for part in parts if isinstance(parts, list) else ():
+            if _part(part, "type") != part_type:
+                continue
+            if not isinstance(text := _part(part, field), str):
+                raise MalformedReply(f"{part_type} part of the reply holds no text")
+            found.append(text)
+    return found
 
 
 def _part(obj: Any, name: str) -> Any:

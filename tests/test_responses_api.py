@@ -208,8 +208,10 @@ def test_a_reply_over_the_cap_fails_its_sample_and_the_run_goes_on(bench: Bench,
         ({"object": "response", "status": "failed", "output": [], "error": {"code": "server_error", "message": "boom"}}, "response status failed: *boom*"),
         (
             {"object": "response", "status": "completed", "output": [{"type": "message", "content": [{"type": "output_text", "text": 7}]}]},
-            "an output_text part of the reply holds no text",
+            "output_text part of the reply holds no text",
         ),
+        ({"object": "response", "status": "completed", "output": [{"type": "message", "content": 5}]}, "completed response has no output text"),
+        ({"object": "response", "status": "in_progress", "output": []}, "response status in_progress"),
     ],
 )
 def test_a_malformed_response_fails_its_call_with_the_cause(bench: Bench, responses_server: OpenAIServer, body: dict[str, Any], reason: str) -> None:
@@ -267,3 +269,22 @@ def test_the_built_in_mock_serves_the_responses_api(pytester: pytest.Pytester) -
     assert responses["model"]["api"] == responses["judge"]["api"] == "responses"
     assert [s["score"] for s in responses["samples"]] == [s["score"] for s in chat["samples"]]
     assert [s["response"] for s in responses["samples"]] == [s["response"] for s in chat["samples"]]
+
+
+def test_a_refusal_is_an_answer_without_text_and_no_verdict(bench: Bench, responses_server: OpenAIServer) -> None:
+    """As chat's null content: the model's refusal is judged as an empty
+    answer; the judge's is no verdict (retried, never a stored 0)."""
+    refusal = {
+        "object": "response",
+        "status": "completed",
+        "output": [{"type": "message", "role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]}],
+    }
+    body = json.dumps(refusal).encode()
+    bench.server.script = lambda request: Reply("total score: 0/10") if request.role == "judge" else Reply(raw_body=body)
+    bench.run(*on(responses_server, "model"), "--mia-limit=1", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    [sample] = bench.report()["samples"]
+    assert sample["response"] is None and sample["finish_reason"] == "stop" and sample["score"] == 0.0
+    bench.server.script = lambda request: Reply(raw_body=body) if request.role == "judge" else Reply("answer")
+    result = bench.run(*on(responses_server, "judge"), "--mia-limit=1", "--mia-max-retries=1", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*row 0: judge call to * failed (after 2 attempts): malformed reply (no usable text (content null*"])
