@@ -16,6 +16,7 @@ from support.scripted import per_sample
 from support.server import OpenAIServer, Reply, Request
 
 from conftest import SMALL_ROWS, Bench
+from pytest_miabench.client import responses_input
 
 SCORES = [3, 7, 10, 0, 5, 9]  # the judge's verdict per sample, out of 10
 PROTOCOLS = ["evalscope", "evalscope-json", "lmms-eval", "vlmevalkit", "apple"]
@@ -288,3 +289,18 @@ def test_a_refusal_is_an_answer_without_text_and_no_verdict(bench: Bench, respon
     result = bench.run(*on(responses_server, "judge"), "--mia-limit=1", "--mia-max-retries=1", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*row 0: judge call to * failed (after 2 attempts): malformed reply (no usable text (content null*"])
+
+
+def test_messages_are_carried_over_part_for_part_roles_included() -> None:
+    """No protocol sends a system message today; one (a custom protocol's,
+    say) would stay a system message, not be merged into the user's."""
+    messages = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": [{"type": "text", "text": "Look:"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "low"}}]},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AA=="}}, {"type": "text", "text": " two "}]},
+    ]
+    assert responses_input(messages) == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": [{"type": "input_text", "text": "Look:"}, {"type": "input_image", "image_url": "data:image/png;base64,AA==", "detail": "low"}]},
+        {"role": "user", "content": [{"type": "input_image", "image_url": "data:image/jpeg;base64,AA==", "detail": "auto"}, {"type": "input_text", "text": " two "}]},
+    ]
