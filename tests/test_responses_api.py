@@ -156,6 +156,11 @@ def test_a_server_error_is_retried_and_a_dead_route_trips_the_breaker(bench: Ben
     result = bench.run(f"--mia-base-url={responses_server.url}", "-p", "no:cacheprovider", "--mia-concurrency=1")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*model endpoint * is unusable: HTTP 404 on each of the first 3 attempts (POST /v1/chat/completions*"])
+    # A judge whose Responses route is missing: the message names that route.
+    bench.server.script = lambda request: Reply("no such model", status=404) if request.role == "judge" else Reply("answer")
+    result = bench.run(*on(responses_server, "judge"), "-p", "no:cacheprovider", "--mia-concurrency=1")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*judge endpoint * is unusable: HTTP 404 on each of the first 3 attempts (POST /v1/responses)*"])
 
 
 def test_a_refused_temperature_is_dropped_and_max_output_tokens_kept(bench: Bench, responses_server: OpenAIServer) -> None:
