@@ -2,7 +2,9 @@
 
 One ``Caller`` per role (model, judge).  A call goes out as
 ``client.chat.completions.with_raw_response.create(...)`` (raw, for the
-rate-limit headers); the SDK's own retry loop is off (``max_retries=0``)
+rate-limit headers), or ``client.responses.with_raw_response.create(...)``
+for a role on the Responses API (``--mia-api responses``: the same request,
+carried over part for part); the SDK's own retry loop is off (``max_retries=0``)
 because the policy here differs from it in three ways it cannot express:
 
 * 429s are retried until a time budget is spent, not a count, and every
@@ -667,31 +669,42 @@ class Sampling:
     token_param: str = "max_tokens"
     send_temperature: bool = True
     deviations: list[str] = field(default_factory=list)
+    # "chat" (chat.completions.create) or "responses" (responses.create),
+    # which names the parameters its own way and has one token limit only.
+    api: str = "chat"
+
+    def __post_init__(self) -> None:
+        if self.api == "responses":
+            self.token_param = "max_output_tokens"
 
     @classmethod
     def for_model(
-        cls, name: str, max_tokens: int | None, temperature: float | None, reasoning_effort: str | None
+        cls, name: str, max_tokens: int | None, temperature: float | None, reasoning_effort: str | None, api: str = "chat"
     ) -> Sampling:
-        sampling = cls(max_tokens, temperature, reasoning_effort)
+        sampling = cls(max_tokens, temperature, reasoning_effort, api=api)
         if _REASONING_NAME.match(name):
             sampling._use_completion_tokens(f"{name} is a reasoning model")
             sampling._drop_temperature(f"{name} is a reasoning model")
         return sampling
 
     def params(self) -> dict[str, Any]:
-        """Keyword arguments for ``chat.completions.create``."""
+        """Keyword arguments for ``chat.completions.create`` (or ``responses.create``)."""
         params: dict[str, Any] = {}
         if self.max_tokens is not None:
             params[self.token_param] = self.max_tokens
         if self.temperature is not None and self.send_temperature:
             params["temperature"] = self.temperature
         if self.reasoning_effort is not None:
-            params["reasoning_effort"] = self.reasoning_effort
+            if self.api == "responses":
+                params["reasoning"] = {"effort": self.reasoning_effort}
+            else:
+                params["reasoning_effort"] = self.reasoning_effort
         return params
 
     def requested(self) -> dict[str, Any]:
         """The parameters as asked for (cache keys use these: an adaptation
-        does not change what the run means to ask)."""
+        does not change what the run means to ask).  Named as chat names
+        them whatever the API: the API kind is a key part of its own."""
         return Sampling(self.max_tokens, self.temperature, self.reasoning_effort).params()
 
     def adapt(self, exc: openai.APIStatusError) -> bool:
@@ -720,7 +733,8 @@ class Sampling:
         return any(name in sent and name not in now and (param == name or name in text) for name in ("max_tokens", "temperature"))
 
     def _use_completion_tokens(self, why: str) -> bool:
-        if self.max_tokens is None or self.token_param == "max_completion_tokens":
+        # max_output_tokens, the Responses API's only limit, has no alias to switch to.
+        if self.max_tokens is None or self.token_param != "max_tokens":
             return False
         self.token_param = "max_completion_tokens"
         self.deviations.append(f"max_tokens={self.max_tokens} sent as max_completion_tokens ({why})")
@@ -823,6 +837,7 @@ class Caller:
 
         self.endpoint = endpoint
         self.sampling = sampling
+        self.api = sampling.api  # the sampling names its parameters for this API
         self.timeout = timeout
         self.max_retries = max_retries
         self.rate_limit_wait = rate_limit_wait
@@ -925,7 +940,7 @@ class Caller:
                 self._within_budget(ask.seconds, ask, detail, stats, tries, rate_limited=False)
                 self._notice(ask)
             return self._retry(detail, stats, tries, ask.seconds if ask is not None else None)
-        self.breaker.failure(*_systematic_status(exc, self.endpoint, host_answered=self.limiter.successes > 0))
+        self.breaker.failure(*_systematic_status(exc, self.endpoint, host_answered=self.limiter.successes > 0, api=self.api))
         self._raise_if_tripped(stats)
         raise CallError(self.endpoint, detail, stats.attempts) from None
 
@@ -975,11 +990,19 @@ class Caller:
             raise EndpointDown(self.endpoint, self.breaker.message, stats.attempts)
 
     async def _send(self, messages: list[dict[str, Any]], params: Mapping[str, Any]) -> tuple[Completion, Any]:
-        raw = await self._client.chat.completions.with_raw_response.create(
-            model=self.endpoint.model,
-            messages=messages,  # type: ignore[arg-type]  # built as plain dicts
-            **params,
-        )
+        raw: Any
+        if self.api == "responses":
+            raw = await self._client.responses.with_raw_response.create(
+                model=self.endpoint.model,
+                input=responses_input(messages),  # type: ignore[arg-type]  # built as plain dicts
+                **params,
+            )
+        else:
+            raw = await self._client.chat.completions.with_raw_response.create(
+                model=self.endpoint.model,
+                messages=messages,  # type: ignore[arg-type]  # built as plain dicts
+                **params,
+            )
         try:
             parsed = raw.parse()
         except ValueError as exc:  # the body is not JSON
@@ -988,8 +1011,8 @@ class Caller:
             # The SDK hands back the text of a body that is neither JSON nor
             # declared so: an HTML page, a proxy's notice.  Not an OpenAI API.
             kind = _short(raw.headers.get("content-type") or "(none)", 80)
-            raise MalformedReply(f"HTTP 200 with content type {kind}, not JSON, from POST {_chat_path(self.endpoint)}", systematic=True)
-        completion = completion_of(parsed)
+            raise MalformedReply(f"HTTP 200 with content type {kind}, not JSON, from POST {_api_path(self.endpoint, self.api)}", systematic=True)
+        completion = response_completion_of(parsed) if self.api == "responses" else completion_of(parsed)
         if self.require_text and (completion.text is None or completion.finish_reason == "content_filter"):
             raise MalformedReply(f"no usable text (content {'null' if completion.text is None else 'filtered'}, finish_reason {completion.finish_reason})")
         secrets = self.endpoint.secrets()
@@ -1031,6 +1054,102 @@ def completion_of(reply: Any) -> Completion:
         reasoning_tokens=_count(getattr(details, "reasoning_tokens", 0)),
         reasoning=reasoning if isinstance(reasoning, str) else None,
     )
+
+
+def responses_input(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as the Responses API's input items, part for part and
+    in order: text parts become ``input_text``, image parts ``input_image``
+    (the data URI and its detail; ``auto``, the API's default, when chat
+    left it to the server), text content stays the same string, and every
+    role (system included) stays a message of that role."""
+    items = []
+    for message in messages:
+        content = message["content"]
+        if not isinstance(content, str):
+            content = [_input_part(part) for part in content]
+        items.append({"role": message["role"], "content": content})
+    return items
+
+
+def _input_part(part: Mapping[str, Any]) -> dict[str, Any]:
+    if part["type"] == "text":
+        return {"type": "input_text", "text": part["text"]}
+    if part["type"] == "image_url":
+        image = part["image_url"]
+        return {"type": "input_image", "image_url": image["url"], "detail": image.get("detail") or "auto"}
+    raise ValueError(f"no Responses API form for a message part of type {part['type']!r}")
+
+
+# A response's ``incomplete_details.reason`` as chat's finish_reason says it.
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def response_completion_of(reply: Any) -> Completion:
+    """The answer of a parsed Responses API reply (``responses.create``).
+    As in ``completion_of`` nothing is trusted: a reply that is not a
+    finished response with a list of output items is malformed."""
+    output = getattr(reply, "output", None)
+    if not isinstance(output, list) or getattr(reply, "object", "response") != "response":
+        error = getattr(reply, "error", None) or (getattr(reply, "model_extra", None) or {}).get("error")
+        if error:
+            raise MalformedReply(f"reply carries an error instead of output: {_short(str(error))}")
+        raise MalformedReply("reply is not a response with a list of output items")
+    status = getattr(reply, "status", None)
+    if status not in ("completed", "incomplete"):
+        error = getattr(reply, "error", None)
+        raise MalformedReply(f"response status {_short(str(status), 40)}" + (f": {_short(str(error))}" if error else ""))
+    if status == "completed":
+        reason: str | None = "stop"
+    else:
+        why = _part(getattr(reply, "incomplete_details", None), "reason")
+        reason = _INCOMPLETE_REASONS.get(why, why) if isinstance(why, str) else "incomplete"
+    usage = getattr(reply, "usage", None)
+    return Completion(
+        text=_output_text(output, completed=status == "completed"),
+        finish_reason=reason,
+        prompt_tokens=_count(getattr(usage, "input_tokens", 0)),
+        completion_tokens=_count(getattr(usage, "output_tokens", 0)),
+        reasoning_tokens=_count(getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0)),
+        reasoning="\n\n".join(_texts(output, "reasoning", "summary", "summary_text")) or None,
+    )
+
+
+def _output_text(output: list[Any], *, completed: bool) -> str | None:
+    """What the SDK's ``Response.output_text`` gives, every ``output_text``
+    part of every message joined, read here item by item: the SDK's property
+    fails on an item type its version does not know.  None for a message
+    without text: a refusal, or an incomplete response whose tokens went to
+    reasoning (as chat's empty ``length`` reply); a completed response with
+    neither text nor refusal is malformed."""
+    texts = _texts(output, "message", "content", "output_text")
+    if texts:
+        return "".join(texts)
+    if completed and not _texts(output, "message", "content", "refusal", field="refusal"):
+        raise MalformedReply("completed response has no output text")
+    return None
+
+
+def _texts(output: list[Any], item_type: str, parts_field: str, part_type: str, field: str = "text") -> list[str]:
+    """The ``field`` of every ``part_type`` part of every ``item_type`` item;
+    such a part without text is malformed."""
+    found = []
+    for item in output:
+        if _part(item, "type") != item_type:
+            continue
+        parts = _part(item, parts_field)
+        for part in parts if isinstance(parts, list) else ():
+            if _part(part, "type") != part_type:
+                continue
+            if not isinstance(text := _part(part, field), str):
+                raise MalformedReply(f"{part_type} part of the reply holds no text")
+            found.append(text)
+    return found
+
+
+def _part(obj: Any, name: str) -> Any:
+    """A field of an item the SDK built without validation: a model, or a
+    plain dict where the union of item types did not match."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def _count(value: Any) -> int:
@@ -1117,14 +1236,14 @@ def _status_detail(exc: openai.APIStatusError, endpoint: Endpoint) -> str:
     return detail
 
 
-def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_answered: bool) -> tuple[str | None, str]:
+def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_answered: bool, api: str = "chat") -> tuple[str | None, str]:
     """The breaker's cause for a status that is not retried (and a note for
     its message): 401, 403 and 404 always fail alike; another 4xx does when
     its body repeats (a proxy's "No connected db"), so the body is part of
     the cause, unless the host has answered a chat completion (then it is
     an API, and its 400s are about the requests).  None: a status that says
     nothing of the endpoint."""
-    status, path = exc.status_code, _chat_path(endpoint)
+    status, path = exc.status_code, _api_path(endpoint, api)
     if status in (401, 403):
         return f"HTTP {status}", ""
     if status == 404:
@@ -1136,9 +1255,9 @@ def _systematic_status(exc: openai.APIStatusError, endpoint: Endpoint, *, host_a
     return None, ""
 
 
-def _chat_path(endpoint: Endpoint) -> str:
-    """The URL path a chat completion is posted to."""
-    return urlsplit(endpoint.client_url).path.rstrip("/") + "/chat/completions"
+def _api_path(endpoint: Endpoint, api: str = "chat") -> str:
+    """The URL path a call is posted to: chat completion or response."""
+    return urlsplit(endpoint.client_url).path.rstrip("/") + ("/responses" if api == "responses" else "/chat/completions")
 
 
 def _v1_hint(endpoint: Endpoint) -> str:

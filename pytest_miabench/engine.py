@@ -115,7 +115,7 @@ class Engine:
         common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
         model_caller = Caller(
             model,
-            Sampling.for_model(model.model, s.max_tokens, s.temperature, s.reasoning_effort),
+            Sampling.for_model(model.model, s.max_tokens, s.temperature, s.reasoning_effort, s.api),
             limiter=limiters[model.url],
             rate_cap=caps.get(model.url),
             http_client=local if "model" in mocked else shared,
@@ -129,7 +129,9 @@ class Engine:
             judge_sampling = judge_settings(s, protocol)
             judge_caller = Caller(
                 judge,
-                Sampling.for_model(judge.model, judge_sampling.get("max_tokens"), judge_sampling.get("temperature"), s.judge_reasoning_effort),
+                Sampling.for_model(
+                    judge.model, judge_sampling.get("max_tokens"), judge_sampling.get("temperature"), s.judge_reasoning_effort, s.judge_api
+                ),
                 limiter=limiters[judge.url],
                 rate_cap=caps.get(judge.url),
                 require_text=True,

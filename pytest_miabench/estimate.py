@@ -173,7 +173,7 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
             answer: str | None = None
             hit = None
             if cache.weights is not None and sha is not None and mime is not None:
-                hit = cache.get("model", model_key(model, model_sampling, cache.weights, sha, mime, spec.instruction))
+                hit = cache.get("model", model_key(model, model_sampling, cache.weights, sha, mime, spec.instruction, settings.api))
             if hit is not None:
                 answer = printable(hit.text or "")
             lines[0].add(hit is not None, MESSAGE_OVERHEAD + count(spec.instruction) + image_tokens(*size, None))
@@ -185,7 +185,7 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
                 for repeat in range(settings.judge_repeats):
                     verdict = None
                     if answer is not None and not settings.rejudge:
-                        parts = judge_key(judge, protocol, judge_sampling[protocol.name], prompt, sha if sees else None, repeat, 0)
+                        parts = judge_key(judge, protocol, judge_sampling[protocol.name], prompt, sha if sees else None, repeat, 0, settings.judge_api)
                         verdict = cache.get("judge", parts)
                     line.add(verdict is not None, tokens)
     finally:

@@ -84,9 +84,9 @@ def _text_and_images(messages: Any) -> tuple[str, list[bytes]]:
     for part in content if isinstance(content, list) else []:
         if not isinstance(part, dict):
             continue
-        if part.get("type") == "text":
+        if part.get("type") in ("text", "input_text"):  # chat's part, the Responses API's
             texts.append(str(part.get("text", "")))
-        elif part.get("type") == "image_url":
+        elif part.get("type") in ("image_url", "input_image"):
             image = part.get("image_url")
             url = image.get("url", "") if isinstance(image, dict) else str(image)
             _, _, data = url.partition(",")
@@ -148,8 +148,8 @@ def _draw(rng: random.Random, weight: float) -> int:
 
 
 def reply_for(body: dict[str, Any]) -> str:
-    """What the mock says to one chat-completions request body."""
-    text, images = _text_and_images(body.get("messages"))
+    """What the mock says to one chat-completions (or responses) request body."""
+    text, images = _text_and_images(body.get("messages", body.get("input")))
     if text.lstrip().startswith(_JUDGE_OPENING):
         return judge_reply(text)
     return model_answer(text, images)
@@ -197,8 +197,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._send(404, {"error": {"message": f"the mock serves /v1/chat/completions, not {self.path}", "type": "not_found"}})
+        responses = self.path.rstrip("/").endswith("/responses")
+        if not responses and not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": f"the mock serves /v1/chat/completions and /v1/responses, not {self.path}", "type": "not_found"}})
             return
         try:
             body = json.loads(raw)
@@ -209,6 +210,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text = reply_for(body)
         prompt_tokens, completion_tokens = max(1, len(raw) // 4), max(1, len(text) // 4)
+        if responses:
+            self._send(
+                200,
+                {
+                    "id": "resp-mock-" + hashlib.sha256(raw).hexdigest()[:12],
+                    "object": "response",
+                    "created_at": int(time.time()),
+                    "model": str(body.get("model", MOCK_MODEL)),
+                    "status": "completed",
+                    "output": [{"type": "message", "id": "msg-mock", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+                    "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt_tokens + completion_tokens},
+                },
+            )
+            return
         self._send(
             200,
             {

@@ -85,7 +85,9 @@ def lineage(settings: Settings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def model_key(endpoint: Endpoint, settings: dict[str, Any], weights: dict[str, str], image_sha256: str, mime: str, instruction: str) -> dict[str, Any]:
+def model_key(
+    endpoint: Endpoint, settings: dict[str, Any], weights: dict[str, str], image_sha256: str, mime: str, instruction: str, api: str = "chat"
+) -> dict[str, Any]:
     """What the model's answer is cached under (also built by ``estimate``,
     which asks the cache without calling anything: one definition for both)."""
     return {
@@ -96,11 +98,19 @@ def model_key(endpoint: Endpoint, settings: dict[str, Any], weights: dict[str, s
         "settings": settings,
         "image": {"sha256": image_sha256, "mime": mime},
         "text": instruction,
+        **api_key_part(api),
     }
 
 
 def judge_key(
-    endpoint: Endpoint, protocol: Protocol, settings: dict[str, Any], prompt: str, image_sha256: str | None, repeat: int, reask: int
+    endpoint: Endpoint,
+    protocol: Protocol,
+    settings: dict[str, Any],
+    prompt: str,
+    image_sha256: str | None,
+    repeat: int,
+    reask: int,
+    api: str = "chat",
 ) -> dict[str, Any]:
     """What a verdict is cached under (see ``model_key``)."""
     parts: dict[str, Any] = {
@@ -112,6 +122,7 @@ def judge_key(
         "settings": settings,
         "prompt": prompt,
         "image": None if image_sha256 is None else {"sha256": image_sha256, "detail": protocol.image_detail},
+        **api_key_part(api),
     }
     # The first verdict keeps the plain key, so K=1 and K=3 share it.
     if repeat:
@@ -259,13 +270,20 @@ async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, re
     ]
 
     def key() -> dict[str, Any]:
-        return model_key(caller.endpoint, caller.sampling.requested(), ctx.weights, image.sha256, image.mime, spec.instruction)
+        return model_key(caller.endpoint, caller.sampling.requested(), ctx.weights, image.sha256, image.mime, spec.instruction, caller.api)
 
     answer = await _cached_call(ctx, "model", caller, key, messages, record)
     record["response"] = answer.text
     record["finish_reason"] = answer.finish_reason
     record["reasoning"] = answer.reasoning if answer.reasoning is not None else thinking.first_block(answer.text or "")
     return answer
+
+
+def api_key_part(api: str) -> dict[str, str]:
+    """The API kind in a cache key: a reply of the Responses API is never
+    served for a chat call, nor the reverse.  Chat's keys have no such part,
+    so the entries cached before the Responses API existed stay valid."""
+    return {} if api == "chat" else {"api": api}
 
 
 async def _verdicts(
@@ -303,7 +321,7 @@ async def _verdict(
 
         def key(reask: int = reask) -> dict[str, Any]:
             sha = None if image is None else image.sha256
-            return judge_key(caller.endpoint, protocol, caller.sampling.requested(), prompt, sha, repeat, reask)
+            return judge_key(caller.endpoint, protocol, caller.sampling.requested(), prompt, sha, repeat, reask, caller.api)
 
         completion = await _cached_call(ctx, "judge", caller, key, messages, record, read_cache=not ctx.settings.rejudge)
         reply = completion.text

@@ -251,5 +251,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
             where += " (default)"
         if note := endpoint.where_note():
             where += f" ({note})"
+        api = settings.api if endpoint.role == "model" else settings.judge_api
+        where += " (Responses API)" if api == "responses" else ""
         lines.append(f"mia-bench: {endpoint.role}: {where}, {endpoint.key_note()}")
     return lines

@@ -438,6 +438,7 @@ class ModelInfo(TypedDict):
     revision: str | None  # --mia-model-revision: the weights under test
     base_url: str
     api_key_env: str  # the name of the variable, never its value
+    api: str  # "chat" or "responses" (--mia-api); absent from reports of older versions
     max_tokens: int | None
     temperature: float | None
     reasoning_effort: str | None
@@ -448,6 +449,7 @@ class JudgeInfo(TypedDict):
     name: str
     base_url: str
     api_key_env: str
+    api: str  # --mia-judge-api
     sees_image: bool
     temperature: float | None
     max_tokens: int | None

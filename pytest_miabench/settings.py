@@ -168,6 +168,16 @@ def _protocol_names(text: str) -> tuple[str, ...]:
     return names
 
 
+API_KINDS = ("chat", "responses")
+
+
+def _api_kind(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in API_KINDS:
+        raise OptionError(f"expected chat or responses, got {text!r}")
+    return lowered
+
+
 def _env_name(text: str) -> str:
     text = _text(text)
     if not text.replace("_", "a").isalnum():
@@ -200,10 +210,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-base-url", _text, None, "model endpoint, OpenAI-compatible (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the model endpoint's key", "VAR"),
     Option("--mia-api-version", _text, None, f"api-version of an Azure OpenAI deployment URL that has none in its query (default: ${API_VERSION_ENV})", "VERSION"),
+    Option("--mia-api", _api_kind, "chat", "API the model under test is called through: chat (Chat Completions, the default) or responses (the Responses API, for models served only there)", "chat|responses"),
     Option("--mia-judge-model", _text, DEFAULT_JUDGE_MODEL, f"judge model (default {DEFAULT_JUDGE_MODEL}); 'mock': the built-in mock judge", "NAME"),
     Option("--mia-judge-base-url", _text, None, "judge endpoint (default: OPENAI_BASE_URL, else api.openai.com)", "URL"),
     Option("--mia-judge-api-key-env", _env_name, "OPENAI_API_KEY", "environment variable holding the judge endpoint's key", "VAR"),
     Option("--mia-judge-api-version", _text, None, f"api-version of the judge's Azure OpenAI deployment URL, when it has none (default: ${API_VERSION_ENV})", "VERSION"),
+    Option("--mia-judge-api", _api_kind, "chat", "API the judge is called through: chat (the default) or responses", "chat|responses"),
     Option("--mia-protocol", _protocol_names, ("evalscope",), "judge protocol(s): evalscope, evalscope-json, lmms-eval, vlmevalkit, apple; a comma-separated list or all judges each answer under every one (the first is the headline)", "NAME[,NAME...]|all"),
     Option("--mia-dataset", _text, DEFAULT_DATASET, "hub dataset id, local hub-layout directory, parquet file or JSON/JSONL file", "ID_OR_PATH"),
     Option("--mia-split", _text, "test", "dataset split (default test)", "NAME"),
@@ -297,10 +309,12 @@ class Settings:
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     api_version: str | None = None
+    api: str = "chat"  # "chat" or "responses": chat.completions.create or responses.create
     judge_model: str = DEFAULT_JUDGE_MODEL
     judge_base_url: str | None = None
     judge_api_key_env: str = "OPENAI_API_KEY"
     judge_api_version: str | None = None
+    judge_api: str = "chat"
     protocol: str = "evalscope"  # the headline protocol: total_score, the gates, the first line
     # Every protocol that judges, the headline first, as given (plugin.py
     # expands ``all`` and checks the names against the registry).
@@ -535,6 +549,14 @@ def _check_azure(settings: Settings, sources: dict[str, str]) -> None:
                     "for another endpoint, put a query parameter it needs in its base URL"
                 )
             continue
+        if getattr(settings, "judge_api" if role == "judge" else "api") == "responses":
+            # Azure serves responses.create on its v1 route only; the SDK would post to .../deployments/NAME/responses.
+            resource = url.split("/openai/", 1)[0]
+            raise pytest.UsageError(
+                f"the {role}'s endpoint {shown_url(url)} is an Azure OpenAI deployment URL, and Azure serves the Responses API "
+                f"on its /openai/v1 route only: give {'--mia-judge-base-url' if role == 'judge' else '--mia-base-url'} "
+                f"{shown_url(resource)}/openai/v1 and the deployment's name as {'--mia-judge-model' if role == 'judge' else '--mia-model'}"
+            )
         in_url = [value for name, value in query_pairs(url) if name == "api-version"]
         if in_url and version is not None and version != in_url[0]:
             raise pytest.UsageError(f"{where}: api-version {version!r} contradicts the {role}'s URL, which asks for {in_url[0]!r}; give one")

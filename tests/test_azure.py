@@ -283,3 +283,17 @@ def test_a_refused_entra_id_token_says_what_was_sent(
     assert len(azure_server.requests) == 3
     assert all(r.headers["authorization"] == f"Bearer {AD_TOKEN}" and "api-key" not in r.headers for r in azure_server.requests)
     assert AD_TOKEN not in everything_written(bench, result)
+
+
+@pytest.mark.parametrize("role", ["model", "judge"])
+def test_the_responses_api_on_a_deployment_url_points_to_the_v1_route(
+    pytester: pytest.Pytester, azure_server: OpenAIServer, small_dataset: Path, azure_env: None, role: str
+) -> None:
+    # The SDK would post to .../deployments/NAME/responses, which Azure does not serve.
+    bench = Bench(pytester, azure_server, small_dataset)
+    flag = "--mia-judge-base-url" if role == "judge" else "--mia-base-url"
+    api = "--mia-judge-api=responses" if role == "judge" else "--mia-api=responses"
+    result = bench.run(f"{flag}={deployment_url(azure_server, 'judge' if role == 'judge' else 'vlm-deploy', portal=True)}", api)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{role}'s endpoint http://*/openai/deployments/* is an Azure OpenAI deployment URL*on its /openai/v1 route only: give {flag} http://*/openai/v1 *"])
+    assert azure_server.requests == []

@@ -58,25 +58,40 @@ class Request:
         return self._json
 
     @property
+    def api(self) -> str:
+        """"responses" for a Responses API call, else "chat"."""
+        return "responses" if self.path.rstrip("/").endswith("/responses") else "chat"
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages, or the Responses API's input items."""
+        return self.json["input" if self.api == "responses" else "messages"]
+
+    @property
     def text(self) -> str:
         """All text parts of the last message, joined."""
-        content = self.json["messages"][-1]["content"]
+        content = self.messages[-1]["content"]
         if isinstance(content, str):
             return content
-        return "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
+        return "\n".join(part.get("text", "") for part in content if part.get("type") in ("text", "input_text"))
 
     @property
     def images(self) -> list[tuple[str, bytes, dict[str, Any]]]:
-        """(mime, decoded bytes, image_url dict) of every image part."""
-        content = self.json["messages"][-1]["content"]
+        """(mime, decoded bytes, image_url dict) of every image part; for a
+        Responses API part, the dict is chat's form of it (url, detail)."""
+        content = self.messages[-1]["content"]
         found = []
         if isinstance(content, list):
             for part in content:
                 if part.get("type") == "image_url":
-                    url = part["image_url"]["url"]
-                    head, _, data = url.partition(",")
-                    mime = head.removeprefix("data:").removesuffix(";base64")
-                    found.append((mime, base64.b64decode(data), part["image_url"]))
+                    image = part["image_url"]
+                elif part.get("type") == "input_image":
+                    image = {"url": part["image_url"], "detail": part.get("detail")}
+                else:
+                    continue
+                head, _, data = image["url"].partition(",")
+                mime = head.removeprefix("data:").removesuffix(";base64")
+                found.append((mime, base64.b64decode(data), image))
         return found
 
 
@@ -110,6 +125,11 @@ class Reply:
     pre_encoded: bool = False
     # The Content-Type header: an HTML page or a proxy's text/plain notice.
     content_type: str = "application/json"
+    # A Responses API reply: its ``status`` and ``incomplete_details.reason``
+    # ("max_output_tokens"), and reasoning summary texts (a reasoning item).
+    response_status: str = "completed"
+    incomplete_reason: str | None = None
+    reasoning_summary: tuple[str, ...] = ()
 
 
 def encode(pieces: Iterable[bytes], content_encoding: str) -> bytes:
@@ -166,13 +186,18 @@ class OpenAIServer:
         keep_raw: bool = True,
         host: str = "127.0.0.1",
         azure: str | None = None,
+        responses_only: bool = False,
     ) -> None:
         """``host``: "::1" listens on IPv6 loopback.  ``azure``: serve only as
         Azure OpenAI does, ``POST /openai/deployments/NAME/chat/completions
         ?api-version=...`` (404 otherwise), with an ``api-key`` header ("key")
         or an Entra ID ``Authorization: Bearer`` token ("entra"), else 401;
-        the role is "judge" when the deployment is named ``judge_model``."""
+        the role is "judge" when the deployment is named ``judge_model``.
+        A POST to a path ending in /responses gets a Responses API reply, any
+        other one a chat completion; ``responses_only``: the server serves the
+        Responses API alone (OpenAI's o1-pro, say), a chat path gets a 404."""
         self.azure = azure
+        self.responses_only = responses_only
         self.script = script or default_script(judge_model)
         self.judge_model = judge_model
         self.latency = latency
@@ -302,7 +327,7 @@ class OpenAIServer:
                 )
                 refusal = server._azure_refusal(request) if server.azure else None
                 if not server.keep_raw:
-                    request._json = json.loads(raw) if request.role == "judge" else {"messages": [{"content": ""}]}
+                    request._json = json.loads(raw) if request.role == "judge" else {"input" if request.api == "responses" else "messages": [{"content": ""}]}
                 with server._lock:
                     server.requests.append(request)
                 server._enter(now)
@@ -320,6 +345,8 @@ class OpenAIServer:
                     leave()
 
             def _answer(self, request: Request, leave: Callable[[], None], refusal: Reply | None = None) -> None:
+                if refusal is None and server.responses_only and request.api != "responses":
+                    refusal = Reply(f"{request.path} is not served here: only the Responses API (/v1/responses)", status=404)
                 try:
                     reply = refusal or server.script(request)
                 except Exception as exc:  # a broken script shows up as a 500
@@ -341,6 +368,8 @@ class OpenAIServer:
                 elif reply.status != 200:
                     error = reply.error or {"message": reply.text or "error", "type": "test_error", "code": reply.status}
                     body = json.dumps({"error": error}).encode()
+                elif request.api == "responses":
+                    body = json.dumps(_response_object(request, reply, len(server.requests))).encode()
                 else:
                     prompt_tokens, completion_tokens = reply.usage or (len(request.raw) // 100, len(reply.text or "") // 4)
                     usage: dict[str, Any] = {
@@ -398,3 +427,36 @@ class OpenAIServer:
                         server.broken_writes += 1
 
         return Handler
+
+
+def _response_object(request: Request, reply: Reply, number: int) -> dict[str, Any]:
+    """A Responses API reply in OpenAI's shape: a message item with one
+    output_text part (none when the text is None), after a reasoning item
+    when the reply has a summary."""
+    input_tokens, output_tokens = reply.usage or (len(request.raw) // 100, len(reply.text or "") // 4)
+    output: list[dict[str, Any]] = []
+    if reply.reasoning_summary:
+        summary = [{"type": "summary_text", "text": text} for text in reply.reasoning_summary]
+        output.append({"type": "reasoning", "id": f"rs-{number}", "summary": summary})
+    if reply.text is not None:
+        content = [{"type": "output_text", "text": reply.text, "annotations": []}]
+        output.append({"type": "message", "id": f"msg-{number}", "role": "assistant", "status": "completed", "content": content})
+    return {
+        "id": f"resp-{number}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": request.model,
+        "status": reply.response_status,
+        "incomplete_details": {"reason": reply.incomplete_reason} if reply.incomplete_reason else None,
+        "error": None,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reply.reasoning_tokens or 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
