@@ -39,6 +39,20 @@ SMALL_FORMATS = ("jpeg", "png", "webp", "mpo", "jpeg", "webp")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "uses_rerunfailures: the test's inner runs need pytest-rerunfailures loaded")
+    config.addinivalue_line("markers", "e2e: runs pytest itself (pytester or a subprocess); `-m 'not e2e'` is the fast tier")
+
+
+# A test that runs pytest (through pytester, or a fixture built on it) is
+# end to end: marked by what it uses, so no new test can forget the mark.
+# Modules whose tests start pytest or a build in a subprocess of their own
+# say so with ``pytestmark = pytest.mark.e2e``.
+_E2E_FIXTURES = frozenset({"pytester", "testdir"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @functools.cache

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import pytest
 
+# Builds the sdist and runs pytest in a subprocess on it.
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 # Build byproducts and local environments: not part of the source.
 _NOT_SOURCE = shutil.ignore_patterns(
