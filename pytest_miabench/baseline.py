@@ -78,17 +78,7 @@ def load_protocols(
     """``load`` for each of ``protocols`` the baseline holds (the first,
     this run's headline, it must hold): a run judged under several
     protocols is compared protocol by protocol with a baseline that was too."""
-    try:
-        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{path}: not a JSON report: {exc}") from None
-    if not isinstance(data, dict) or "schema_version" not in data:
-        raise BaselineError(f"{path}: not a pytest-miabench JSON report (no schema_version)")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise BaselineError(f"{path}: schema_version {data['schema_version']!r}, this version reads {SCHEMA_VERSION}")
-    _check_not_mocked(data, path)
+    data = read_report(path)
     theirs = (data.get("protocol") or {}).get("name")
     held = data.get("protocols")
     # Only a block that holds the report's own headline is one this plugin
@@ -168,18 +158,37 @@ def _check_unit(value: Any, where: str) -> None:
         raise BaselineError(f"{where} is {value!r}, not a score in [0, 1]; this report cannot be a baseline")
 
 
+def read_report(path: str) -> dict[str, Any]:
+    """A JSON report of this schema from a real run, or BaselineError:
+    unreadable, not JSON, not a report, another schema, or a run whose
+    numbers mean nothing (the demo, the built-in mock).  What a baseline and
+    both reports of ``pytest-miabench compare`` must be."""
+    try:
+        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{path}: not a JSON report: {exc}") from None
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise BaselineError(f"{path}: not a pytest-miabench JSON report (no schema_version)")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise BaselineError(f"{path}: schema_version {data['schema_version']!r}, this version reads {SCHEMA_VERSION}")
+    _check_not_mocked(data, path)
+    return data
+
+
 def _check_not_mocked(data: dict[str, Any], path: str) -> None:
     """The built-in mock's scores are random: a gate against them compares a
     real run with noise.  A --mia-demo report, or one where either role was
     the mock, is no baseline."""
     if data.get("demo") is True:
-        raise BaselineError(f"{path}: made by --mia-demo (the built-in mock model and judge: its scores are random); it cannot be a baseline")
+        raise BaselineError(f"{path}: made by --mia-demo (the built-in mock model and judge: its scores are random); its numbers compare with nothing")
     roles = data.get("mock_roles")
     mocked = [role for role in ("model", "judge") if (isinstance(roles, list) and role in roles) or _names_mock(data.get(role))]
     if mocked:
         raise BaselineError(
             f"{path}: the {' and the '.join(mocked)} of that run {'was' if len(mocked) == 1 else 'were'} the built-in mock "
-            "(its scores are random); it cannot be a baseline"
+            "(its scores are random); its numbers compare with nothing"
         )
 
 

@@ -16,16 +16,14 @@ on stderr saying why.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, cast
 
-from .baseline import BaselineError, compare, load, load_protocols
+from .baseline import BaselineError, compare, load, load_protocols, read_report
 from .report import comparison_lines, output_path_problem, write_html
-from .result import SCHEMA_VERSION, BaselineComparison, SampleRecord, Tally
+from .result import BaselineComparison, SampleRecord, Tally
 from .text import printable
 
 OK, GATE_FAILED, UNUSABLE = 0, 1, 2
@@ -66,25 +64,12 @@ def _max_drop(text: str) -> float:
 
 
 def _read(path: str) -> dict[str, Any]:
-    """The report as a dict, or Unusable: unreadable, not JSON, not a report,
-    another schema, a demo or mock run (whose numbers mean nothing)."""
+    """The report as a dict, or Unusable: what a baseline must be (a real
+    run's report of this schema) goes for the candidate too."""
     try:
-        data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise Unusable(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Unusable(f"{path}: not a JSON report: {exc}") from None
-    if not isinstance(data, dict) or "schema_version" not in data:
-        raise Unusable(f"{path}: not a pytest-miabench JSON report (no schema_version)")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise Unusable(f"{path}: schema_version {data['schema_version']!r}, this version reads {SCHEMA_VERSION}")
-    if data.get("demo") is True:
-        raise Unusable(f"{path}: a --mia-demo run's report: its number is drawn at random and compares with nothing")
-    mocked = data.get("mock_roles")
-    if mocked:
-        roles = " and ".join(str(role) for role in mocked) if isinstance(mocked, list) else str(mocked)
-        raise Unusable(f"{path}: a report of a run with the built-in mock {roles}: its number means nothing")
-    return data
+        return read_report(path)
+    except BaselineError as exc:
+        raise Unusable(str(exc)) from None
 
 
 def _records(path: str, candidate: Mapping[str, Any]) -> dict[str, SampleRecord]:

@@ -99,8 +99,8 @@ def test_unusable_input_exits_2_with_one_line(bench: Bench, rows: list[dict[str,
             str(candidate),
             "made on dataset 'elsewhere' split 'test'",
         ),
-        "demo": (str(_edited(baseline, here / "demo.json", demo=True)), str(candidate), "a --mia-demo run's report"),
-        "mock": (str(baseline), str(_edited(candidate, here / "mock.json", mock_roles=["judge"])), "built-in mock judge"),
+        "demo": (str(_edited(baseline, here / "demo.json", demo=True)), str(candidate), "made by --mia-demo"),
+        "mock": (str(baseline), str(_edited(candidate, here / "mock.json", mock_roles=["judge"])), "the judge of that run was the built-in mock"),
         "samples": (str(subset), str(candidate), "the sample sets differ: 3 samples only in this run (index 3, 4, 5)"),
     }
     for name, (before, after, message) in cases.items():

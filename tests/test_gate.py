@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.server import Reply, Request
+from support import scripted
+from support.server import Reply
 
 from conftest import SMALL_ROWS, Bench
 
@@ -19,26 +20,12 @@ HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
 def per_sample(bench: Bench, rows: list[dict[str, Any]], scores: Sequence[int], answer: str = "answer") -> None:
-    """Judge sample ``i`` of the small dataset ``scores[i]``/10; the model's
-    answer names the score, so a changed score is a changed answer."""
-    instructions = [rows[i]["instruction"] for i in SMALL_ROWS]
-
-    def script(request: Request) -> Reply:
-        position = next(i for i, text in enumerate(instructions) if text in request.text)
-        if request.role == "judge":
-            return Reply(f"total score: {scores[position]}/10")
-        return Reply(f"{answer} {scores[position]}")
-
-    bench.server.script = script
+    """Judge sample ``i`` of the small dataset ``scores[i]``/10 (support.scripted)."""
+    scripted.per_sample(bench, rows, SMALL_ROWS, scores, answer)
 
 
 def make_baseline(bench: Bench, rows: list[dict[str, Any]], scores: Sequence[int], *extra: str, answer: str = "answer") -> Path:
-    per_sample(bench, rows, scores, answer)
-    result = bench.run("-p", "no:cacheprovider", *extra)
-    assert result.ret == 0
-    path = bench.pytester.path / "baseline.json"
-    bench.report_path.replace(path)
-    return path
+    return scripted.make_baseline(bench, rows, SMALL_ROWS, scores, *extra, answer=answer)
 
 
 # -- comparable baselines only ---------------------------------------------------
@@ -290,7 +277,7 @@ def test_a_baseline_made_by_the_mock_is_refused_before_any_call(bench: Bench) ->
         bench.server.requests.clear()
         result = bench.run("--mia-limit=2", "-p", "no:cacheprovider", f"--mia-baseline={baseline}", "--mia-max-drop=0.05")
         assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines([f"*--mia-baseline: *mock-baseline.json: the {roles} of that run * the built-in mock (its scores are random); it cannot be a baseline"])
+        result.stderr.fnmatch_lines([f"*--mia-baseline: *mock-baseline.json: the {roles} of that run * the built-in mock (its scores are random); its numbers compare with nothing"])
         assert bench.server.requests == [] and not bench.report_path.exists()
 
 
@@ -299,7 +286,7 @@ def test_a_demo_report_is_refused_as_a_baseline(pytester: pytest.Pytester) -> No
     assert pytester.runpytest(*demo, "--mia-report=demo.json").ret == 0
     result = pytester.runpytest(*demo, "--mia-baseline=demo.json", "--mia-max-drop=0.05")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--mia-baseline: demo.json: made by --mia-demo (the built-in mock model and judge: its scores are random); it cannot be a baseline"])
+    result.stderr.fnmatch_lines(["*--mia-baseline: demo.json: made by --mia-demo (the built-in mock model and judge: its scores are random); its numbers compare with nothing"])
 
 
 @pytest.mark.parametrize(

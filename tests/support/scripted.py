@@ -27,8 +27,10 @@ def per_sample(bench: Bench, rows: list[dict[str, Any]], picked: Sequence[int], 
     bench.server.script = script
 
 
-def make_baseline(bench: Bench, rows: list[dict[str, Any]], picked: Sequence[int], scores: Sequence[int], *extra: str, name: str = "baseline.json") -> Path:
-    per_sample(bench, rows, picked, scores)
+def make_baseline(
+    bench: Bench, rows: list[dict[str, Any]], picked: Sequence[int], scores: Sequence[int], *extra: str, name: str = "baseline.json", answer: str = "answer"
+) -> Path:
+    per_sample(bench, rows, picked, scores, answer)
     result = bench.run("-p", "no:cacheprovider", *extra)
     assert result.ret == 0, result.stdout.str()
     path = bench.pytester.path / name
