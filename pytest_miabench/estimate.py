@@ -94,7 +94,8 @@ class _Line:
     def as_dict(self, prices: dict[str, tuple[float, float]]) -> dict[str, Any]:
         paid = self.calls - self.cache_hits
         typical = paid * TYPICAL_OUTPUT[self.role]
-        most = None if self.max_tokens is None else paid * self.max_tokens
+        # No cap on the output is an unbounded high end, unless nothing is paid.
+        most = 0 if paid == 0 else None if self.max_tokens is None else paid * self.max_tokens
         cost = None
         if self.role in prices:
             cost = [dollars(prices, self.role, self.input_tokens, typical), None if most is None else dollars(prices, self.role, self.input_tokens, most)]

@@ -598,7 +598,7 @@ def estimate_lines(estimate: dict[str, Any]) -> list[Line]:
             text += f"; no price for the {' and '.join(cost['unpriced'])}"
         lines.append((text, {"bold": True}))
     lines.append(
-        (f"  tokens: {method['text']}, +{method['message_overhead']} per request; {method['images']}; typical output {method['typical_output']}", {})
+        (f"  tokens: {method['text']}, +{method['message_overhead']} per request; {method['images']}; typical output " + ", ".join(f"{tokens} tokens ({role})" for role, tokens in method["typical_output"].items()), {})
     )
     return lines
 
