@@ -82,6 +82,8 @@ def test_the_estimate_counts_what_the_cache_already_holds(priced: Bench) -> None
         priced.run(*xdist, "-p", "no:randomly", "--mia-estimate", "--mia-model-revision=r1", "--mia-judge-repeats=2", "--mia-protocol=evalscope,apple")
         rows = _rows(priced.report())
         assert (rows["model"]["cache_hits"], rows["model"]["paid_calls"], rows["model"]["input_tokens"]) == (SAMPLES, 0, 0)
+        # No --mia-max-tokens leaves the model's output unbounded, but nothing of it is paid.
+        assert rows["model"]["output_tokens_max"] == 0
         # The first verdict of each answer is cached; the second repeat and the other protocol are not.
         assert (rows["judge [evalscope]"]["calls"], rows["judge [evalscope]"]["cache_hits"]) == (2 * SAMPLES, SAMPLES)
         assert (rows["judge [apple]"]["calls"], rows["judge [apple]"]["cache_hits"]) == (2 * SAMPLES, 0)
