@@ -8,7 +8,7 @@ carried over part for part); the SDK's own retry loop is off (``max_retries=0``)
 because the policy here differs from it in three ways it cannot express:
 
 * 429s are retried until a time budget is spent, not a count, and every
-  standard header is honoured (``ratelimit.server_wait``); the endpoint's
+  standard header is honoured (``ratelimit.server_ask``); the endpoint's
   concurrency shrinks and grows back (``ratelimit.AdaptiveLimiter``);
 * a reasoning model that refuses ``max_tokens`` or a non-default temperature
   is asked again the way it accepts, and the deviation is recorded;

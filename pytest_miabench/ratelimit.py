@@ -13,13 +13,14 @@ One request's attempt, as the caller is meant to use them::
             try:
                 reply = await send()
             except RateLimitError as exc:           # HTTP 429
-                wait = server_wait(exc.response.headers, time.time(), status=429)
+                ask = server_ask(exc.response.headers, time.time(), status=429)
+                wait = None if ask is None else ask.seconds
                 limiter.on_rate_limited(slot)
             else:
                 limiter.on_success()
-                ahead = server_wait(reply.headers, time.time())  # remaining == 0: stop early
+                ahead = server_ask(reply.headers, time.time())  # remaining == 0: stop early
                 if ahead is not None:
-                    limiter.pause(ahead)
+                    limiter.pause(ahead.seconds)
                 return reply
         delay = wait if wait is not None else backoff(budget.tries + 1, rng)
         if not budget.allows(delay):
@@ -71,8 +72,9 @@ class Ask:
     header: str
 
 
-def server_wait(headers: Mapping[str, str], now: float, *, status: int | None = None) -> float | None:
-    """Seconds the server asked us to wait before the next request, or None.
+def server_ask(headers: Mapping[str, str], now: float, *, status: int | None = None) -> Ask | None:
+    """How long the server asked us to wait before the next request, and
+    which header asked (``Ask``), or None.
 
     ``headers`` is any mapping; names are looked up in lower case, which is
     what a case-insensitive mapping (httpx ``Headers``) expects.  ``now`` is
@@ -87,12 +89,6 @@ def server_wait(headers: Mapping[str, str], now: float, *, status: int | None = 
     counts.  The answer is the longest wait that counts; garbage counts as
     absent.
     """
-    ask = server_ask(headers, now, status=status)
-    return None if ask is None else ask.seconds
-
-
-def server_ask(headers: Mapping[str, str], now: float, *, status: int | None = None) -> Ask | None:
-    """``server_wait``, with the header that asked for the wait."""
     asks: list[Ask] = []
     asked = _retry_after(headers, now)
     if asked is not None:

@@ -18,7 +18,7 @@ from support.imports import heavy_imports
 from support.ratelimited import HeadersMode, limited
 from support.server import OpenAIServer, Reply, Request
 
-from pytest_miabench.ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask, server_wait
+from pytest_miabench.ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-# -- server_wait -----------------------------------------------------------------
+# -- server_ask ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -96,17 +96,21 @@ async def settle() -> None:
         ({"retry-after": "4", "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "3s"}, 429, 4.0),
     ],
 )
-def test_server_wait(headers: dict[str, str], status: int | None, expected: float | None) -> None:
-    assert server_wait(headers, NOW, status=status) == pytest.approx(expected)
+def test_server_ask(headers: dict[str, str], status: int | None, expected: float | None) -> None:
+    assert _seconds(server_ask(headers, NOW, status=status)) == pytest.approx(expected)
 
 
-def test_server_wait_survives_a_broken_mapping() -> None:
+def _seconds(ask: Ask | None) -> float | None:
+    return None if ask is None else ask.seconds
+
+
+def test_server_ask_survives_a_broken_mapping() -> None:
     class Broken(dict[str, str]):
         def get(self, key: Any, default: Any = None) -> Any:
             raise RuntimeError("boom")
 
-    assert server_wait(Broken(), NOW, status=429) is None
-    assert server_wait({"retry-after": 5}, NOW, status=429) is None  # type: ignore[dict-item]
+    assert server_ask(Broken(), NOW, status=429) is None
+    assert server_ask({"retry-after": 5}, NOW, status=429) is None  # type: ignore[dict-item]
 
 
 # -- backoff ---------------------------------------------------------------------
@@ -483,13 +487,13 @@ async def call(client: openai.AsyncOpenAI, limiter: AdaptiveLimiter, rng: random
             try:
                 raw = await client.chat.completions.with_raw_response.create(model="vlm", messages=[{"role": "user", "content": "hi"}])
             except openai.RateLimitError as exc:
-                wait = server_wait(exc.response.headers, time.time(), status=429)
+                wait = _seconds(server_ask(exc.response.headers, time.time(), status=429))
                 limiter.on_rate_limited(slot)
             else:
                 limiter.on_success()
-                ahead = server_wait(raw.headers, time.time())  # remaining 0: the next one would be refused
+                ahead = server_ask(raw.headers, time.time())  # remaining 0: the next one would be refused
                 if ahead is not None:
-                    limiter.pause(ahead)
+                    limiter.pause(ahead.seconds)
                 return raw.parse().choices[0].message.content or ""
         delay = wait if wait is not None else backoff(budget.tries + 1, rng)
         if not budget.allows(delay):
