@@ -24,6 +24,7 @@ from typing import Any, cast
 from .baseline import BaselineError, compare, load, load_protocols, read_report
 from .report import comparison_lines, output_path_problem, write_html
 from .result import BaselineComparison, SampleRecord, Tally
+from .settings import OptionError, unit_float
 from .text import printable
 
 OK, GATE_FAILED, UNUSABLE = 0, 1, 2
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("baseline", metavar="BASELINE.json", help="the earlier run's JSON report (--mia-report)")
     cmd.add_argument("candidate", metavar="CANDIDATE.json", help="the run to judge")
-    cmd.add_argument("--max-drop", type=_max_drop, metavar="X", help="fail unless the 95%% CI of the paired drop lies at or below X")
+    cmd.add_argument("--max-drop", type=_max_drop, metavar="X", help="fail unless the lower bound of the 95%% CI of the paired change (candidate - baseline) is at least -X")
     cmd.add_argument("--common", action="store_true", help="compare on the samples both share (as --mia-baseline-common)")
     cmd.add_argument("--html", metavar="PATH", help="write the candidate's HTML report with this comparison")
     return parser
@@ -55,12 +56,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _max_drop(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
+        return unit_float(text)  # what --mia-max-drop takes
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _read(path: str) -> dict[str, Any]:

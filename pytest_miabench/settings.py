@@ -76,7 +76,8 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
-def _unit_float(text: str) -> float:
+def unit_float(text: str) -> float:
+    """A number in [0, 1] (a score, a threshold, an allowed drop), or OptionError."""
     try:
         value = float(text)
     except ValueError:
@@ -223,7 +224,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-limit", _non_negative_int, None, "run only the first N samples", "N"),
     Option("--mia-max-tokens", _positive_int, None, "max_tokens for the model under test (default: the server's)", "N"),
     Option("--mia-temperature", _non_negative_float, None, "temperature for the model under test (default: the server's)", "X"),
-    Option("--mia-threshold", _unit_float, None, "fail the session when total_score < X (X in [0, 1])", "X"),
+    Option("--mia-threshold", unit_float, None, "fail the session when total_score < X (X in [0, 1])", "X"),
     Option("--mia-threshold-on", _threshold_on, "mean", "what --mia-threshold compares: mean (total_score, the default) or lower (the lower bound of its 95% CI)", "mean|lower"),
     Option("--mia-report", _text, None, "write the JSON report to PATH", "PATH"),
     Option("--mia-image-max-side", _positive_int, DEFAULT_IMAGE_MAX_SIDE, f"downscale images whose longer side exceeds N pixels (default {DEFAULT_IMAGE_MAX_SIDE})", "N"),
@@ -245,7 +246,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("--mia-judge-repeats", _positive_int, 1, "judge each response K times and average the verdicts (default 1)", "K"),
     Option("--mia-html", _text, None, "write a self-contained HTML report to PATH", "PATH"),
     Option("--mia-baseline", _text, None, "JSON report of an earlier run to compare with (same protocol and dataset)", "PATH"),
-    Option("--mia-max-drop", _unit_float, None, "fail the session unless the 95% CI of the paired change (this run - baseline) against --mia-baseline lies at or above -X (non-inferiority)", "X"),
+    Option("--mia-max-drop", unit_float, None, "fail the session unless the 95% CI of the paired change (this run - baseline) against --mia-baseline lies at or above -X (non-inferiority)", "X"),
     Option("--mia-baseline-common", _bool, False, "compare with a baseline of other samples on the samples both share (marked partial) instead of refusing it", None, True),
     Option("--mia-price", _prices, None, "estimate cost: NAME=IN/OUT dollars per million input/output tokens, comma-separated", "NAME=IN/OUT"),
     Option("--mia-estimate", _bool, False, "collect as usual, make no API call, and print what the run would call and spend (calls, tokens, cache hits, cost range with --mia-price); the items are skipped", None, True),
