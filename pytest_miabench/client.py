@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlencode, urlsplit
 
+from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask
+from .sampling import judge_settings
 from .settings import API_VERSION_ENV, AZURE_TOKEN_ENV, DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
 from .urls import authority, azure_deployment, is_azure_v1, origin, query_pairs, query_secrets, shown_url, strip_userinfo, without_query
 
@@ -223,6 +225,20 @@ def endpoints(settings: Settings) -> tuple[Endpoint, Endpoint]:
             "judge", settings.judge_model, settings.judge_base_url, settings.judge_api_key_env, settings.judge_api_key_env_explicit, settings.judge_api_version
         ),
     )
+
+
+def model_sampling(settings: Settings) -> Sampling:
+    """The model's sampling as the settings ask for it: what the engine
+    sends and what the estimate keys the cache with (one definition)."""
+    assert settings.model is not None  # resolve() requires it with --mia-bench
+    return Sampling.for_model(settings.model, settings.max_tokens, settings.temperature, settings.reasoning_effort, settings.api)
+
+
+def judge_sampling(settings: Settings, protocol: Protocol) -> Sampling:
+    """The judge's sampling under ``protocol`` (its reference's defaults,
+    overridden by the judge options), as ``model_sampling``."""
+    chosen = judge_settings(settings, protocol)
+    return Sampling.for_model(settings.judge_model, chosen.get("max_tokens"), chosen.get("temperature"), settings.judge_reasoning_effort, settings.judge_api)
 
 
 def open_client(endpoint: Endpoint, *, timeout: float, http_client: Any) -> openai.AsyncOpenAI:

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from .budget import Budget
 from .cache import HANDOFF, AsyncCache, ResponseCache
-from .client import Caller, Sampling, bounded_http_client, endpoints
+from .client import Caller, bounded_http_client, endpoints, judge_sampling, model_sampling
 from .dataset import Sample, Source
 from .images import PreparedImage, prepare, thumbnail_uri
 from .loop import LoopThread
@@ -32,7 +32,7 @@ from .prefetch import Prefetcher
 from .protocols.base import Protocol
 from .ratelimit import AdaptiveLimiter, RateCap
 from .result import SampleRecord, is_finished
-from .sampling import judge_sees_image, judge_settings
+from .sampling import judge_sees_image
 from .settings import Settings, mock_roles, tls_urls
 
 __all__ = ["BudgetSpent", "Engine", "SampleFailure"]
@@ -115,7 +115,7 @@ class Engine:
         common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
         model_caller = Caller(
             model,
-            Sampling.for_model(model.model, s.max_tokens, s.temperature, s.reasoning_effort, s.api),
+            model_sampling(s),
             limiter=limiters[model.url],
             rate_cap=caps.get(model.url),
             http_client=local if "model" in mocked else shared,
@@ -126,12 +126,9 @@ class Engine:
         # connection pool and breaker (a dead judge is dead for every protocol).
         judgings: list[Judging] = []
         for protocol in protocols:
-            judge_sampling = judge_settings(s, protocol)
             judge_caller = Caller(
                 judge,
-                Sampling.for_model(
-                    judge.model, judge_sampling.get("max_tokens"), judge_sampling.get("temperature"), s.judge_reasoning_effort, s.judge_api
-                ),
+                judge_sampling(s, protocol),
                 limiter=limiters[judge.url],
                 rate_cap=caps.get(judge.url),
                 require_text=True,

@@ -35,14 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from . import cache as cache_mod
+from . import client
 from .budget import dollars, role_prices
 from .cache import CacheError, ResponseCache
-from .client import Completion, Sampling, endpoints
+from .client import Completion, endpoints
 from .dataset import Sample, Source
 from .images import prepare
 from .pipeline import judge_key, lineage, model_key
 from .protocols.base import Protocol
-from .sampling import judge_sees_image, judge_settings
+from .sampling import judge_sees_image
 from .settings import Settings
 from .text import printable
 
@@ -147,15 +148,13 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
     """The estimate of a run over the samples ``indices``."""
     count, text_method = text_counter()
     model, judge = endpoints(settings)
-    model_sampling = Sampling.for_model(model.model, settings.max_tokens, settings.temperature, settings.reasoning_effort).requested()
+    model_sampling = client.model_sampling(settings).requested()
     judge_sampling = {}
     lines = [_Line("model", None, settings.max_tokens)]
     for protocol in protocols:
-        chosen = judge_settings(settings, protocol)
-        judge_sampling[protocol.name] = Sampling.for_model(
-            judge.model, chosen.get("max_tokens"), chosen.get("temperature"), settings.judge_reasoning_effort
-        ).requested()
-        lines.append(_Line("judge", protocol.name, chosen.get("max_tokens")))
+        sampling = client.judge_sampling(settings, protocol)
+        judge_sampling[protocol.name] = sampling.requested()
+        lines.append(_Line("judge", protocol.name, sampling.max_tokens))
     cache = _Cache(directory, settings)
     by_index = {sample.index: sample for sample in source.samples}
     unusable = 0
