@@ -763,17 +763,16 @@ def cost(usage: UsageTotals, settings: Settings) -> Cost | None:
     run's API calls cost money; cached answers are shown separately."""
     if not settings.price:
         return None
-    prices = {name: (inp, out) for name, inp, out in settings.price}
+    prices = budget_mod.role_prices(settings)
 
     def role_cost(role: Role, name: str | None) -> RoleCost | None:
-        if name is None or name not in prices:
+        if name is None or role not in prices:
             return None
-        inp, outp = prices[name]
         tokens = usage[role]
         return {
             "model": name,
-            "spent": (tokens["prompt_tokens"] * inp + tokens["completion_tokens"] * outp) / 1e6,
-            "saved_by_cache": (tokens["cached_prompt_tokens"] * inp + tokens["cached_completion_tokens"] * outp) / 1e6,
+            "spent": budget_mod.dollars(prices, role, tokens["prompt_tokens"], tokens["completion_tokens"]),
+            "saved_by_cache": budget_mod.dollars(prices, role, tokens["cached_prompt_tokens"], tokens["cached_completion_tokens"]),
         }
 
     model, judge = role_cost("model", settings.model), role_cost("judge", settings.judge_model)
