@@ -1,4 +1,4 @@
-"""Benchmark pytest_miabench.images.prepare per format and size class.
+"""Benchmark pytest_miabench.data.images.prepare per format and size class.
 
     python benchmarks/bench_images.py [--repeat N] [--max-side N] [--formats jpeg,webp,mpo,png] [--sizes tiny,1mp,huge]
 
@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from PIL import Image, ImageChops, ImageStat  # noqa: E402
 from support import images as mk  # noqa: E402
 
-from pytest_miabench.images import JPEG_QUALITY, prepare  # noqa: E402
+from pytest_miabench.data.images import JPEG_QUALITY, prepare  # noqa: E402
 
 SIZES = {"tiny": (135, 240), "1mp": (1152, 864), "huge": (3264, 4928)}
 MAKERS = {"jpeg": mk.jpeg, "webp": mk.webp, "mpo": mk.mpo, "png": mk.png}
@@ -63,7 +63,7 @@ def full_decode_resize(raw: bytes, target: tuple[int, int]) -> bytes:
 # imports and a warm-up call are done, so the figure is prepare()'s alone.
 PEAK_CODE = """
 import sys
-from pytest_miabench.images import prepare
+from pytest_miabench.data.images import prepare
 
 def kib(key):
     with open("/proc/self/status") as f:

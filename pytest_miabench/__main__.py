@@ -1,5 +1,5 @@
 """``python -m pytest_miabench compare ...``: the ``pytest-miabench`` command."""
 
-from .compare import main
+from .reporting.compare import main
 
 main()

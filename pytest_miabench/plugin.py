@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from . import hookspecs
-from .keys import SETTINGS_KEY
-from .settings import OPTIONS_BY_DEST, Settings, add_options, enabled, raw_value, resolve
+from .config.settings import OPTIONS_BY_DEST, Settings, add_options, enabled, raw_value, resolve
+from .run.keys import SETTINGS_KEY
 
 if TYPE_CHECKING:
     from .protocols import Protocol
@@ -42,8 +42,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     settings = resolve(config)
     config.stash[SETTINGS_KEY] = settings
-    from .aggregate import AGGREGATOR_KEY, Aggregator, Handoff
-    from .runtime import BenchRuntime, cache_directory, load_source
+    from .reporting.aggregate import AGGREGATOR_KEY, Aggregator, Handoff
+    from .run.runtime import BenchRuntime, cache_directory, load_source
 
     protocols = _protocols(config, settings)
     # ``all`` expanded: the settings name every protocol that judges.
@@ -92,16 +92,16 @@ def pytest_configure(config: pytest.Config) -> None:
             aggregator.handoff = Handoff(uuid.uuid4().hex, handoff_directory)
         # An estimate begins no run: it only reads which one a run would resume.
         if directory is not None and not config.option.collectonly and not settings.estimate:
-            from .journal import ModelRuns
+            from .run.journal import ModelRuns
 
             config.pluginmanager.register(ModelRuns(config, settings, directory), "miabench-model-runs")
         if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
             # pytest-html is writing a report here: give it the run's numbers.  Only
             # then, so its hooks are never named to a pytest that lacks them.
-            from .pytesthtml import PytestHtmlHooks
+            from .reporting.pytesthtml import PytestHtmlHooks
 
             config.pluginmanager.register(PytestHtmlHooks(aggregator), "miabench-pytest-html")
-        from .github import GithubActions, wanted
+        from .reporting.github import GithubActions, wanted
 
         if wanted():
             # On a GitHub runner: the job summary and an annotation, from this process only.
@@ -135,12 +135,12 @@ def _with_mock(config: pytest.Config, settings: Settings) -> Settings:
     process, or each xdist worker: answers depend only on the request, so
     workers need not share a server, and nothing crosses processes); it stops
     when pytest cleans up, after the engine (cleanups run last-in first-out)."""
-    from .settings import mock_roles
+    from .config.settings import mock_roles
 
     roles = mock_roles(settings)
     if not roles:
         return settings
-    from .mock import MockServer
+    from .calls.mock import MockServer
 
     server = MockServer()
     config.add_cleanup(server.stop)
@@ -176,8 +176,8 @@ def _check_output_paths(config: pytest.Config, settings: Settings, cache: Path |
     """A report path that cannot be written is found before any API call,
     and so is one that another output would overwrite: two outputs on one
     file, or a report on the response cache's database."""
-    from .cache import ResponseCache
-    from .report import output_path_problem, same_file
+    from .calls.cache import ResponseCache
+    from .reporting.report import output_path_problem, same_file
 
     ours = [(flag, value) for flag, value in (("--mia-report", settings.report), ("--mia-html", settings.html)) if value]
     for flag, value in ours:
@@ -231,8 +231,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.enabled:
         return None
-    from .client import endpoints
-    from .settings import MOCK_LABEL, mock_roles
+    from .calls.client import endpoints
+    from .config.settings import MOCK_LABEL, mock_roles
 
     limit = "all" if settings.limit is None else str(settings.limit)
     revision = settings.model_revision or "unset (cached answers reused only to resume an interrupted run)"

@@ -212,12 +212,12 @@ def test_ctrl_c_writes_an_incomplete_report_and_a_rerun_resumes(pytester: pytest
 
 
 def test_sqlite_cache_survives_a_killed_writer(tmp_path: Path) -> None:
-    from pytest_miabench.cache import ResponseCache
+    from pytest_miabench.calls.cache import ResponseCache
 
     code = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from pytest_miabench.cache import ResponseCache\n"
+        "from pytest_miabench.calls.cache import ResponseCache\n"
         "c = ResponseCache(Path(sys.argv[1]))\n"
         "for i in range(100000):\n"
         "    c.put('model', f'k{i}', {'text': 'x' * 500})\n"
@@ -242,7 +242,7 @@ def test_many_processes_opening_a_new_cache_at_once(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pytest_miabench.cache import ResponseCache\n"
+        "from pytest_miabench.calls.cache import ResponseCache\n"
         "start = float(sys.argv[2])\n"
         "while time.time() < start: pass\n"
         "c = ResponseCache(Path(sys.argv[1]))\n"
@@ -259,6 +259,6 @@ def test_many_processes_opening_a_new_cache_at_once(tmp_path: Path) -> None:
         ]
         outputs = [p.communicate(timeout=120) for p in procs]
         assert [p.returncode for p in procs] == [0] * 8, [err.decode()[-300:] for _, err in outputs]
-        from pytest_miabench.cache import ResponseCache
+        from pytest_miabench.calls.cache import ResponseCache
 
         assert ResponseCache(directory).count("model") == 8 * 50

@@ -214,7 +214,7 @@ def test_images_are_prepared_in_run_order(pytester: pytest.Pytester, dataset: Pa
         import json
         import threading
 
-        from pytest_miabench import engine
+        from pytest_miabench.run import engine
 
         started = []
         lock = threading.Lock()

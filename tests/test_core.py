@@ -39,7 +39,7 @@ def test_a_locked_cache_delays_no_request_and_loses_no_answer(bench: Bench, tmp_
     """Another connection holds the cache's write lock for the whole run: the
     calls go out meanwhile, the answers are used and reported, and the failed
     write is one warning (no further write waits out the busy timeout)."""
-    from pytest_miabench.cache import ResponseCache
+    from pytest_miabench.calls.cache import ResponseCache
 
     cache_dir = tmp_path / "cache"
     ResponseCache(cache_dir).close()  # the database a run would create
@@ -71,7 +71,7 @@ def test_writes_queued_behind_a_failed_one_do_not_wait_out_the_lock(tmp_path: Pa
     cache thread are skipped, not each held for the timeout again."""
     import asyncio
 
-    from pytest_miabench import cache as cache_module
+    from pytest_miabench.calls import cache as cache_module
 
     monkeypatch.setattr(cache_module, "BUSY_TIMEOUT_MS", 300)
     attempts: list[str] = []

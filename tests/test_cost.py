@@ -13,7 +13,7 @@ import pytest
 from support.server import Reply, Request
 
 from conftest import Bench
-from pytest_miabench.estimate import image_tokens
+from pytest_miabench.run.estimate import image_tokens
 
 # Every reply reports this usage: a call costs CALL_TOKENS tokens.
 USAGE = (100, 10)

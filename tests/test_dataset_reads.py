@@ -24,7 +24,7 @@ from support import data
 from support.server import OpenAIServer, Reply, Request
 
 from conftest import Bench
-from pytest_miabench import dataset
+from pytest_miabench.data import dataset
 
 N_ROWS = 300
 GROUP_ROWS = 24  # a multiple of BATCH, so many small groups cost no more batches than one big one

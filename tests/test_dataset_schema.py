@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from support import data
 
-from pytest_miabench import dataset
+from pytest_miabench.data import dataset
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_no_reason_quotes_more_than_a_prefix_of_a_cell(tmp_path: Path, table: pa
 
 
 def test_clip_quotes_a_prefix_only() -> None:
-    from pytest_miabench.text import clip
+    from pytest_miabench.config.text import clip
 
     assert clip("short") == "'short'"
     assert clip("x" * 1000) == repr("x" * 80) + "... (1000 characters)"

@@ -20,7 +20,7 @@ import pytest
 from support import data
 from support.server import OpenAIServer
 
-from pytest_miabench import dataset as dataset_mod
+from pytest_miabench.data import dataset as dataset_mod
 from pytest_miabench.protocols import builtin_protocols
 
 PROTOCOLS = sorted(builtin_protocols())
@@ -189,7 +189,7 @@ def test_the_hub_probe_timeout_keeps_the_error_within_ten_seconds() -> None:
 
 
 def test_demo_set_ships_real_rows_with_their_licence(rows: list[dict[str, Any]]) -> None:
-    from pytest_miabench import demo
+    from pytest_miabench.data import demo
 
     demo_rows = demo.rows()
     assert len(demo_rows) == 20

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_miabench.feeder import Feeder
+from pytest_miabench.run.feeder import Feeder
 
 
 class Fake:

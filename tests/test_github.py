@@ -14,7 +14,7 @@ import pytest
 from support.scripted import make_baseline, per_sample
 
 from conftest import SMALL_ROWS, Bench
-from pytest_miabench.github import annotation, md
+from pytest_miabench.reporting.github import annotation, md
 
 CANARY_KEY = "sk-canary-github-0123456789abcdef"
 PREVIOUS = "## an earlier step's summary\n\n"

@@ -373,7 +373,7 @@ def test_a_corrupt_index_never_hands_out_another_entry(tmp_path: Path) -> None:
     """A random byte in the key index can point a key at another row whose
     value passes its checksum (this found 45 in 3000 before the row's own
     key was checked): thousands of seeded corruptions, not one wrong value."""
-    from pytest_miabench.cache import ResponseCache, cache_key
+    from pytest_miabench.calls.cache import ResponseCache, cache_key
 
     pristine_dir = tmp_path / "pristine"
     cache = ResponseCache(pristine_dir)

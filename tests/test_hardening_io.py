@@ -166,10 +166,10 @@ def test_an_abandoned_sample_is_handed_over_only_once_its_task_has_ended(server:
     """pytest-timeout gave up on a sample whose judge call hangs: the record
     the item gets (to write its reason in, and on an xdist worker to
     serialize) is one the loop thread no longer writes to."""
-    from pytest_miabench.dataset import load
-    from pytest_miabench.engine import Engine
+    from pytest_miabench.config.settings import Settings
+    from pytest_miabench.data.dataset import load
     from pytest_miabench.protocols import builtin_protocols
-    from pytest_miabench.settings import Settings
+    from pytest_miabench.run.engine import Engine
 
     server.script = lambda r: Reply(hang=True) if r.role == "judge" else Reply("An answer.")
     settings = Settings(

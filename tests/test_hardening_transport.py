@@ -12,7 +12,7 @@ import pytest
 from support.server import OpenAIServer, Reply, Request, encode
 
 from conftest import Bench
-from pytest_miabench.urls import authority, origin, strip_userinfo
+from pytest_miabench.config.urls import authority, origin, strip_userinfo
 
 VERDICT = "score of component 1: 4/4, score of component 2: 3/3, total score: 7/10."
 MIB = 1024 * 1024

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from support.imports import heavy_imports
 
-from pytest_miabench.html import render_html, safe_image_uri
-from pytest_miabench.images import thumbnail_uri
+from pytest_miabench.data.images import thumbnail_uri
+from pytest_miabench.reporting.html import render_html, safe_image_uri
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -555,7 +555,7 @@ def test_thumbnail_is_small():
 
 
 def test_import_is_cheap():
-    assert heavy_imports("pytest_miabench.html") == []
+    assert heavy_imports("pytest_miabench.reporting.html") == []
 
 
 def _with_comparison(report: dict[str, Any], hostile: bool = False) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""pytest_miabench.images.prepare, proved on real images made by support.images.
+"""pytest_miabench.data.images.prepare, proved on real images made by support.images.
 
 Every payload is decoded again with Pillow and checked: format against MIME,
 size, where coloured quadrants ended up, which MPO frame was sent, that
@@ -25,7 +25,7 @@ import pytest
 from PIL import Image, ImageChops, ImageCms, ImageFile, ImageStat, JpegImagePlugin, WebPImagePlugin
 from support import images as mk
 
-from pytest_miabench.images import ImageError, PreparedImage, prepare
+from pytest_miabench.data.images import ImageError, PreparedImage, prepare
 
 PIL_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP", "image/gif": "GIF"}
 NAMED = {"R": mk.RED, "G": mk.GREEN, "B": mk.BLUE, "W": mk.WHITE}
@@ -541,7 +541,7 @@ def test_an_oversized_webp_is_downscaled_and_made_upright(orientation, alpha):
 def test_big_decodes_take_turns_and_small_ones_do_not_wait(monkeypatch):
     """Two big WebP decodes on parallel threads never overlap (their peaks
     would add up); a small one goes through while a big one is under way."""
-    from pytest_miabench import images
+    from pytest_miabench.data import images
 
     big, small = mk.webp(800, 600), mk.webp(400, 300)
     monkeypatch.setattr(images, "BIG_DECODE_PIXELS", 200_000)  # 800x600 is big, 400x300 is not
@@ -587,7 +587,7 @@ def test_big_decodes_take_turns_and_small_ones_do_not_wait(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
 def test_banded_resize_matches_a_whole_image_resize(mode):
-    from pytest_miabench.images import _resize
+    from pytest_miabench.data.images import _resize
 
     source = mk.picture(1632, 2464, seed=4).convert(mode)  # a 16 MP photo after draft(1/2)
     banded = _resize(source, (1356, 2048))
@@ -609,7 +609,7 @@ def test_supported_formats_open_without_importing_every_pillow_plugin(tmp_path):
         (tmp_path / name).write_bytes(raw)
         files.append(str(tmp_path / name))
     code = (
-        "import sys; from pytest_miabench.images import prepare;"
+        "import sys; from pytest_miabench.data.images import prepare;"
         "[prepare(open(f, 'rb').read(), 20) for f in sys.argv[1:]];"  # decoded and re-encoded too
         "print(sorted(m for m in sys.modules if m.startswith('PIL.') and m.endswith('ImagePlugin')))"
     )

@@ -13,7 +13,7 @@ import pytest
 from support import data
 
 from conftest import Bench
-from pytest_miabench import dataset as dataset_mod
+from pytest_miabench.data import dataset as dataset_mod
 
 IMAGE_BYTES = 150_000
 N_IMAGES = 80

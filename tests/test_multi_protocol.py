@@ -295,7 +295,7 @@ def test_a_baseline_is_compared_per_protocol_and_gated_on_the_headline(bench: Be
 
 
 def test_the_html_report_escapes_protocol_names_and_every_protocols_judge_reply() -> None:
-    from pytest_miabench.html import render_html
+    from pytest_miabench.reporting.html import render_html
 
     evil = '"><script>alert(1)</script>'
     names = ["evalscope", evil]

@@ -18,7 +18,7 @@ from support.imports import heavy_imports
 from support.ratelimited import HeadersMode, limited
 from support.server import OpenAIServer, Reply, Request
 
-from pytest_miabench.ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask
+from pytest_miabench.calls.ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask
 
 T = TypeVar("T")
 
@@ -471,7 +471,7 @@ def test_a_refusal_fails_the_queue_and_every_new_acquire_until_it_ends() -> None
 
 
 def test_importing_ratelimit_is_cheap() -> None:
-    assert heavy_imports("pytest_miabench.ratelimit") == []
+    assert heavy_imports("pytest_miabench.calls.ratelimit") == []
 
 
 # -- all together, with the real openai client -----------------------------------

@@ -283,7 +283,7 @@ def test_other_hub_layouts_go_through_datasets(pytester: pytest.Pytester, server
     ``datasets`` library understands (here a ``test/`` folder) is loaded by it."""
     import shutil
 
-    from pytest_miabench import dataset
+    from pytest_miabench.data import dataset
 
     other = tmp_path / "other"
     (other / "test").mkdir(parents=True)

@@ -9,7 +9,7 @@ import sys
 import pytest
 from support.imports import heavy_imports
 
-from pytest_miabench.stats import bootstrap_ci, ci_by_group, group_seed, judge_spread, report_cis
+from pytest_miabench.reporting.stats import bootstrap_ci, ci_by_group, group_seed, judge_spread, report_cis
 
 
 def _scores(n: int, seed: int = 1) -> list[float]:
@@ -45,7 +45,7 @@ def test_same_seed_same_interval():
 def test_same_seed_same_interval_in_another_process():
     values = _scores(50)
     code = (
-        "from pytest_miabench.stats import bootstrap_ci;"
+        "from pytest_miabench.reporting.stats import bootstrap_ci;"
         f"print(repr(bootstrap_ci({values!r}, seed=11)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -122,7 +122,7 @@ def test_group_seed_is_the_same_in_every_process():
     # str hashes are salted per process (PYTHONHASHSEED): a seed derived from
     # hash() would differ between two runs of the same report.
     names = ["basic", "complex", "describe", "by_type"]
-    code = f"from pytest_miabench.stats import group_seed; print([group_seed(s, n) for s in (0, 1) for n in {names!r}])"
+    code = f"from pytest_miabench.reporting.stats import group_seed; print([group_seed(s, n) for s in (0, 1) for n in {names!r}])"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": hashseed}
@@ -157,7 +157,7 @@ def test_judge_spread_nothing_to_compare():
 
 
 def test_import_is_cheap():
-    assert heavy_imports("pytest_miabench.stats") == []
+    assert heavy_imports("pytest_miabench.reporting.stats") == []
 
 
 def _result(index, type_, status, score, comps):
@@ -205,7 +205,7 @@ def test_report_cis_empty():
 
 
 def test_sign_flip_sampled_when_exact_enumeration_is_too_large():
-    from pytest_miabench.stats import PERMUTATIONS, sign_flip_p_value
+    from pytest_miabench.reporting.stats import PERMUTATIONS, sign_flip_p_value
 
     # 20 equal drops: only the two all-equal sign patterns reach the observed
     # |sum| (chance 2 / 2**20), so 10000 seeded flips see none besides it.
@@ -218,7 +218,7 @@ def test_sign_flip_sampled_when_exact_enumeration_is_too_large():
 
 
 def test_paired_stats_small_cases():
-    from pytest_miabench.stats import mde, paired_stats
+    from pytest_miabench.reporting.stats import mde, paired_stats
 
     # sd 0.2 over 400 pairs: (1.959964 + 0.841621) * 0.2 / 20
     assert mde(0.2, 400) == pytest.approx(2.801585 * 0.01, rel=1e-6)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..thinking import strip_first_block
+from .thinking import strip_first_block
 
 # Statuses a verdict can have.  "failed" (the sample could not be run at all)
 # is not a verdict: it is decided outside the protocol.

@@ -10,8 +10,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..thinking import strip_first_block
 from .base import DROPPED, SCORED, SampleSpec, Verdict
+from .thinking import strip_first_block
 
 ORDINALS = ("first", "second", "third", "fourth", "fifth")
 

@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any, ClassVar
 
-from ..text import clip
+from ..config.text import clip
 from . import common
 from .base import EXCLUDED, SCORED, Protocol, SampleSpec, Verdict
 

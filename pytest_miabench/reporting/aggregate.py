@@ -22,14 +22,12 @@ from typing import Any, cast
 
 import pytest
 
-from . import budget as budget_mod
-from . import stats
-from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load_protocols, refusal
-from .cache import HANDOFF, CacheError, ResponseCache
-from .keys import SOURCE_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF
-from .protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
-from .report import RunOutcome, build_report, gate_results, scores_out_of_range, terminal_lines, write_html, write_json
-from .result import (
+from ..calls import budget as budget_mod
+from ..calls.cache import HANDOFF, CacheError, ResponseCache
+from ..config.settings import Settings
+from ..protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
+from ..protocols.sampling import judge_sees_image, judge_settings
+from ..result import (
     BaselineComparison,
     BudgetSpend,
     Cost,
@@ -48,8 +46,10 @@ from .result import (
     blank_result,
     is_finished,
 )
-from .sampling import judge_sees_image, judge_settings
-from .settings import Settings
+from ..run.keys import SOURCE_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF
+from . import stats
+from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load_protocols, refusal
+from .report import RunOutcome, build_report, gate_results, scores_out_of_range, terminal_lines, write_html, write_json
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
 
@@ -622,7 +622,7 @@ class Aggregator:
     def _estimate(self) -> None:
         """--mia-estimate: the numbers of the selected samples, computed here
         alone (on the xdist controller too), so every mode gives the same."""
-        from .estimate import estimate
+        from ..run.estimate import estimate
 
         indices = [index for nodeid in self.expected if (index := _index_of(nodeid)) is not None]
         source = self.config.stash[SOURCE_KEY]

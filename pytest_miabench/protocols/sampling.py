@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from .protocols.base import Protocol
-from .settings import Settings
+from ..config.settings import Settings
+from .base import Protocol
 
 
 class JudgeSampling(TypedDict, total=False):

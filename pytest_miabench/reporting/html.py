@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from .result import DEMO_WARNING, mock_warning
+from ..result import DEMO_WARNING, mock_warning
 
 __all__ = ["CSP", "render_html", "safe_image_uri"]
 
@@ -136,7 +136,7 @@ def _asset(name: str) -> str:
     from importlib.resources import files
 
     # One name per joinpath: Traversable takes several only from Python 3.11.
-    return files("pytest_miabench").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
+    return files("pytest_miabench.reporting.assets").joinpath(name).read_text(encoding="utf-8")
 
 
 # The page's stylesheet and its one script are static files next to this

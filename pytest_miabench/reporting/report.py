@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .protocols.base import Protocol
-from .result import (
+from .. import __version__
+from ..config.settings import MOCK_LABEL, Settings, mock_roles
+from ..config.text import escape_surrogates_in_json, printable
+from ..protocols.base import Protocol
+from ..protocols.sampling import judge_settings
+from ..result import (
     DEMO_WARNING,
     ROLES,
     SCHEMA_VERSION,
@@ -37,9 +40,6 @@ from .result import (
     mock_warning,
     verdict,
 )
-from .sampling import judge_settings
-from .settings import MOCK_LABEL, Settings, mock_roles
-from .text import escape_surrogates_in_json, printable
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -207,8 +207,8 @@ def _now() -> float:
 
 
 def _endpoint_url(url: str | None) -> str:
-    from .settings import DEFAULT_BASE_URL
-    from .urls import shown_url
+    from ..config.settings import DEFAULT_BASE_URL
+    from ..config.urls import shown_url
 
     # Any user:password@ a URL may carry is dropped, and a credential in its
     # query masked, as everywhere a URL is shown.

@@ -34,18 +34,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import cache as cache_mod
-from . import client
-from .budget import dollars, role_prices
-from .cache import CacheError, ResponseCache
-from .client import Completion, endpoints
-from .dataset import Sample, Source
-from .images import prepare
+from ..calls import cache as cache_mod
+from ..calls import client
+from ..calls.budget import dollars, role_prices
+from ..calls.cache import CacheError, ResponseCache
+from ..calls.client import Completion, endpoints
+from ..config.settings import Settings
+from ..config.text import printable
+from ..data.dataset import Sample, Source
+from ..data.images import prepare
+from ..protocols.base import Protocol
+from ..protocols.sampling import judge_sees_image
 from .pipeline import judge_key, lineage, model_key
-from .protocols.base import Protocol
-from .sampling import judge_sees_image
-from .settings import Settings
-from .text import printable
 
 #: Typical reply lengths in tokens, the low end of the cost range: a MIA-Bench
 #: answer is a paragraph or two; a verdict a few score lines.

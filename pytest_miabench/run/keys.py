@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .dataset import Source
+    from ..config.settings import Settings
+    from ..data.dataset import Source
+    from ..result import SampleRecord
     from .engine import Engine
-    from .result import SampleRecord
-    from .settings import Settings
 
 SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
 SOURCE_KEY: pytest.StashKey[Source] = pytest.StashKey()

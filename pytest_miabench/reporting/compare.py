@@ -21,11 +21,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from ..config.settings import OptionError, unit_float
+from ..config.text import printable
+from ..result import BaselineComparison, SampleRecord, Tally
 from .baseline import BaselineError, compare, load, load_protocols, read_report
 from .report import comparison_lines, output_path_problem, write_html
-from .result import BaselineComparison, SampleRecord, Tally
-from .settings import OptionError, unit_float
-from .text import printable
 
 OK, GATE_FAILED, UNUSABLE = 0, 1, 2
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .protocols.base import SampleSpec
-from .text import clip
+from ..config.text import clip
+from ..protocols.base import SampleSpec
 
 #: Former hub ids and where the data lives now.  lmms-eval moved MIA-Bench on
 #: 2026-07-30 (its PR #1416); the old id still redirects, but that should not

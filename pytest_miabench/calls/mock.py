@@ -34,7 +34,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .settings import MOCK_MODEL
+from ..config.settings import MOCK_MODEL
 
 # Every built-in protocol's judge prompt opens with these words.
 _JUDGE_OPENING = "Here is an instruction for a multimodal LLM:"

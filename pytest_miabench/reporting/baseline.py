@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from . import stats
-from .result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally, gate_rule
+from ..config.settings import MOCK_LABEL
+from ..result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally, gate_rule
 
 # The verdict in words lives with the report's types (every layer reads it); offered here too.
-from .result import BaselineVerdict as BaselineVerdict
-from .result import verdict as verdict
-from .settings import MOCK_LABEL
+from ..result import BaselineVerdict as BaselineVerdict
+from ..result import verdict as verdict
+from . import stats
 
 CHANGED_LISTED = 20
 #: Indices of each kind of difference a message and the report name.

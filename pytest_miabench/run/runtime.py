@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from .cache import CacheError, ResponseCache
-from .client import ScrubFilter, endpoints
-from .dataset import DatasetError, Sample, Source
+from ..calls.cache import CacheError, ResponseCache
+from ..calls.client import ScrubFilter, endpoints
+from ..config.settings import Settings
+from ..data.dataset import DatasetError, Sample, Source
+from ..protocols.base import Protocol
 from .engine import Engine
 from .feeder import Feeder
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
@@ -31,8 +33,6 @@ from .keys import (
     WORKERINPUT_HANDOFF,
     WORKERINPUT_MODEL_RUN,
 )
-from .protocols.base import Protocol
-from .settings import Settings
 
 #: Windows of samples the feeder may start beyond the one in flight while
 #: their items wait behind a slow one: the run holds at most
@@ -43,10 +43,10 @@ AHEAD_WINDOWS = 4
 def load_source(config: pytest.Config, settings: Settings) -> Source:
     """Load the dataset once per process; a failure is a usage error."""
     if SOURCE_KEY not in config.stash:
-        from . import dataset
+        from ..data import dataset
 
         if settings.demo:
-            from . import demo
+            from ..data import demo
 
             config.stash[SOURCE_KEY] = demo.load()
             return config.stash[SOURCE_KEY]

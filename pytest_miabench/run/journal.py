@@ -30,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from .cache import CacheError, ResponseCache
+from ..calls.cache import CacheError, ResponseCache
+from ..config.settings import Settings
 from .keys import MODEL_RUN_KEY, WORKERINPUT_MODEL_RUN
 from .pipeline import lineage
-from .settings import Settings
 
 __all__ = ["ModelRuns", "lineage"]
 

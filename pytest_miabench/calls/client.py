@@ -38,11 +38,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlencode, urlsplit
 
-from .protocols.base import Protocol
+from ..config.settings import API_VERSION_ENV, AZURE_TOKEN_ENV, DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
+from ..config.urls import (
+    authority,
+    azure_deployment,
+    is_azure_v1,
+    origin,
+    query_pairs,
+    query_secrets,
+    shown_url,
+    strip_userinfo,
+    without_query,
+)
+from ..protocols.base import Protocol
+from ..protocols.sampling import judge_settings
 from .ratelimit import AdaptiveLimiter, Ask, HostPaused, RateCap, RetryBudget, Slot, backoff, server_ask
-from .sampling import judge_settings
-from .settings import API_VERSION_ENV, AZURE_TOKEN_ENV, DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
-from .urls import authority, azure_deployment, is_azure_v1, origin, query_pairs, query_secrets, shown_url, strip_userinfo, without_query
 
 if TYPE_CHECKING:
     import openai

@@ -16,17 +16,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import cache as cache_mod
-from . import thinking
-from .budget import Budget
-from .cache import AsyncCache
-from .client import Caller, CallError, CallStats, Completion, Endpoint, EndpointDown, endpoints
-from .dataset import Sample, SampleDataError
-from .images import ImageError, PreparedImage
-from .protocols.base import SCORED, Protocol, SampleSpec, Verdict
-from .result import Component, Role, SampleRecord, blank_result, blank_verdict
-from .settings import Settings
-from .text import printable
+from ..calls import cache as cache_mod
+from ..calls.budget import Budget
+from ..calls.cache import AsyncCache
+from ..calls.client import Caller, CallError, CallStats, Completion, Endpoint, EndpointDown, endpoints
+from ..config.settings import Settings
+from ..config.text import printable
+from ..data.dataset import Sample, SampleDataError
+from ..data.images import ImageError, PreparedImage
+from ..protocols import thinking
+from ..protocols.base import SCORED, Protocol, SampleSpec, Verdict
+from ..result import Component, Role, SampleRecord, blank_result, blank_verdict
 
 ImageSource = Callable[[Sample], Awaitable[tuple[PreparedImage, "str | None"]]]
 

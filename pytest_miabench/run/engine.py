@@ -21,19 +21,19 @@ import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
-from .budget import Budget
-from .cache import HANDOFF, AsyncCache, ResponseCache
-from .client import Caller, bounded_http_client, endpoints, judge_sampling, model_sampling
-from .dataset import Sample, Source
-from .images import PreparedImage, prepare, thumbnail_uri
+from ..calls.budget import Budget
+from ..calls.cache import HANDOFF, AsyncCache, ResponseCache
+from ..calls.client import Caller, bounded_http_client, endpoints, judge_sampling, model_sampling
+from ..calls.ratelimit import AdaptiveLimiter, RateCap
+from ..config.settings import Settings, mock_roles, tls_urls
+from ..data.dataset import Sample, Source
+from ..data.images import PreparedImage, prepare, thumbnail_uri
+from ..protocols.base import Protocol
+from ..protocols.sampling import judge_sees_image
+from ..result import SampleRecord, is_finished
 from .loop import LoopThread
 from .pipeline import BudgetSpent, Context, Judging, SampleFailure, new_record, run_sample
 from .prefetch import Prefetcher
-from .protocols.base import Protocol
-from .ratelimit import AdaptiveLimiter, RateCap
-from .result import SampleRecord, is_finished
-from .sampling import judge_sees_image
-from .settings import Settings, mock_roles, tls_urls
 
 __all__ = ["BudgetSpent", "Engine", "SampleFailure"]
 

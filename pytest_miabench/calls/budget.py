@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .settings import Settings
+from ..config.settings import Settings
 
 #: The cache layer where workers share their spend (see the module's docstring).
 LAYER = "budget"

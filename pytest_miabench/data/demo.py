@@ -17,8 +17,8 @@ import random
 from importlib import resources
 from typing import Any
 
+from ..config.settings import DEMO_DATASET
 from .dataset import Source
-from .settings import DEMO_DATASET
 
 FORMATS = ("JPEG", "WEBP", "MPO")
 _SKIES = ((120, 180, 230), (250, 190, 120), (60, 70, 120), (200, 210, 220))
@@ -28,14 +28,14 @@ _THINGS = ((200, 40, 40), (240, 220, 60), (250, 250, 250), (130, 60, 160), (230,
 
 def rows() -> list[dict[str, Any]]:
     """The demo's instruction rows, as packaged."""
-    text = resources.files("pytest_miabench.demo_data").joinpath("instructions.json").read_text(encoding="utf-8")
+    text = resources.files("pytest_miabench.data.demo_data").joinpath("instructions.json").read_text(encoding="utf-8")
     data = json.loads(text)
     assert isinstance(data, list)
     return data
 
 
 def licence() -> str:
-    return resources.files("pytest_miabench.demo_data").joinpath("LICENSE.md").read_text(encoding="utf-8")
+    return resources.files("pytest_miabench.data.demo_data").joinpath("LICENSE.md").read_text(encoding="utf-8")
 
 
 def draw(index: int) -> bytes:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
-from .result import ConfidenceIntervals, JudgeSpread, SampleRecord
+from ..result import ConfidenceIntervals, JudgeSpread, SampleRecord
 
 __all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "mde", "paired_stats", "report_cis", "sign_flip_p_value"]
 

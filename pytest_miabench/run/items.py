@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from .dataset import Sample
+from ..config.text import printable
+from ..data.dataset import Sample
+from ..result import SampleRecord
 from .engine import BudgetSpent, SampleFailure
 from .keys import BUDGET_KEY, ENGINE_KEY, RESULT_KEY, SETTINGS_KEY, TIMEOUT_KEY
-from .result import SampleRecord
-from .text import printable
 
 COLLECTOR_NAME = "mia-bench"
 #: Why the items of a --mia-estimate run are skipped.
