@@ -237,3 +237,17 @@ def test_the_strict_build_passes_and_refuses_a_broken_link(tmp_path: Path) -> No
     page.write_text(page.read_text(encoding="utf-8") + "\nSee [nowhere](no-such-page.md).\n", encoding="utf-8")
     broken = _mkdocs_build(tmp_path)
     assert broken.returncode != 0 and "no-such-page.md" in broken.stdout + broken.stderr
+
+
+def test_the_readme_is_short_and_its_links_reach_the_site() -> None:
+    """README.md is the PyPI long description: at most 12 KB, and every relative link in it names a file
+    of the repository (the site's sources under docs/, which the strict build checks in turn)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode("utf-8")) <= 12 * 1024
+    links = [target.split("#", 1)[0] for target in re.findall(r"\]\(([^)\s]+)\)", readme) if "://" not in target]
+    assert any(link.startswith("docs/") for link in links)
+    missing = [link for link in links if link and not (ROOT / link).exists()]
+    assert not missing, missing
+    # The test command is what .ci/run runs.
+    assert "pip install -e '.[test]' && python -m pytest -n 2" in readme
+    assert "pip install -e '.[test]' && python -m pytest -n 2" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
