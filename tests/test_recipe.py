@@ -1,10 +1,12 @@
-"""The README's GitHub Actions recipes ("Gating a release in CI", "Gating a
-pull request in CI") are workflows that parse, pass zizmor's offline audits,
+"""The CI recipes of the documentation (docs/ci.md: the GitHub Actions
+release and pull-request workflows, the GitLab CI job) parse; the GitHub
+workflows pass zizmor's offline audits,
 and avoid the mistakes the release one once had: an install from PyPI, a
 baseline uploaded on failure, template expansions inside scripts, path
 options without '=', and -n.  The pull-request recipe also skips with a
 notice without secrets, has a timeout, takes main's passing report as the
-baseline, keeps its caches and uploads its reports."""
+baseline, keeps its caches and uploads its reports.  The GitLab job has the
+same gates, skips without its keys, and writes path options with '='."""
 
 from __future__ import annotations
 
@@ -19,20 +21,21 @@ from typing import Any
 import pytest
 import yaml
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Gating a release in CI"
-PR_SECTION = "## Gating a pull request in CI"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "ci.md"
+SECTION = "## GitHub Actions: gating a release"
+PR_SECTION = "## GitHub Actions: gating a pull request"
+GITLAB_SECTION = "## GitLab CI: merge requests and the default branch"
 # The plugin's path-valued options: written without '=' they move pytest's rootdir.
 PATH_FLAGS = ("--mia-dataset", "--mia-cache-dir", "--mia-baseline", "--mia-report", "--mia-html", "--mia-image-root", "--junitxml")
 
 
 def recipe_text(heading: str = SECTION) -> str:
     """The first ```yaml block of the section."""
-    text = README.read_text(encoding="utf-8")
-    assert heading + "\n" in text, f"no section {heading!r} in README.md"
+    text = PAGE.read_text(encoding="utf-8")
+    assert heading + "\n" in text, f"no section {heading!r} in docs/ci.md"
     section = text.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
     match = re.search(r"^```yaml\n(.*?)^```$", section, re.S | re.M)
-    assert match, f"no yaml block under {heading!r} in README.md"
+    assert match, f"no yaml block under {heading!r} in docs/ci.md"
     return match.group(1)
 
 
@@ -81,7 +84,7 @@ def test_recipe_avoids_the_old_mistakes(workflow: dict[str, Any]) -> None:
     assert not any(re.search(r"pip install\s+pytest-miabench\b", script) for script in runs), "the package is not on PyPI"
     (bench,) = [script for script in runs if "pytest --mia-bench" in script]
     words = shlex.split(bench.replace("\\\n", " "))
-    assert "-n" not in words and not any(w.startswith("-n") and w[2:].isdigit() for w in words), "the README advises one process"
+    assert "-n" not in words and not any(w.startswith("-n") and w[2:].isdigit() for w in words), "the docs advise one process"
     for flag in PATH_FLAGS:
         assert flag not in words, f"{flag} given as a separate argument: write {flag}=PATH"
     joined = " ".join(words + [script for script in runs])
@@ -178,3 +181,27 @@ def test_pull_request_recipe_baseline_cache_and_uploads(pr_workflow: dict[str, A
     assert {"mia-report.json", "mia-report.html"} <= set(upload["with"]["path"].split())
     # The uploaded report is where the fetch step looks for main's.
     assert "baseline/mia-report.json" in next(s for s in scripts(pr_workflow) if "pytest --mia-bench" in s)
+
+
+def test_gitlab_recipe_gates_merge_requests_and_skips_without_keys(tmp_path: Path) -> None:
+    loaded = yaml.safe_load(recipe_text(GITLAB_SECTION))
+    assert isinstance(loaded, dict)
+    (job,) = loaded.values()
+    assert [rule["if"] for rule in job["rules"]] == ['$CI_PIPELINE_SOURCE == "merge_request_event"', "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"]
+    assert job["timeout"] and job["cache"]["when"] == "always" and "mia-cache/" in job["cache"]["paths"]
+    assert job["artifacts"]["when"] == "always" and job["artifacts"]["reports"]["junit"] == "mia-junit.xml"
+    script = "\n".join(job["script"])
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    # Without the keys the job says why and succeeds, before installing anything.
+    skipped = subprocess.run(["bash", "-e", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, cwd=tmp_path)
+    assert skipped.returncode == 0 and skipped.stdout.startswith("MIA-Bench skipped"), skipped.stdout + skipped.stderr
+    (bench,) = [part for part in job["script"] if "pytest --mia-bench" in part]
+    command = bench[bench.index("pytest --mia-bench") :]
+    words = shlex.split(command.replace("\\\n", " "))
+    assert "-n" not in words
+    for flag in PATH_FLAGS:
+        assert flag not in words, f"{flag} given as a separate argument: write {flag}=PATH"
+    for option in ("--mia-model-revision=", "--mia-threshold=", "--mia-report=", "--junitxml="):
+        assert option in command, option
+    # The baseline is the default branch's report, gated with --mia-max-drop.
+    assert "/jobs/artifacts/$CI_DEFAULT_BRANCH/raw/mia-report.json" in bench and "--mia-baseline=baseline.json --mia-max-drop=" in bench

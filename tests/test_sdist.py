@@ -87,8 +87,9 @@ def test_sdist_carries_what_the_tests_load(sdist: Path) -> None:
     assert not missing, f"the sdist lacks {missing}"
     for name in ("conftest.py", "tests/conftest.py", "README.md", "CHANGELOG.md", "LICENSE", "pyproject.toml", "pytest_miabench/py.typed"):
         assert name in shipped, name
-    # what README.md links to
+    # what README.md links to, and the documentation site's sources
     assert "docs/mia-demo-report.png" in shipped and "benchmarks/README.md" in shipped
+    assert {"mkdocs.yml", "docs/index.md", "docs/gen_reference.py", "docs/reference/options.md"} <= shipped
     assert not any(p.startswith(("benchmarks/out/", ".venv/", ".git/")) for p in shipped)
     metadata = Parser().parsestr((sdist / "PKG-INFO").read_text(encoding="utf-8"))
     assert metadata["License-Expression"] == "MIT" and metadata.get_all("License-File") == ["LICENSE"]
