@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from ..config.settings import OptionError, unit_float
+from ..config.options import OptionError, unit_float
 from ..config.text import printable
 from ..result import BaselineComparison, SampleRecord, Tally
 from .baseline import BaselineError, compare, load, load_protocols, read_report
