@@ -23,7 +23,8 @@ from typing import Any, cast
 
 from ..config.options import OptionError, unit_float
 from ..config.text import printable
-from ..result import BaselineComparison, SampleRecord, Tally
+from ..result import SampleRecord
+from ..summary import BaselineComparison, Tally
 from .baseline import BaselineError, compare, load, load_protocols, read_report
 from .report import comparison_lines, output_path_problem, write_html
 
