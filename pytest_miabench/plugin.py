@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from . import hookspecs
-from .config.settings import OPTIONS_BY_DEST, Settings, add_options, enabled, raw_value, resolve
+from .config.options import OPTIONS_BY_DEST, add_options, enabled, raw_value
+from .config.settings import Settings, resolve
 from .run.keys import SETTINGS_KEY
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from support import data
 from support.server import OpenAIServer, Reply, Request
 
 from conftest import Bench
-from pytest_miabench.data import dataset
+from pytest_miabench.data import dataset, parquet, samples
 
 N_ROWS = 300
 GROUP_ROWS = 24  # a multiple of BATCH, so many small groups cost no more batches than one big one
@@ -76,9 +76,9 @@ def twice(n: int, rng: random.Random) -> list[int]:
     return list(range(n)) + shuffled(n, rng)
 
 
-def _parquet_source(path: Path) -> dataset._ParquetSource:
+def _parquet_source(path: Path) -> parquet._ParquetSource:
     source = dataset.load(str(path), "test")
-    assert isinstance(source, dataset._ParquetSource)
+    assert isinstance(source, parquet._ParquetSource)
     return source
 
 
@@ -159,7 +159,7 @@ def test_json_image_paths_outside_the_dataset_folder_are_refused(tmp_path: Path,
     own = (tmp_path / "json" / "images" / "own.jpg").read_bytes()
     assert source.image_bytes(3) == own and source.image_bytes(4) == own
     for index in range(3):
-        with pytest.raises(dataset.SampleDataError) as info:
+        with pytest.raises(samples.SampleDataError) as info:
             source.image_bytes(index)
         message = str(info.value)
         assert message.startswith(f"row {index}: image path ") and "outside the dataset folder" in message
@@ -169,7 +169,7 @@ def test_json_image_paths_outside_the_dataset_folder_are_refused(tmp_path: Path,
     # The extra root allows exactly that folder.
     allowed = dataset.load(str(path), "test", image_root=str(outside))
     assert [allowed.image_bytes(i) for i in range(3)] == [CANARY] * 3
-    with pytest.raises(dataset.DatasetError, match="--mia-image-root .*: not a directory"):
+    with pytest.raises(samples.DatasetError, match="--mia-image-root .*: not a directory"):
         dataset.load(str(path), "test", image_root=str(outside / "passwd"))
 
 
@@ -181,7 +181,7 @@ def test_an_unresolvable_image_path_is_the_rows_problem(tmp_path: Path, rows: li
     (root / "bench.json").write_text(json.dumps(records), encoding="utf-8")
     source = dataset.load(str(root / "bench.json"), "test")
     for index in (0, 1):
-        with pytest.raises(dataset.SampleDataError, match=rf"row {index}: image "):
+        with pytest.raises(samples.SampleDataError, match=rf"row {index}: image "):
             source.image_bytes(index)
 
 
@@ -210,7 +210,7 @@ def test_a_named_pipe_is_refused_not_read(tmp_path: Path, rows: list[dict[str, A
     feeding = threading.Thread(target=writer)
     feeding.start()
     try:
-        with pytest.raises(dataset.SampleDataError, match=r"row 0: image path 'pipe.jpg' is not a regular file"):
+        with pytest.raises(samples.SampleDataError, match=r"row 0: image path 'pipe.jpg' is not a regular file"):
             source.image_bytes(0)
     finally:
         stop.set()
@@ -232,9 +232,9 @@ def test_parquet_image_paths_are_read_inside_the_dataset_folder_only(tmp_path: P
     source = dataset.load(str(path), "test")
     assert source.image_bytes(0) == own
     for index in (1, 2):
-        with pytest.raises(dataset.SampleDataError, match=rf"row {index}: image path .* leads outside the dataset folder"):
+        with pytest.raises(samples.SampleDataError, match=rf"row {index}: image path .* leads outside the dataset folder"):
             source.image_bytes(index)
-    with pytest.raises(dataset.SampleDataError, match="row 3: image is missing or empty"):
+    with pytest.raises(samples.SampleDataError, match="row 3: image is missing or empty"):
         source.image_bytes(3)
     allowed = dataset.load(str(path), "test", image_root=str(outside))
     assert allowed.image_bytes(1) == CANARY

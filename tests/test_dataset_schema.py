@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from support import data
 
-from pytest_miabench.data import dataset
+from pytest_miabench.data import dataset, samples
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def _write_table(path: Path, table: pa.Table, change: dict[str, pa.Array | None]
 
 
 def _error(source: Path | str) -> str:
-    with pytest.raises(dataset.DatasetError) as info:
+    with pytest.raises(samples.DatasetError) as info:
         dataset.load(str(source), "test")
     message = str(info.value)
     assert "\n" not in message
@@ -159,7 +159,7 @@ def test_no_reason_quotes_more_than_a_prefix_of_a_cell(tmp_path: Path, table: pa
     if expected is None:
         assert source.image_bytes(0) == b"not an image" * 10_000  # decoded; the image check then fails the sample
         return
-    with pytest.raises(dataset.SampleDataError) as info:
+    with pytest.raises(samples.SampleDataError) as info:
         source.image_bytes(0)
     message = str(info.value)
     assert fnmatch.fnmatchcase(message, expected), message[:500]
@@ -212,7 +212,7 @@ def test_json_nulls_and_missing_keys_in_some_rows_stay_per_row(tmp_path: Path, f
     del records[3]["image"]
     source = dataset.load(str(_json(tmp_path / "bench.json", records)), "test")
     assert [s.problem for s in source.samples[:3]] == [None, "row 1: instruction is empty or missing", "row 2: components is empty or missing"]
-    with pytest.raises(dataset.SampleDataError, match="row 3: image is missing or empty"):
+    with pytest.raises(samples.SampleDataError, match="row 3: image is missing or empty"):
         source.image_bytes(3)
 
 

@@ -13,7 +13,7 @@ import pytest
 from support.server import Reply
 
 from conftest import Bench
-from pytest_miabench.config.settings import OPTIONS
+from pytest_miabench.config.options import OPTIONS
 
 # -- pytest --help -------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlencode, urlsplit
 
-from ..config.settings import API_VERSION_ENV, AZURE_TOKEN_ENV, DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
+from ..config.options import API_VERSION_ENV, AZURE_TOKEN_ENV
+from ..config.settings import DEFAULT_BASE_URL, MOCK_CACHE_URL, MOCK_MODEL, Settings
 from ..config.urls import (
     authority,
     azure_deployment,

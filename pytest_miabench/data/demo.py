@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any
 
 from ..config.settings import DEMO_DATASET
-from .dataset import Source
+from .samples import Source
 
 FORMATS = ("JPEG", "WEBP", "MPO")
 _SKIES = ((120, 180, 230), (250, 190, 120), (60, 70, 120), (200, 210, 220))

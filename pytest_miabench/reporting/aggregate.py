@@ -27,26 +27,23 @@ from ..calls.cache import HANDOFF, CacheError, ResponseCache
 from ..config.settings import Settings
 from ..protocols.base import DROPPED, EXCLUDED, SCORED, ZERO, Protocol, SampleSpec, Verdict
 from ..protocols.sampling import judge_sees_image, judge_settings
-from ..result import (
+from ..result import Role, SampleRecord, blank_result, is_finished
+from ..run.keys import SOURCE_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF
+from ..summary import (
     BaselineComparison,
     BudgetSpend,
     Cost,
     ProtocolBaseline,
     ProtocolSummary,
     Report,
-    Role,
     RoleCost,
     RoleDeviations,
     RoleTotals,
-    SampleRecord,
     Selection,
     Summary,
     Tally,
     UsageTotals,
-    blank_result,
-    is_finished,
 )
-from ..run.keys import SOURCE_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF
 from . import stats
 from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load_protocols, refusal
 from .report import RunOutcome, build_report, gate_results, scores_out_of_range, terminal_lines, write_html, write_json

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from ..config.settings import MOCK_LABEL
-from ..result import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleRecord, SampleSetDifference, Tally, gate_rule
+from ..result import SampleRecord
+from ..summary import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleSetDifference, Tally, gate_rule
 
 # The verdict in words lives with the report's types (every layer reads it); offered here too.
-from ..result import BaselineVerdict as BaselineVerdict
-from ..result import verdict as verdict
+from ..summary import BaselineVerdict as BaselineVerdict
+from ..summary import verdict as verdict
 from . import stats
 
 CHANGED_LISTED = 20

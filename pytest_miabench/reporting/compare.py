@@ -21,9 +21,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from ..config.settings import OptionError, unit_float
+from ..config.options import OptionError, unit_float
 from ..config.text import printable
-from ..result import BaselineComparison, SampleRecord, Tally
+from ..result import SampleRecord
+from ..summary import BaselineComparison, Tally
 from .baseline import BaselineError, compare, load, load_protocols, read_report
 from .report import comparison_lines, output_path_problem, write_html
 

@@ -23,9 +23,8 @@ from ..config.settings import MOCK_LABEL, Settings, mock_roles
 from ..config.text import escape_surrogates_in_json, printable
 from ..protocols.base import Protocol
 from ..protocols.sampling import judge_settings
-from ..result import (
-    DEMO_WARNING,
-    ROLES,
+from ..result import DEMO_WARNING, ROLES, SampleRecord, mock_warning
+from ..summary import (
     SCHEMA_VERSION,
     BaselineComparison,
     BudgetSpend,
@@ -33,11 +32,9 @@ from ..result import (
     JudgeSpread,
     Report,
     ReportSample,
-    SampleRecord,
     Selection,
     Summary,
     UsageTotals,
-    mock_warning,
     verdict,
 )
 

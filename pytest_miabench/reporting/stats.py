@@ -15,7 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
-from ..result import ConfidenceIntervals, JudgeSpread, SampleRecord
+from ..result import SampleRecord
+from ..summary import ConfidenceIntervals, JudgeSpread
 
 __all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "mde", "paired_stats", "report_cis", "sign_flip_p_value"]
 

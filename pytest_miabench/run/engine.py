@@ -26,8 +26,8 @@ from ..calls.cache import HANDOFF, AsyncCache, ResponseCache
 from ..calls.client import Caller, bounded_http_client, endpoints, judge_sampling, model_sampling
 from ..calls.ratelimit import AdaptiveLimiter, RateCap
 from ..config.settings import Settings, mock_roles, tls_urls
-from ..data.dataset import Sample, Source
 from ..data.images import PreparedImage, prepare, thumbnail_uri
+from ..data.samples import Sample, Source
 from ..protocols.base import Protocol
 from ..protocols.sampling import judge_sees_image
 from ..result import SampleRecord, is_finished

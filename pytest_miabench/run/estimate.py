@@ -41,8 +41,8 @@ from ..calls.cache import CacheError, ResponseCache
 from ..calls.client import Completion, endpoints
 from ..config.settings import Settings
 from ..config.text import printable
-from ..data.dataset import Sample, Source
 from ..data.images import prepare
+from ..data.samples import Sample, Source
 from ..protocols.base import Protocol
 from ..protocols.sampling import judge_sees_image
 from .pipeline import judge_key, lineage, model_key

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ..config.text import printable
-from ..data.dataset import Sample
+from ..data.samples import Sample
 from ..result import SampleRecord
 from .engine import BudgetSpent, SampleFailure
 from .keys import BUDGET_KEY, ENGINE_KEY, RESULT_KEY, SETTINGS_KEY, TIMEOUT_KEY

@@ -8,7 +8,7 @@ import pytest
 
 if TYPE_CHECKING:
     from ..config.settings import Settings
-    from ..data.dataset import Source
+    from ..data.samples import Source
     from ..result import SampleRecord
     from .engine import Engine
 

@@ -22,8 +22,8 @@ from ..calls.cache import AsyncCache
 from ..calls.client import Caller, CallError, CallStats, Completion, Endpoint, EndpointDown, endpoints
 from ..config.settings import Settings
 from ..config.text import printable
-from ..data.dataset import Sample, SampleDataError
 from ..data.images import ImageError, PreparedImage
+from ..data.samples import Sample, SampleDataError
 from ..protocols import thinking
 from ..protocols.base import SCORED, Protocol, SampleSpec, Verdict
 from ..result import Component, Role, SampleRecord, blank_result, blank_verdict

@@ -17,7 +17,7 @@ import pytest
 from ..calls.cache import CacheError, ResponseCache
 from ..calls.client import ScrubFilter, endpoints
 from ..config.settings import Settings
-from ..data.dataset import DatasetError, Sample, Source
+from ..data.samples import DatasetError, Sample, Source
 from ..protocols.base import Protocol
 from .engine import Engine
 from .feeder import Feeder
