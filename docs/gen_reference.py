@@ -3,7 +3,7 @@
     python docs/gen_reference.py            # rewrite docs/reference/*.md
     python docs/gen_reference.py --check    # exit 1, naming the stale pages, when one differs
 
-- ``reference/options.md``: every option of ``pytest_miabench.config.settings.OPTIONS``
+- ``reference/options.md``: every option of ``pytest_miabench.config.options.OPTIONS``
   (flag, its ``--mia-no-`` twin, ini key, default, help), as pytest registers them.
 - ``reference/protocols.md``: the built-in judge protocols and their class attributes.
 - ``reference/report-schema.md``: the JSON report's schema, from
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_miabench.config.settings import OPTIONS, Option
+from pytest_miabench.config.options import OPTIONS, Option
 from pytest_miabench.protocols import Protocol, builtin_protocols
 
 DOCS = Path(__file__).resolve().parent

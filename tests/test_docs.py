@@ -17,7 +17,7 @@ from types import ModuleType
 import markdown
 import pytest
 
-from pytest_miabench.config.settings import OPTIONS, Option
+from pytest_miabench.config.options import OPTIONS, Option
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -207,9 +207,11 @@ def test_every_option_pytest_help_lists_is_in_the_site() -> None:
     assert not missing, f"listed by pytest --help, in no page of docs/: {missing}"
 
 
-def test_the_changelog_is_part_of_the_site() -> None:
-    assert '--8<-- "CHANGELOG.md"' in (DOCS / "changelog.md").read_text(encoding="utf-8")
-    assert (ROOT / "CHANGELOG.md").is_file()
+def test_the_changelog_and_the_architecture_are_part_of_the_site() -> None:
+    """Included from the root files, not copied: a copy would drift."""
+    for page, root_file in (("changelog.md", "CHANGELOG.md"), ("architecture.md", "ARCHITECTURE.md")):
+        assert f'--8<-- "{root_file}"' in (DOCS / page).read_text(encoding="utf-8")
+        assert (ROOT / root_file).is_file()
 
 
 def _mkdocs_build(root: Path) -> subprocess.CompletedProcess[str]:
@@ -227,7 +229,7 @@ def _mkdocs_build(root: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.e2e
 def test_the_strict_build_passes_and_refuses_a_broken_link(tmp_path: Path) -> None:
     """What .ci/run does, and proof that it would catch a broken link."""
-    for name in ("mkdocs.yml", "CHANGELOG.md"):
+    for name in ("mkdocs.yml", "CHANGELOG.md", "ARCHITECTURE.md"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(DOCS, tmp_path / "docs", ignore=shutil.ignore_patterns("__pycache__"))
     built = _mkdocs_build(tmp_path)
