@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import io
 import random
+import re
 from html.parser import HTMLParser
 from typing import Any
 
@@ -11,7 +12,8 @@ from PIL import Image
 from support.imports import heavy_imports
 
 from pytest_miabench.data.images import thumbnail_uri
-from pytest_miabench.reporting.html import render_html, safe_image_uri
+from pytest_miabench.reporting.html import render_html
+from pytest_miabench.reporting.htmltables import safe_image_uri
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -327,6 +329,39 @@ def test_hostile_text_is_inert_and_visible():
     assert "<title>" in html and "<script>alert" not in html.split("<title>", 1)[1].split("</title>", 1)[0]
 
 
+# Markup and Jinja2's own syntax: model text is data, never a template.
+TEMPLATE_TEXT = "<script>alert(1)</script> {{ 7*7 }} {% raw %}{{ 6*6 }}{% endraw %} {# gone? #} {{ undefined_name }}"
+
+
+def test_autoescape_escapes_and_template_syntax_in_model_text_is_inert():
+    """The page is rendered by Jinja2 with autoescape on: text in an answer,
+    a judge reply, an instruction and a sample's id is escaped and shown as
+    it is, template syntax included (nothing evaluated, nothing dropped, no
+    error for an undefined name).  With autoescape off this fails: the
+    script element would be real."""
+    report = make_report(3)
+    sample = report["samples"][1]
+    for key in ("response", "judge_reply", "instruction", "nodeid", "index"):
+        sample[key] = TEMPLATE_TEXT  # an index that is not an int is shown as text
+    html = render_html(report)
+    _assert_no_injection(html)
+    assert "<script>alert" not in html
+    # Instruction, response, judge reply, the row's link text and the node id.
+    assert text_inside(html, "p-1").count(TEMPLATE_TEXT) == 5
+
+
+def test_no_template_marks_data_safe():
+    """Only the page's own stylesheet and script are marked safe, in Python
+    (html.py); no template turns escaping off for anything."""
+    from importlib.resources import files
+
+    templates = files("pytest_miabench.reporting").joinpath("templates")
+    sources = {t.name: t.read_text(encoding="utf-8") for t in templates.iterdir() if t.name.endswith(".html")}
+    assert "page.html" in sources
+    for name, source in sources.items():
+        assert not re.search(r"\|\s*safe\b|autoescape\s+false|\bMarkup\b", source, re.IGNORECASE), name
+
+
 def test_hostile_type_and_status_values_stay_in_attributes():
     report = make_report(4)
     bad = '"><img src=x onerror=alert(1)>'
@@ -482,6 +517,14 @@ def test_baseline_section_iff_baseline():
     assert "#s-3" in links and "#s-5" in links
     for href in links:
         assert page.by_id(href[1:]) is not None
+
+
+def test_no_change_is_not_shown_as_a_drop():
+    """A change of -0.0 prints +0.0000, as the GitHub job summary prints it
+    (both use values.signed)."""
+    report = make_report(6, baseline=True)
+    report["baseline"]["delta"] = -0.0
+    assert text_inside(render_html(report), "baseline-delta") == "+0.0000"
 
 
 def test_controls_hidden_without_js_and_filter_options():

@@ -21,13 +21,14 @@ escaped as GitHub's workflow commands require.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from .values import fixed, mapping, number, signed
 
 if TYPE_CHECKING:
     from .aggregate import Aggregator
@@ -67,31 +68,11 @@ def annotation(level: str, title: str, message: str) -> str:
     return f"::{level} title={command_property(title)}::{command_data(message)}"
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _fmt(value: Any) -> str:
-    v = _num(value)
-    return "n/a" if v is None else f"{v:.4f}"
-
-
-def _signed(value: Any) -> str:
-    v = _num(value)
-    return "n/a" if v is None else f"{v + 0.0:+.4f}"
-
-
-def _interval(pair: Any, signed: bool = False) -> str:
-    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or _num(pair[0]) is None or _num(pair[1]) is None:
+def _interval(pair: Any, sign: bool = False) -> str:
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or number(pair[0]) is None or number(pair[1]) is None:
         return "n/a"
-    show = _signed if signed else _fmt
+    show = signed if sign else fixed
     return f"[{show(pair[0])}, {show(pair[1])}]"
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def verdict_word(report: Mapping[str, Any], gated: bool) -> str:
@@ -104,14 +85,14 @@ def verdict_word(report: Mapping[str, Any], gated: bool) -> str:
 def summary_markdown(report: Mapping[str, Any], gated: bool, verdict_lines: Sequence[str]) -> str:
     """The job summary: headline, verdict and why, breakdowns, baseline, regressions."""
     word = verdict_word(report, gated)
-    model = _map(report.get("model"))
-    protocol = _map(report.get("protocol"))
-    ci = _map(report.get("ci"))
+    model = mapping(report.get("model"))
+    protocol = mapping(report.get("protocol"))
+    ci = mapping(report.get("ci"))
     out = [f"## MIA-Bench: {word} — {md(model.get('name'))}", ""]
     if report.get("demo") is True or report.get("mock_roles"):
         out += ["> **Mock or demo run: the number means nothing about any model.**", ""]
     out.append(
-        f"**total_score {_fmt(report.get('total_score'))}** (95% CI {_interval(ci.get('total_score'))}; "
+        f"**total_score {fixed(report.get('total_score'))}** (95% CI {_interval(ci.get('total_score'))}; "
         f"protocol {md(protocol.get('name'))}, {report.get('n_scored', 0)} scored, {report.get('n_failed', 0)} failed "
         f"of {report.get('n_samples', 0)} samples)"
     )
@@ -123,8 +104,8 @@ def summary_markdown(report: Mapping[str, Any], gated: bool, verdict_lines: Sequ
     if not why:
         why.append("no gate set (--mia-threshold, --mia-max-drop)")
     out += [f"- {line}" for line in why] + [""]
-    out += _budget_section(_map(report.get("budget")), _map(report.get("cost")))
-    baseline = _map(report.get("baseline"))
+    out += _budget_section(mapping(report.get("budget")), mapping(report.get("cost")))
+    baseline = mapping(report.get("baseline"))
     for key, label in (("by_type", "instruction type"), ("by_component_type", "component type")):
         out += _breakdown_table(report, baseline, key, label)
     if baseline:
@@ -137,11 +118,11 @@ def _budget_section(budget: Mapping[str, Any], cost: Mapping[str, Any]) -> list[
     if not budget:
         return []
     rows = ["| budget | limit | spent |", "|---|---:|---:|"]
-    if _num(budget.get("tokens")) is not None:
+    if number(budget.get("tokens")) is not None:
         rows.append(f"| tokens | {int(budget['tokens'])} | {md(budget.get('spent_tokens'))} |")
-    if _num(budget.get("usd")) is not None:
-        spent = _num(budget.get("spent_usd"))
-        rows.append(f"| dollars | ${_num(budget['usd']):g} | {'n/a' if spent is None else f'${spent:.4f}'} |")
+    if number(budget.get("usd")) is not None:
+        spent = number(budget.get("spent_usd"))
+        rows.append(f"| dollars | ${number(budget['usd']):g} | {'n/a' if spent is None else f'${spent:.4f}'} |")
     out = ["### Spend against the budget", "", *rows, ""]
     if budget.get("stopped"):
         out += [f"**Stopped by the budget**: {md(budget.get('stopped'))}; {md(budget.get('n_not_run'))} sample(s) not run.", ""]
@@ -149,12 +130,12 @@ def _budget_section(budget: Mapping[str, Any], cost: Mapping[str, Any]) -> list[
 
 
 def _breakdown_table(report: Mapping[str, Any], baseline: Mapping[str, Any], key: str, label: str) -> list[str]:
-    means = _map(report.get(key))
+    means = mapping(report.get(key))
     if not means:
         return []
-    cis = _map(_map(report.get("ci")).get(key))
-    before = _map(baseline.get(f"baseline_{key}"))
-    change = _map(baseline.get(key))
+    cis = mapping(mapping(report.get("ci")).get(key))
+    before = mapping(baseline.get(f"baseline_{key}"))
+    change = mapping(baseline.get(key))
     head = f"| {label} | score | 95% CI |"
     rule = "|---|---:|---|"
     if baseline:
@@ -162,30 +143,30 @@ def _breakdown_table(report: Mapping[str, Any], baseline: Mapping[str, Any], key
         rule += "---:|---:|"
     rows = [head, rule]
     for name in sorted(set(means) | set(before)):
-        row = f"| {md(name)} | {_fmt(means.get(name))} | {_interval(cis.get(name))} |"
+        row = f"| {md(name)} | {fixed(means.get(name))} | {_interval(cis.get(name))} |"
         if baseline:
-            row += f" {_fmt(before.get(name))} | {_signed(change.get(name))} |"
+            row += f" {fixed(before.get(name))} | {signed(change.get(name))} |"
         rows.append(row)
     return [*rows, ""]
 
 
 def _baseline_section(report: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[str]:
-    p_value = _num(baseline.get("p_value"))
+    p_value = number(baseline.get("p_value"))
     out = [
         "### Against the baseline",
         "",
-        f"Baseline {md(baseline.get('path'))}: total_score {_fmt(baseline.get('total_score'))}, "
-        f"change (this run − baseline) {_signed(baseline.get('delta'))}.",
+        f"Baseline {md(baseline.get('path'))}: total_score {fixed(baseline.get('total_score'))}, "
+        f"change (this run − baseline) {signed(baseline.get('delta'))}.",
         "",
-        f"Paired over {baseline.get('n_paired')} samples: mean change {_signed(baseline.get('mean_diff'))}, "
-        f"95% CI {_interval(baseline.get('diff_ci'), signed=True)}, p = {'n/a' if p_value is None else f'{p_value:.4g}'}; "
-        f"smallest detectable drop {_fmt(baseline.get('mde'))}; verdict **{md(baseline.get('gate_verdict') or 'no gate')}**.",
+        f"Paired over {baseline.get('n_paired')} samples: mean change {signed(baseline.get('mean_diff'))}, "
+        f"95% CI {_interval(baseline.get('diff_ci'), sign=True)}, p = {'n/a' if p_value is None else f'{p_value:.4g}'}; "
+        f"smallest detectable drop {fixed(baseline.get('mde'))}; verdict **{md(baseline.get('gate_verdict') or 'no gate')}**.",
         "",
     ]
     if baseline.get("refused"):
         out += [f"Not comparable: {md(baseline.get('refused'))}", ""]
     types = {s.get("index"): s.get("type") for s in report.get("samples") or () if isinstance(s, Mapping)}
-    worse = [c for c in baseline.get("changed") or () if isinstance(c, Mapping) and (_num(c.get("delta")) or 0.0) < 0]
+    worse = [c for c in baseline.get("changed") or () if isinstance(c, Mapping) and (number(c.get("delta")) or 0.0) < 0]
     if not worse:
         return [*out, "No sample regressed.", ""]
     out += [
@@ -196,8 +177,8 @@ def _baseline_section(report: Mapping[str, Any], baseline: Mapping[str, Any]) ->
     ]
     for c in worse[:REGRESSIONS_LISTED]:
         out.append(
-            f"| {md(c.get('nodeid'))} | {md(types.get(c.get('index')))} | {_fmt(c.get('before'))} | "
-            f"{_fmt(c.get('after'))} | {_signed(c.get('delta'))} |"
+            f"| {md(c.get('nodeid'))} | {md(types.get(c.get('index')))} | {fixed(c.get('before'))} | "
+            f"{fixed(c.get('after'))} | {signed(c.get('delta'))} |"
         )
     return [*out, ""]
 
@@ -210,8 +191,8 @@ def annotation_lines(report: Mapping[str, Any], gated: bool, gate_failed: bool, 
         return [annotation("error", "MIA-Bench gate failed", message)]
     if gated:
         return [annotation("notice", "MIA-Bench gate passed", message)]
-    ci = _interval(_map(report.get("ci")).get("total_score"))
-    return [annotation("notice", "MIA-Bench", f"total_score {_fmt(report.get('total_score'))} (95% CI {ci}); no gate set")]
+    ci = _interval(mapping(report.get("ci")).get("total_score"))
+    return [annotation("notice", "MIA-Bench", f"total_score {fixed(report.get('total_score'))} (95% CI {ci}); no gate set")]
 
 
 def wanted(environ: Mapping[str, str] | None = None) -> bool:
