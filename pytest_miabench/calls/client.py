@@ -11,14 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config.settings import Settings
 from ..protocols.base import Protocol
 from ..protocols.sampling import judge_settings
-
-if TYPE_CHECKING:
-    import openai
 
 # OpenAI's reasoning families refuse max_tokens and any temperature but the
 # default; they are asked the accepted way from the first call.  Other hosts
@@ -93,28 +90,31 @@ class Sampling:
         them whatever the API: the API kind is a key part of its own."""
         return Sampling(self.max_tokens, self.temperature, self.reasoning_effort).params()
 
-    def adapt(self, exc: openai.APIStatusError) -> bool:
-        """Change what a 400 says the endpoint refuses; False if nothing applies."""
-        if exc.status_code != 400:
-            return False
-        param, text = _error_param(exc)
+    def refusal(self, param: str | None, text: str) -> str | None:
+        """Which parameter a 400 refuses (``param``, ``text``: what its error
+        names and says) that this sampling can send another way:
+        ``max_tokens`` or ``temperature``; None if nothing applies."""
         if self.max_tokens is not None and self.token_param == "max_tokens" and (
             param == "max_tokens" or "max_completion_tokens" in text
         ):
-            return self._use_completion_tokens("the endpoint refused max_tokens")
+            return "max_tokens"
         if self.temperature is not None and self.send_temperature and (
             param == "temperature" or ("temperature" in text and "unsupported" in text.lower())
         ):
-            return self._drop_temperature("the endpoint refused it")
-        return False
+            return "temperature"
+        return None
 
-    def outdated(self, exc: openai.APIStatusError, sent: Mapping[str, Any]) -> bool:
+    def adapt(self, refused: str) -> None:
+        """Send ``refused`` (as ``refusal`` named it) the way the endpoint accepts."""
+        if refused == "max_tokens":
+            self._use_completion_tokens("the endpoint refused max_tokens")
+        else:
+            self._drop_temperature("the endpoint refused it")
+
+    def outdated(self, param: str | None, text: str, sent: Mapping[str, Any]) -> bool:
         """Whether a 400 refuses a parameter ``sent`` held that the role no
         longer sends: another call's refusal changed the sampling while this
         request was in flight, and it is to be sent again, the accepted way."""
-        if exc.status_code != 400:
-            return False
-        param, text = _error_param(exc)
         now = self.params()
         return any(name in sent and name not in now and (param == name or name in text) for name in ("max_tokens", "temperature"))
 
@@ -132,12 +132,3 @@ class Sampling:
         self.send_temperature = False
         self.deviations.append(f"temperature={self.temperature:g} not sent, the model's default applies ({why})")
         return True
-
-
-def _error_param(exc: openai.APIStatusError) -> tuple[str | None, str]:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    inner = body.get("error", body)
-    if not isinstance(inner, dict):
-        return None, str(inner)
-    param = inner.get("param")
-    return (param if isinstance(param, str) else None), str(inner.get("message") or "")
