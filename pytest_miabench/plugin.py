@@ -232,7 +232,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     settings = config.stash.get(SETTINGS_KEY, None)
     if settings is None or not settings.enabled:
         return None
-    from .calls.client import endpoints
+    from .calls.endpoint import endpoints
     from .config.settings import MOCK_LABEL, mock_roles
 
     limit = "all" if settings.limit is None else str(settings.limit)

@@ -15,7 +15,7 @@ from support.reasoning import strict_reasoning
 from support.server import Reply, Request
 
 from conftest import Bench
-from pytest_miabench.calls.client import BREAKER_ATTEMPTS
+from pytest_miabench.calls.policy import BREAKER_ATTEMPTS
 
 VERDICT = "score of component 1: 4/4, score of component 2: 3/3, total score: 7/10."
 # A run that does not end within this is hung (on a server's hour-long ask).

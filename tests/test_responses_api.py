@@ -16,7 +16,7 @@ from support.scripted import per_sample
 from support.server import OpenAIServer, Reply, Request
 
 from conftest import SMALL_ROWS, Bench
-from pytest_miabench.calls.client import responses_input
+from pytest_miabench.calls.replies import responses_input
 
 SCORES = [3, 7, 10, 0, 5, 9]  # the judge's verdict per sample, out of 10
 PROTOCOLS = ["evalscope", "evalscope-json", "lmms-eval", "vlmevalkit", "apple"]

@@ -172,8 +172,15 @@ def backoff(attempt: int, rng: random.Random, base: float = 0.5, cap: float = 30
     per test by pytest-randomly, which would make every request's jitter
     alike.  Full jitter spreads a crowd of retries over the whole interval.
     """
+    return rng.uniform(0.0, backoff_cap(attempt, base, cap))
+
+
+def backoff_cap(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """The top of ``backoff``'s interval, min(cap, base * 2**(attempt-1)):
+    a uniform draw from [0, 1) times this is a ``backoff`` (the call policy
+    is given the draw, and stays a pure function)."""
     exponent = min(max(attempt, 1) - 1, 64)  # 2**64 * base is past any cap; no float overflow
-    return rng.uniform(0.0, min(cap, base * 2.0**exponent))
+    return min(cap, base * 2.0**exponent)
 
 
 class RetryBudget:
@@ -216,11 +223,17 @@ class RetryBudget:
 
     def message(self, delay: float) -> str:
         """Why we give up, for the error report."""
-        if self.tries:
-            seen = f"rate limited (HTTP 429) {self.tries} time{'s' if self.tries != 1 else ''}"
-        else:
-            seen = f"asked to wait {self.waits} time{'s' if self.waits != 1 else ''}"
-        return f"{seen} over {self.waited:.1f} s; waiting {delay:.1f} s more would pass the {self.seconds:g} s rate-limit budget"
+        return budget_message(self.seconds, self.tries, self.waits, self.waited, delay)
+
+
+def budget_message(seconds: float, tries: int, waits: int, waited: float, delay: float) -> str:
+    """Why a request gives up on a budget of ``seconds``: ``tries`` 429s
+    (else ``waits`` waits asked for) over ``waited`` seconds, and ``delay`` more to go."""
+    if tries:
+        seen = f"rate limited (HTTP 429) {tries} time{'s' if tries != 1 else ''}"
+    else:
+        seen = f"asked to wait {waits} time{'s' if waits != 1 else ''}"
+    return f"{seen} over {waited:.1f} s; waiting {delay:.1f} s more would pass the {seconds:g} s rate-limit budget"
 
 
 class RateCap:

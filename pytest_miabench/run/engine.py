@@ -23,8 +23,11 @@ from typing import Any, cast
 
 from ..calls.budget import Budget
 from ..calls.cache import HANDOFF, AsyncCache, ResponseCache
-from ..calls.client import Caller, bounded_http_client, endpoints, judge_sampling, model_sampling
+from ..calls.caller import Caller
+from ..calls.client import judge_sampling, model_sampling
+from ..calls.endpoint import endpoints
 from ..calls.ratelimit import AdaptiveLimiter, RateCap
+from ..calls.transport import bounded_http_client
 from ..config.settings import Settings, mock_roles, tls_urls
 from ..data.images import PreparedImage, prepare, thumbnail_uri
 from ..data.samples import Sample, Source

@@ -38,7 +38,8 @@ from ..calls import cache as cache_mod
 from ..calls import client
 from ..calls.budget import dollars, role_prices
 from ..calls.cache import CacheError, ResponseCache
-from ..calls.client import Completion, endpoints
+from ..calls.endpoint import endpoints
+from ..calls.replies import Completion
 from ..config.settings import Settings
 from ..config.text import printable
 from ..data.images import prepare

@@ -19,7 +19,9 @@ from typing import Any
 from ..calls import cache as cache_mod
 from ..calls.budget import Budget
 from ..calls.cache import AsyncCache
-from ..calls.client import Caller, CallError, CallStats, Completion, Endpoint, EndpointDown, endpoints
+from ..calls.caller import Caller, CallError, CallStats, EndpointDown
+from ..calls.endpoint import Endpoint, endpoints
+from ..calls.replies import Completion
 from ..config.settings import Settings
 from ..config.text import printable
 from ..data.images import ImageError, PreparedImage

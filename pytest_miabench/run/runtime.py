@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from ..calls.cache import CacheError, ResponseCache
-from ..calls.client import ScrubFilter, endpoints
+from ..calls.endpoint import endpoints
+from ..calls.scrub import ScrubFilter
 from ..config.settings import Settings
 from ..data.samples import DatasetError, Sample, Source
 from ..protocols.base import Protocol
