@@ -3,8 +3,8 @@
 SQLite in WAL mode gives what a benchmark run needs: every answer is
 committed as soon as it arrives (a SIGKILL loses at most the requests in
 flight), many xdist workers can write at once, and a crash never leaves the
-file unreadable.  Keys are content hashes of everything that changes the
-answer; errors are never stored.
+file unreadable.  Keys are content hashes of the request as it is sent
+(run/request.py); errors are never stored.
 
 The cache is worth less than the answers it holds: an entry that fails its
 checksum is a miss, a database that cannot be opened or written is a warning
@@ -25,7 +25,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+# Part of every key (run/request.py): an entry written under another
+# version has another key, so it is never read (a miss, asked again).
+# 3: keys are the request as sent (messages, not the prompt's parts).
+SCHEMA_VERSION = 3
 MODEL = "model"
 JUDGE = "judge"
 TABLE = "mia_responses"

@@ -62,7 +62,8 @@ class Protocol(ABC):
     ``pytest_miabench_register_protocols`` hook."""
 
     name: ClassVar[str]
-    #: Bump when the prompt text changes: it is part of the judge cache key.
+    #: Bump when the prompt text changes: the reports name it (the judge
+    #: cache key is the request itself, so a new prompt is never served an old verdict).
     prompt_version: ClassVar[str] = "1"
     #: Whether the reference sends the image to the judge.
     judge_sees_image: ClassVar[bool] = False

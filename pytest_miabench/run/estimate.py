@@ -1,9 +1,9 @@
 """What a run would call and spend, known before it runs (``--mia-estimate``).
 
 No API call is made and no engine is started.  For each selected sample the
-estimate builds the same cache keys the run would (``pipeline.model_key`` and
-``pipeline.judge_key``) and asks the response cache whether it holds them:
-those calls will not be paid.  A verdict's key holds the judge prompt, which
+estimate builds the same requests and cache keys the run would (request.py)
+and asks the response cache whether it holds them: those calls will not be
+paid.  A verdict's key holds the judge prompt, which
 holds the model's answer, so a verdict can be found only when the answer is.
 
 How tokens are counted (documented in the README):
@@ -22,7 +22,7 @@ How tokens are counted (documented in the README):
 
 Image sizes are read from the image headers (Pillow's lazy open, no decode);
 only when the cache must be asked is an image prepared as the run would
-(its bytes are in the key), which decodes only what the run re-encodes.
+(its data URI is in the key), which decodes only what the run re-encodes.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ from ..calls.endpoint import endpoints
 from ..calls.replies import Completion
 from ..config.settings import Settings
 from ..config.text import printable
-from ..data.images import prepare
+from ..data.images import PreparedImage, prepare
 from ..data.samples import Sample, Source
 from ..protocols.base import Protocol
 from ..protocols.sampling import judge_sees_image
-from .pipeline import judge_key, lineage, model_key
+from .pipeline import lineage
+from .request import judge_messages, model_messages, request_key
 
 #: Typical reply lengths in tokens, the low end of the cost range: a MIA-Bench
 #: answer is a paragraph or two; a verdict a few score lines.
@@ -149,13 +150,11 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
     """The estimate of a run over the samples ``indices``."""
     count, text_method = text_counter()
     model, judge = endpoints(settings)
-    model_sampling = client.model_sampling(settings).requested()
-    judge_sampling = {}
+    # The sampling each role's calls are sent with (and their API kind), as the engine builds it.
+    model_sampling = client.model_sampling(settings)
+    judge_sampling = {protocol.name: client.judge_sampling(settings, protocol) for protocol in protocols}
     lines = [_Line("model", None, settings.max_tokens)]
-    for protocol in protocols:
-        sampling = client.judge_sampling(settings, protocol)
-        judge_sampling[protocol.name] = sampling.requested()
-        lines.append(_Line("judge", protocol.name, sampling.max_tokens))
+    lines += [_Line("judge", protocol.name, judge_sampling[protocol.name].max_tokens) for protocol in protocols]
     cache = _Cache(directory, settings)
     by_index = {sample.index: sample for sample in source.samples}
     unusable = 0
@@ -166,18 +165,18 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
                 unusable += 1
                 continue
             try:
-                size, sha, mime = _image(source, sample, settings, keyed=cache.weights is not None)
+                size, image = _image(source, sample, settings, keyed=cache.weights is not None)
             except Exception:  # the run fails this sample before any call
                 unusable += 1
                 continue
             spec = sample.spec
             answer: str | None = None
-            hit = None
-            if cache.weights is not None and sha is not None and mime is not None:
-                hit = cache.get("model", model_key(model, model_sampling, cache.weights, sha, mime, spec.instruction, settings.api))
-            if hit is not None:
-                answer = printable(hit.text or "")
-            lines[0].add(hit is not None, MESSAGE_OVERHEAD + count(spec.instruction) + image_tokens(*size, None))
+            uri = image.data_uri() if image is not None else None
+            if cache.weights is not None and uri is not None:
+                messages = model_messages(uri, spec.instruction)
+                hit = cache.get("model", request_key(model, model_sampling.api, messages, model_sampling.requested(), weights=cache.weights))
+                answer = printable(hit.text or "") if hit is not None else None
+            lines[0].add(answer is not None, MESSAGE_OVERHEAD + count(spec.instruction) + image_tokens(*size, None))
             for protocol, line in zip(protocols, lines[1:]):
                 sees = judge_sees_image(settings, protocol)
                 prompt = protocol.build_prompt(spec, protocol.judge_answer(answer if answer is not None else ""))
@@ -186,7 +185,9 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
                 for repeat in range(settings.judge_repeats):
                     verdict = None
                     if answer is not None and not settings.rejudge:
-                        parts = judge_key(judge, protocol, judge_sampling[protocol.name], prompt, sha if sees else None, repeat, 0, settings.judge_api)
+                        messages = judge_messages(protocol, prompt, uri if sees else None)
+                        sampling = judge_sampling[protocol.name]
+                        parts = request_key(judge, sampling.api, messages, sampling.requested(), repeat=repeat)
                         verdict = cache.get("judge", parts)
                     line.add(verdict is not None, tokens)
     finally:
@@ -194,19 +195,19 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
     return _totals(settings, lines, len(indices), unusable, text_method)
 
 
-def _image(source: Source, sample: Sample, settings: Settings, keyed: bool) -> tuple[tuple[int, int], str | None, str | None]:
-    """The prepared image's size, and with ``keyed`` its hash and type (the
-    cache key holds them: the image is prepared as the run prepares it)."""
+def _image(source: Source, sample: Sample, settings: Settings, keyed: bool) -> tuple[tuple[int, int], PreparedImage | None]:
+    """The prepared image's size, and with ``keyed`` the image itself (its
+    data URI is in the cache key: it is prepared as the run prepares it)."""
     raw = source.image_bytes(sample.index)
     if keyed:
         image = prepare(raw, settings.image_max_side)
-        return (image.width, image.height), image.sha256, image.mime
+        return (image.width, image.height), image
     from PIL import Image
 
     with Image.open(io.BytesIO(raw)) as opened:  # the header only: no decode
         width, height = opened.size
     scale = min(1.0, settings.image_max_side / max(width, height))
-    return (max(1, round(width * scale)), max(1, round(height * scale))), None, None
+    return (max(1, round(width * scale)), max(1, round(height * scale))), None
 
 
 def _totals(settings: Settings, lines: list[_Line], samples: int, unusable: int, text_method: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Which model answers a session may reuse: model identity across runs.
 
-A model answer in the cache is keyed by everything that changes it (URL,
-model name, sampling, image, instruction) and by the identity of the weights
-behind the name:
+A model answer in the cache is keyed by the request that asked for it (URL,
+model name, messages, sampling: request.py) and by the identity of the
+weights behind the name:
 
 * ``--mia-model-revision REV`` names the weights (a checkpoint hash, a tag,
   an immutable snapshot name).  Answers are reused by every run under the

@@ -20,7 +20,7 @@ from ..calls import cache as cache_mod
 from ..calls.budget import Budget
 from ..calls.cache import AsyncCache
 from ..calls.caller import Caller, CallError, CallStats, EndpointDown
-from ..calls.endpoint import Endpoint, endpoints
+from ..calls.endpoint import endpoints
 from ..calls.replies import Completion
 from ..config.settings import Settings
 from ..config.text import printable
@@ -29,6 +29,7 @@ from ..data.samples import Sample, SampleDataError
 from ..protocols import thinking
 from ..protocols.base import SCORED, Protocol, SampleSpec, Verdict
 from ..result import Component, Role, SampleRecord, blank_result, blank_verdict
+from .request import judge_messages, model_messages, request_key
 
 ImageSource = Callable[[Sample], Awaitable[tuple[PreparedImage, "str | None"]]]
 
@@ -81,57 +82,10 @@ class BudgetSpent(SampleFailure):
 
 def lineage(settings: Settings) -> str:
     """One model identity without a revision: where it is served and its
-    name (journal.py keeps its runs; ``model_key`` holds the run)."""
+    name (journal.py keeps its runs; the model's ``request_key`` holds the run)."""
     model, _ = endpoints(settings)
     text = json.dumps({"url": model.cache_url, "model": model.model}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def model_key(
-    endpoint: Endpoint, settings: dict[str, Any], weights: dict[str, str], image_sha256: str, mime: str, instruction: str, api: str = "chat"
-) -> dict[str, Any]:
-    """What the model's answer is cached under (also built by ``estimate``,
-    which asks the cache without calling anything: one definition for both)."""
-    return {
-        "v": cache_mod.SCHEMA_VERSION,
-        "url": endpoint.cache_url,
-        "model": endpoint.model,
-        "weights": weights,
-        "settings": settings,
-        "image": {"sha256": image_sha256, "mime": mime},
-        "text": instruction,
-        **api_key_part(api),
-    }
-
-
-def judge_key(
-    endpoint: Endpoint,
-    protocol: Protocol,
-    settings: dict[str, Any],
-    prompt: str,
-    image_sha256: str | None,
-    repeat: int,
-    reask: int,
-    api: str = "chat",
-) -> dict[str, Any]:
-    """What a verdict is cached under (see ``model_key``)."""
-    parts: dict[str, Any] = {
-        "v": cache_mod.SCHEMA_VERSION,
-        "url": endpoint.cache_url,
-        "model": endpoint.model,
-        "protocol": protocol.name,
-        "prompt_version": protocol.prompt_version,
-        "settings": settings,
-        "prompt": prompt,
-        "image": None if image_sha256 is None else {"sha256": image_sha256, "detail": protocol.image_detail},
-        **api_key_part(api),
-    }
-    # The first verdict keeps the plain key, so K=1 and K=3 share it.
-    if repeat:
-        parts["repeat"] = repeat
-    if reask:
-        parts["reask"] = reask
-    return parts
 
 
 def new_record(sample: Sample) -> SampleRecord:
@@ -261,31 +215,16 @@ async def _image(ctx: Context, sample: Sample, record: SampleRecord) -> Prepared
 
 async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, record: SampleRecord) -> Completion:
     caller = ctx.model
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": image.data_uri()}},
-                {"type": "text", "text": spec.instruction},
-            ],
-        }
-    ]
+    messages = model_messages(image.data_uri(), spec.instruction)
 
     def key() -> dict[str, Any]:
-        return model_key(caller.endpoint, caller.sampling.requested(), ctx.weights, image.sha256, image.mime, spec.instruction, caller.api)
+        return request_key(caller.endpoint, caller.api, messages, caller.sampling.requested(), weights=ctx.weights)
 
     answer = await _cached_call(ctx, "model", caller, key, messages, record)
     record["response"] = answer.text
     record["finish_reason"] = answer.finish_reason
     record["reasoning"] = answer.reasoning if answer.reasoning is not None else thinking.first_block(answer.text or "")
     return answer
-
-
-def api_key_part(api: str) -> dict[str, str]:
-    """The API kind in a cache key: a reply of the Responses API is never
-    served for a chat call, nor the reverse.  Chat's keys have no such part,
-    so the entries cached before the Responses API existed stay valid."""
-    return {} if api == "chat" else {"api": api}
 
 
 async def _verdicts(
@@ -313,8 +252,7 @@ async def _verdict(
     """One verdict, re-asking up to ``judge_retries`` times while the reply
     cannot be parsed.  Each re-ask and repeat is its own cache entry."""
     caller, protocol = judging.judge, judging.protocol
-    content = protocol.judge_content(prompt, image.data_uri() if image is not None else None)
-    messages = [{"role": "user", "content": content}]
+    messages = judge_messages(protocol, prompt, image.data_uri() if image is not None else None)
     reply: str | None = None
     verdict: Verdict | None = None
     for reask in range(ctx.settings.judge_retries + 1):
@@ -322,8 +260,7 @@ async def _verdict(
             record["judge_reasks"] = record.get("judge_reasks", 0) + 1
 
         def key(reask: int = reask) -> dict[str, Any]:
-            sha = None if image is None else image.sha256
-            return judge_key(caller.endpoint, protocol, caller.sampling.requested(), prompt, sha, repeat, reask, caller.api)
+            return request_key(caller.endpoint, caller.api, messages, caller.sampling.requested(), repeat=repeat, reask=reask)
 
         completion = await _cached_call(ctx, "judge", caller, key, messages, record, read_cache=not ctx.settings.rejudge)
         reply = completion.text
