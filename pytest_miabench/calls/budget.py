@@ -8,7 +8,7 @@ are kept and cached, so a run can overshoot by at most what was in flight.
 
 Under xdist the budget is for the whole run, not per worker, so workers
 share their spend.  They do it through the store they already share with the
-controller for the interrupt handoff (``cache.HANDOFF``): the response cache,
+controller for the interrupt handoff (``run/handoff.py``): the response cache,
 or without one (``--mia-no-cache``) a SQLite file in a temporary directory
 of the session, which the controller makes before any worker starts and
 removes at the end.  Each worker writes only its own total, under

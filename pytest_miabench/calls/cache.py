@@ -33,10 +33,6 @@ MODEL = "model"
 JUDGE = "judge"
 TABLE = "mia_responses"
 RUNS = "mia_runs"  # the run journal: see ``ResponseCache.begin_run``
-# Finished records an xdist worker leaves for its controller, under
-# "<session>:<index>": an interrupted controller loses the workers' own
-# channel, and still reports what they obtained (aggregate.py).
-HANDOFF = "handoff"
 # Writers queue on SQLite's lock; a few seconds is plenty for the short
 # transactions here, and on the cache thread a wait blocks no request.
 BUSY_TIMEOUT_MS = 5000

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypedDict
 
 from ..result import SampleRecord
 from ..summary import ConfidenceIntervals, JudgeSpread
 
-__all__ = ["bootstrap_ci", "ci_by_group", "group_seed", "judge_spread", "mde", "paired_stats", "report_cis", "sign_flip_p_value"]
+__all__ = ["Counted", "bootstrap_ci", "ci_by_group", "counted", "group_seed", "judge_spread", "mde", "paired_stats", "report_cis", "sign_flip_p_value"]
 
 # Bound on resample-matrix cells held in memory at once (int64 indices):
 # 4M cells = 32 MB, enough for 400 values x 2000 resamples in one go.
@@ -159,6 +160,41 @@ def judge_spread(per_sample_scores: Sequence[Sequence[float | None]], *, toleran
     }
 
 
+@dataclass(frozen=True)
+class Counted:
+    """The scores in a run's means, in sample index order."""
+
+    records: list[SampleRecord]  # the samples in the mean
+    total: list[float]  # their scores
+    by_type: dict[str, list[float]]  # their scores by instruction type (sorted by type)
+    by_component_type: dict[str, list[float]]  # their components' scores by component type (sorted)
+
+
+def counted(samples: Sequence[SampleRecord]) -> Counted:
+    """Which samples count, the one rule of every mean and interval: a
+    sample is in the mean when its status is not ``failed`` and its score is
+    not None; a component counts for its type when its sample counts and its
+    own score is not None.  Samples are taken in index order, so the result
+    does not depend on the order results arrived in."""
+    ordered = sorted(samples, key=lambda r: r["index"])
+    # (record, score) of the samples in the mean
+    pairs = [(r, float(score)) for r in ordered if r.get("status") != "failed" and (score := r.get("score")) is not None]
+    by_type: dict[str, list[float]] = {}
+    by_component: dict[str, list[float]] = {}
+    for r, score in pairs:
+        by_type.setdefault(r["type"], []).append(score)
+        for component in r.get("components") or ():
+            component_score = component.get("score")
+            if component_score is not None:
+                by_component.setdefault(component["type"], []).append(float(component_score))
+    return Counted(
+        [r for r, _ in pairs],
+        [score for _, score in pairs],
+        dict(sorted(by_type.items())),
+        dict(sorted(by_component.items())),
+    )
+
+
 class _Resampling(TypedDict):
     n_resamples: int
     level: float
@@ -173,36 +209,21 @@ def report_cis(
 ) -> ConfidenceIntervals:
     """The report's ``ci`` block from per-sample results.
 
-    Counts samples the way ``aggregate.summarize`` does: a sample is in the
-    mean when its status is not ``failed`` and its score is not None; a
-    component counts for its type when its sample counts and its own score
-    is not None.  Samples are taken in index order, so the result does not
-    depend on the order results arrived in.  Intervals are lists (JSON).
+    Counts samples by ``counted``, the rule the summary's means follow too.
+    Intervals are lists (JSON).
 
     Seeds: the total uses ``seed``; each breakdown uses ``ci_by_group`` with
     ``group_seed(seed, "by_type")`` / ``group_seed(seed, "by_component_type")``.
     """
-    ordered = sorted(samples, key=lambda r: r["index"])
-    # (record, score) of the samples in the mean
-    counted = [(r, float(score)) for r in ordered if r.get("status") != "failed" and (score := r.get("score")) is not None]
-    by_type: dict[str, list[float]] = {}
-    by_component: dict[str, list[float]] = {}
-    for r, score in counted:
-        by_type.setdefault(r["type"], []).append(score)
-        for component in r.get("components") or ():
-            component_score = component.get("score")
-            if component_score is not None:
-                by_component.setdefault(component["type"], []).append(float(component_score))
+    scores = counted(samples)
     same: _Resampling = {"n_resamples": n_resamples, "level": level}
 
     def as_list(ci: tuple[float, float] | None) -> list[float] | None:
         return None if ci is None else [ci[0], ci[1]]
 
-    total = bootstrap_ci([score for _, score in counted], seed=seed, **same)
-    types = ci_by_group(dict(sorted(by_type.items())), seed=group_seed(seed, "by_type"), **same)
-    components = ci_by_group(
-        dict(sorted(by_component.items())), seed=group_seed(seed, "by_component_type"), **same
-    )
+    total = bootstrap_ci(scores.total, seed=seed, **same)
+    types = ci_by_group(scores.by_type, seed=group_seed(seed, "by_type"), **same)
+    components = ci_by_group(scores.by_component_type, seed=group_seed(seed, "by_component_type"), **same)
     return {
         "level": level,
         "n_resamples": n_resamples,

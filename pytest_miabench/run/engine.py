@@ -19,21 +19,22 @@ import dataclasses
 import hashlib
 import threading
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
+from ..calls import mocking
 from ..calls.budget import Budget
-from ..calls.cache import HANDOFF, AsyncCache, ResponseCache
+from ..calls.cache import AsyncCache, ResponseCache
 from ..calls.caller import Caller
 from ..calls.client import judge_sampling, model_sampling
 from ..calls.endpoint import endpoints
 from ..calls.ratelimit import AdaptiveLimiter, RateCap
-from ..calls.transport import bounded_http_client
-from ..config.settings import Settings, mock_roles, tls_urls
+from ..config.settings import Settings
 from ..data.images import PreparedImage, prepare, thumbnail_uri
 from ..data.samples import Sample, Source
 from ..protocols.base import Protocol
 from ..protocols.sampling import judge_sees_image
-from ..result import SampleRecord, is_finished
+from ..result import SampleRecord
+from .handoff import Outbox
 from .loop import LoopThread
 from .pipeline import BudgetSpent, Context, Judging, SampleFailure, new_record, run_sample
 from .prefetch import Prefetcher
@@ -70,24 +71,21 @@ class Engine:
         handoff: tuple[str, ResponseCache] | None = None,
         worker: str | None = None,
     ) -> None:
-        """``handoff``: on an xdist worker, the key prefix under which each
-        finished record is also written for the controller (cache.HANDOFF),
-        and the store: ``cache`` itself, or one of its own.  ``worker``: the
-        xdist worker's id; its budget spend is shared through that store."""
+        """``handoff``: on an xdist worker, the key and the store where each
+        finished record is also left for the controller (handoff.py):
+        ``cache`` itself, or one of its own.  ``worker``: the xdist worker's
+        id; its budget spend is shared through that store."""
         self.settings = settings
         self.source = source
         self.loop = LoopThread()
         self.images: Prefetcher[tuple[PreparedImage, str | None]] = Prefetcher(self._prepare_image)
         self.cache = AsyncCache(cache) if cache is not None else None
-        # (key prefix, store) where finished records go for the xdist controller.
-        self._handoff: tuple[str, AsyncCache] | None = None
-        if handoff is not None:
-            prefix, store = handoff
-            self._handoff = (prefix, self.cache if self.cache is not None and store is cache else AsyncCache(store))
+        # Where finished records go for the xdist controller.
+        self._outbox = Outbox.of(handoff, cache, self.cache)
         self._jobs: dict[int, _Job] = {}
         self._lock = threading.Lock()
         self._limiters: dict[str, AdaptiveLimiter] = {}  # one per host (URL), see _build_context
-        shared = (self._handoff[0], worker, self._handoff[1]) if self._handoff is not None and worker else None
+        shared = self._outbox.budget_share(worker) if self._outbox is not None and worker else None
         self.budget = Budget.of(settings, shared)
         self._context = self._build_context(tuple(protocols), workers, model_run)
 
@@ -95,54 +93,10 @@ class Engine:
 
     def _build_context(self, protocols: tuple[Protocol, ...], workers: int, model_run: str | None) -> Context:
         s = self.settings
-        model, judge = endpoints(s)
-        # One limiter per host: a model and a judge served by the same host
-        # share its rate limit.  The bound is what the engine can have in
-        # flight; the limiter lowers it while the host answers 429.
-        bound = s.concurrency * s.judge_repeats * len(protocols)
-        limiters = self._limiters
-        caps: dict[str, RateCap] = {}
-        # --mia-rpm is for the whole run: each of W xdist workers takes 1/W.
-        rpm = s.rpm / workers if s.rpm else None
-        for endpoint in (model, judge):
-            limiters.setdefault(endpoint.url, AdaptiveLimiter(bound))
-            if rpm:
-                caps.setdefault(endpoint.url, RateCap(rpm))
-        # One connection pool and TLS context for both roles; replies bounded.
-        # The built-in mock is on 127.0.0.1: its calls never go through a
-        # proxy the environment names (the demo must work behind any proxy).
-        mocked = mock_roles(s)
-        # SSL_CERT_FILE/SSL_CERT_DIR are read (and checked at start-up) only when an endpoint uses TLS.
-        shared = bounded_http_client(s.max_reply_bytes, tls=bool(tls_urls(s))) if len(mocked) < 2 else None
-        local = bounded_http_client(s.max_reply_bytes, trust_env=False, tls=False) if mocked else None
-        common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
-        model_caller = Caller(
-            model,
-            model_sampling(s),
-            limiter=limiters[model.url],
-            rate_cap=caps.get(model.url),
-            http_client=local if "model" in mocked else shared,
-            **common,
-        )
-        # One judge caller per protocol, each with the protocol's sampling
-        # settings; they share the judge endpoint's limiter, rate cap,
-        # connection pool and breaker (a dead judge is dead for every protocol).
-        judgings: list[Judging] = []
-        for protocol in protocols:
-            judge_caller = Caller(
-                judge,
-                judge_sampling(s, protocol),
-                limiter=limiters[judge.url],
-                rate_cap=caps.get(judge.url),
-                require_text=True,
-                http_client=local if "judge" in mocked else shared,
-                breaker=judgings[0].judge.breaker if judgings else None,
-                **common,
-            )
-            judgings.append(Judging(protocol, judge_sees_image(s, protocol), judge_caller))
+        model_caller, judgings = _callers(s, protocols, workers, self._limiters)
         # The weights behind the model name (journal.py): a revision, or the run.
         weights = {"revision": s.model_revision} if s.model_revision else {"run": model_run} if model_run else {}
-        return Context(s, tuple(judgings), model_caller, self.cache, self._image, weights, self.budget)
+        return Context(s, judgings, model_caller, self.cache, self._image, weights, self.budget)
 
     def _prepare_image(self, index: int) -> tuple[PreparedImage, str | None]:
         raw = self.source.image_bytes(index)
@@ -181,9 +135,8 @@ class Engine:
         finally:
             limiter = self._context.model.limiter
             record["concurrency_limit"] = limiter.limit
-            if self._handoff is not None and is_finished(record):
-                prefix, handoff = self._handoff
-                await handoff.put(HANDOFF, f"{prefix}:{sample.index}", cast(dict[str, Any], record))
+            if self._outbox is not None:
+                await self._outbox.leave(sample.index, record)
 
     def prefetch_image(self, sample: Sample) -> None:
         """Prepare a sample's image ahead of its calls (costs no API call)."""
@@ -276,7 +229,54 @@ class Engine:
         self.images.close()
         if self.cache is not None:
             self.cache.close()
-        if self._handoff is not None and self._handoff[1] is not self.cache:
-            self._handoff[1].close()
+        if self._outbox is not None:
+            self._outbox.close()
         # Also a sample judged from the cache alone: an interrupted run reports it.
         return [record for record in unclaimed if record["calls"]["model"] or record["calls"]["judge"] or record["status"] != "failed"]
+
+
+def _callers(
+    s: Settings, protocols: tuple[Protocol, ...], workers: int, limiters: dict[str, AdaptiveLimiter]
+) -> tuple[Caller, tuple[Judging, ...]]:
+    """The model's caller and one judging per protocol.  ``limiters``: the
+    engine's, one per host (URL), filled here."""
+    model, judge = endpoints(s)
+    # One limiter per host: a model and a judge served by the same host
+    # share its rate limit.  The bound is what the engine can have in
+    # flight; the limiter lowers it while the host answers 429.
+    bound = s.concurrency * s.judge_repeats * len(protocols)
+    caps: dict[str, RateCap] = {}
+    # --mia-rpm is for the whole run: each of W xdist workers takes 1/W.
+    rpm = s.rpm / workers if s.rpm else None
+    for endpoint in (model, judge):
+        limiters.setdefault(endpoint.url, AdaptiveLimiter(bound))
+        if rpm:
+            caps.setdefault(endpoint.url, RateCap(rpm))
+    # The HTTP clients: one pool for both roles, a local one for the built-in mock.
+    clients = mocking.http_clients(s)
+    common: dict[str, Any] = {"timeout": s.timeout, "max_retries": s.max_retries, "rate_limit_wait": s.rate_limit_wait}
+    model_caller = Caller(
+        model,
+        model_sampling(s),
+        limiter=limiters[model.url],
+        rate_cap=caps.get(model.url),
+        http_client=clients["model"],
+        **common,
+    )
+    # One judge caller per protocol, each with the protocol's sampling
+    # settings; they share the judge endpoint's limiter, rate cap,
+    # connection pool and breaker (a dead judge is dead for every protocol).
+    judgings: list[Judging] = []
+    for protocol in protocols:
+        judge_caller = Caller(
+            judge,
+            judge_sampling(s, protocol),
+            limiter=limiters[judge.url],
+            rate_cap=caps.get(judge.url),
+            require_text=True,
+            http_client=clients["judge"],
+            breaker=judgings[0].judge.breaker if judgings else None,
+            **common,
+        )
+        judgings.append(Judging(protocol, judge_sees_image(s, protocol), judge_caller))
+    return model_caller, tuple(judgings)

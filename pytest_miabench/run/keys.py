@@ -1,4 +1,5 @@
-"""The ``config.stash`` keys the plugin's parts share, below all of them."""
+"""The ``config.stash`` keys the plugin's parts share, below all of them
+(the handoff's own keys are in handoff.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,8 @@ SOURCE_KEY: pytest.StashKey[Source] = pytest.StashKey()
 # The run model answers are keyed by when no --mia-model-revision is given (journal.py).
 MODEL_RUN_KEY: pytest.StashKey[str] = pytest.StashKey()
 WORKERINPUT_MODEL_RUN = "mia_model_run"  # ... and how an xdist worker is told it
-# The key prefix under which xdist workers leave finished records in the cache (cache.HANDOFF).
-WORKERINPUT_HANDOFF = "mia_handoff"
 # The engine of this process, set by the runtime when it starts one.
 ENGINE_KEY: pytest.StashKey[Engine] = pytest.StashKey()
-# Records of samples whose calls were made but whose items never ran
-# (look-ahead cut short by -x): left by the runtime, counted by the aggregator.
-UNCLAIMED_KEY: pytest.StashKey[list[SampleRecord]] = pytest.StashKey()
 # Per item: its sample's record, and the timeout pytest-timeout asked for.
 RESULT_KEY: pytest.StashKey[SampleRecord] = pytest.StashKey()
 TIMEOUT_KEY: pytest.StashKey[float] = pytest.StashKey()

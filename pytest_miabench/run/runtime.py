@@ -6,7 +6,6 @@ xdist worker), never on an xdist controller, which runs nothing.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Generator
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..calls.scrub import ScrubFilter
 from ..config.settings import Settings
 from ..data.samples import DatasetError, Sample, Source
 from ..protocols.base import Protocol
+from . import handoff
 from .engine import Engine
 from .feeder import Feeder
 from .items import COLLECTOR_NAME, BenchCollector, MiaItem
@@ -30,8 +30,6 @@ from .keys import (
     RESULT_KEY,
     SOURCE_KEY,
     TIMEOUT_KEY,
-    UNCLAIMED_KEY,
-    WORKERINPUT_HANDOFF,
     WORKERINPUT_MODEL_RUN,
 )
 
@@ -152,28 +150,13 @@ class BenchRuntime:
                 response_cache,
                 workers,
                 self._model_run(),
-                self._handoff(response_cache),
+                handoff.worker_store(self.config, response_cache, self._warn),
                 worker=workerinput.get("workerid"),
             )
             self._scrubber.install()
             self.config.stash[ENGINE_KEY] = self._engine
             self.config.add_cleanup(self._close)
         return self._engine
-
-    def _handoff(self, response_cache: ResponseCache | None) -> tuple[str, ResponseCache] | None:
-        """xdist: where this worker leaves finished records for the
-        controller (aggregate.Handoff): the response cache when it is there."""
-        given = getattr(self.config, "workerinput", {}).get(WORKERINPUT_HANDOFF)
-        if not isinstance(given, dict) or not isinstance(given.get("key"), str) or not isinstance(given.get("directory"), str):
-            return None
-        directory = Path(given["directory"])
-        if response_cache is not None and response_cache.path.parent == directory:
-            return given["key"], response_cache
-        try:
-            return given["key"], ResponseCache(directory)
-        except CacheError as exc:
-            self._warn(f"{exc}; an interrupted run's report will lack what this worker held")
-            return None
 
     def _model_run(self) -> str | None:
         """The run model answers are keyed by (journal.py): the controller's,
@@ -195,11 +178,7 @@ class BenchRuntime:
         finally:
             if self._scrubber is not None:
                 self._scrubber.remove()
-        self.config.stash[UNCLAIMED_KEY] = unclaimed
-        workeroutput = getattr(self.config, "workeroutput", None)
-        if workeroutput is not None:
-            # xdist's own channel back to the controller, sent at the worker's end.
-            workeroutput["mia_unclaimed"] = _wire(unclaimed)
+        handoff.leave_unclaimed(self.config, unclaimed)
 
     def _warn(self, message: str) -> None:
         if message not in self._warned:
@@ -263,13 +242,10 @@ class BenchRuntime:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-        """Attach the full sample result to the call report: report
-        attributes travel to the xdist controller like user_properties do,
-        without bloating JUnit XML with responses."""
+        """Attach the full sample result to the call report (handoff.py)."""
         report = yield
         if call.when == "call" and RESULT_KEY in item.stash:
-            result = item.stash[RESULT_KEY]
-            report.mia_result = _wire(result) if self.is_worker else result
+            handoff.attach_record(report, item.stash[RESULT_KEY], self.is_worker)
         if call.when == "call" and BUDGET_KEY in item.stash:
             report.mia_budget = item.stash[BUDGET_KEY]
         if call.when == "teardown" and self._engine is not None:
@@ -283,8 +259,3 @@ class BenchRuntime:
         sends this worker's output), so unclaimed calls are counted."""
         self._close()
 
-
-def _wire(value: object) -> str:
-    """Records as ASCII JSON for xdist's channel, which refuses text UTF-8
-    cannot encode (a lone surrogate a server sent); the controller decodes."""
-    return json.dumps(value, ensure_ascii=True)
