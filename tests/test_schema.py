@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from support.reportcheck import report_errors
 
 from conftest import Bench
+from pytest_miabench.reporting.baseline import shape_problem
 from pytest_miabench.reporting.report import dumps_report
-from pytest_miabench.reporting.schema import SCHEMA_FILE, SCHEMA_ID, Report, main, report_schema, schema_text, shape_problem
+from pytest_miabench.reporting.schema import SCHEMA_FILE, SCHEMA_ID, Report, main, report_schema, schema_text
 
 
 def test_the_committed_schema_is_the_one_the_models_generate() -> None:

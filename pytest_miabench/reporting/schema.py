@@ -1,15 +1,11 @@
-"""The JSON report as typed models: the published JSON Schema, and the check
-of a report read back (a baseline, either report of ``pytest-miabench compare``).
+"""The JSON report as typed models, and the JSON Schema published from them.
 
-The report is built and written as plain dicts (``result.Report``); these
-pydantic models describe it key for key, with every key required (a report
-writes them all, null where there is nothing) and no other key allowed, so
-the schema says exactly what this version writes.  The test suite checks
-every report it makes against the published file.
-
-``report.schema.json`` beside this module is generated from the models:
-``python -m pytest_miabench.reporting.schema`` writes it again (a test
-fails while the committed file is stale).
+The report is written as plain dicts (``result.Report``); these models
+describe it key for key, every key required (null where there is nothing)
+and no other allowed: the schema says exactly what this version writes.
+``baseline.read_report`` checks a report read back with them.
+``report.schema.json`` beside this module is generated from them by
+``python -m pytest_miabench.reporting.schema`` (a test fails while it is stale).
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..result import SCHEMA_VERSION
 
@@ -45,7 +41,7 @@ def _d(description: str) -> Any:
     return Field(description=description)
 
 
-# -- a sample ----------------------------------------------------------------
+# -- the report's parts: a sample, the run's numbers, what it ran with ---------
 
 
 class Component(_Block):
@@ -137,9 +133,6 @@ class Sample(_Block):
     thumbnail: str | None = _d("A data: URI of a thumbnail, made only with --mia-html.")
     seconds: float = _d("Wall time the sample took.")
     protocols: dict[str, SampleVerdict] = _d("Every listed protocol's verdict, by name (the headline's is also the sample's own fields).")
-
-
-# -- the run's numbers -------------------------------------------------------
 
 
 class Selection(_Block):
@@ -341,9 +334,6 @@ class Estimate(_Block):
     cost: EstimateCost | None = _d("In dollars; null: no --mia-price.")
 
 
-# -- what the run ran with ---------------------------------------------------
-
-
 class ModelInfo(_Block):
     """The model under test."""
 
@@ -492,56 +482,6 @@ def report_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return json.dumps(report_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-# -- reading a report back ---------------------------------------------------
-
-#: Errors a report read back may have: a key it lacks (an older report of
-#: this schema_version, which only ever gains keys) or one it adds.  What a
-#: reader needs of a missing key, it checks itself.
-_TOLERATED = ("missing", "extra_forbidden")
-#: Kept though missing: a sample is matched on its index.
-_NEEDED = ("index",)
-
-_EXPECTED = {
-    "float_type": "a number",
-    "int_type": "an integer",
-    "string_type": "text",
-    "bool_type": "true or false",
-    "list_type": "a list",
-    "dict_type": "an object",
-    "model_type": "an object",
-}
-
-
-def shape_problem(data: dict[str, Any]) -> str | None:
-    """Where a report read back has a key of the wrong type, or None.  Keys
-    it lacks or adds are let be (see ``_TOLERATED``), except a sample's index."""
-    try:
-        Report.model_validate(data)
-    except ValidationError as exc:
-        errors = [e for e in exc.errors() if e["type"] not in _TOLERATED or e["loc"][-1:] == _NEEDED and e["loc"][0] == "samples"]
-        if errors:
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            return _describe(errors[0]["loc"], errors[0]["type"], errors[0]["input"], errors[0]["msg"], data) + more
-    return None
-
-
-def _describe(loc: Sequence[int | str], kind: str, value: Any, msg: str, data: dict[str, Any]) -> str:
-    where = _where(loc, data)
-    if kind == "missing":
-        return f"{where} is missing"
-    expected = _EXPECTED.get(kind) or msg.removeprefix("Input should be ")
-    return f"{where} is {value!r}, not {expected}"
-
-
-def _where(loc: Sequence[int | str], data: dict[str, Any]) -> str:
-    """The key's path as the report's messages name it: "sample 12: image.sha256", "by_type.advanced"."""
-    if len(loc) > 2 and loc[0] == "samples" and isinstance(loc[1], int) and loc[2] != "index":
-        index = data["samples"][loc[1]].get("index")
-        if isinstance(index, int) and not isinstance(index, bool):
-            return f"sample {index}: " + ".".join(str(part) for part in loc[2:])
-    return ".".join(str(part) for part in loc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
