@@ -49,7 +49,8 @@ from ..result import (
 from ..run.keys import SOURCE_KEY, UNCLAIMED_KEY, WORKERINPUT_HANDOFF
 from . import stats
 from .baseline import Baseline, BaselineError, RunSamples, compare, differences, load_protocols, refusal
-from .report import RunOutcome, build_report, gate_results, scores_out_of_range, terminal_lines, write_html, write_json
+from .report import RunOutcome, build_report, write_html, write_json
+from .terminal import gate_results, scores_out_of_range, terminal_lines
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
 
