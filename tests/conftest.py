@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from support import data
+from support.reportcheck import report_errors
 from support.server import OpenAIServer, Reply, Request
 
 # pytester's in-process runs drop from sys.modules every module first
@@ -92,6 +93,18 @@ def _no_github_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     that set the variables themselves."""
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_report_matches_the_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, every JSON report written under its
+    temporary directories (an xdist worker's own) is checked against the
+    published schema (pytest_miabench/reporting/report.schema.json): a
+    report the plugin writes that its schema rejects fails the run."""
+    yield
+    problems = report_errors(tmp_path_factory.getbasetemp())
+    if problems:
+        pytest.fail("JSON reports that do not match the published schema:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")

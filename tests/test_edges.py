@@ -70,9 +70,9 @@ def test_a_plain_error_page_is_quoted(bench: Bench) -> None:
     ("baseline", "message"),
     [
         ({"total_score": "0.8"}, "*total_score is '0.8', not a number*"),
-        ({"by_type": {"advanced": "x"}}, "*by_type must map names to numbers*"),
-        ({"samples": "oops"}, "*samples must be a list*"),
-        ({"samples": [{"index": "0", "score": 1}]}, "*every sample needs an integer index*"),
+        ({"by_type": {"advanced": "x"}}, "*by_type.advanced is 'x', not a number*"),
+        ({"samples": "oops"}, "*samples is 'oops', not a list*"),
+        ({"samples": [{"index": "0", "score": 1}]}, "*samples.0.index is '0', not an integer*"),
     ],
 )
 def test_a_malformed_baseline_is_refused_before_any_call(bench: Bench, baseline: dict[str, Any], message: str) -> None:

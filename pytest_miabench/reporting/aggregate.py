@@ -27,8 +27,9 @@ from ..summary import Report, Selection, Summary
 from .baseline import Baseline, BaselineError, differences, load_protocols, refusal
 from .collect import Collector
 from .gate import gate_reasons, run_gate
-from .report import RunOutcome, build_report, terminal_lines, write_html, write_json
+from .report import RunOutcome, build_report, write_html, write_json
 from .summary import build_summary
+from .terminal import terminal_lines
 
 AGGREGATOR_KEY = pytest.StashKey["Aggregator"]()
 

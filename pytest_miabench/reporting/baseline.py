@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+from pydantic import ValidationError
+
 from ..config.settings import MOCK_LABEL
 from ..result import SampleRecord
 from ..summary import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleSetDifference, Tally, gate_rule
@@ -29,7 +31,7 @@ from ..summary import SCHEMA_VERSION, BaselineComparison, ChangedSample, SampleS
 # The verdict in words lives with the report's types (every layer reads it); offered here too.
 from ..summary import BaselineVerdict as BaselineVerdict
 from ..summary import verdict as verdict
-from . import stats
+from . import schema, stats
 
 CHANGED_LISTED = 20
 #: Indices of each kind of difference a message and the report name.
@@ -81,12 +83,12 @@ def load_protocols(
     protocols is compared protocol by protocol with a baseline that was too."""
     data = read_report(path)
     theirs = (data.get("protocol") or {}).get("name")
-    held = data.get("protocols")
+    held = data.get("protocols") or {}
     # Only a block that holds the report's own headline is one this plugin
     # wrote (older reports have none; an edited headline name voids it).
-    held = held if isinstance(held, dict) and theirs in held else {}
+    held = held if theirs in held else {}
     headline = protocols[0]
-    if theirs != headline and not _number((held.get(headline) or {}).get("total_score")):
+    if theirs != headline and (held.get(headline) or {}).get("total_score") is None:
         also = f" (and {', '.join(repr(name) for name in held if name != theirs)})" if len(held) > 1 else ""
         raise BaselineError(f"{path}: made with protocol {theirs!r}{also}, this run uses {headline!r}; scores are not comparable")
     their_data = data.get("dataset") or {}
@@ -98,12 +100,12 @@ def load_protocols(
             f"{path}: made on dataset {their_data.get('source')!r} split {their_data.get('split')!r}, "
             f"this run uses {dataset!r} split {split!r} (and the rows differ)"
         )
-    _check_shape(data, path)
+    _check_scores(data, path)
     out: dict[str, Baseline] = {}
     for name in protocols:
         if name == theirs:
             block: dict[str, Any] = data
-        elif isinstance(held.get(name), dict) and _number(held[name].get("total_score")):
+        elif (held.get(name) or {}).get("total_score") is not None:
             block = held[name]
             _check_unit(block["total_score"], f"{path}: protocols.{name}: total_score")
             _check_breakdowns(block, f"{path}: protocols.{name}")
@@ -133,18 +135,14 @@ def load_protocols(
 
 def _protocol_score(sample: dict[str, Any], name: str) -> float | None:
     """A sample's score under a protocol other than the report's headline (None: not known)."""
-    verdicts = sample.get("protocols")
-    verdict = verdicts.get(name) if isinstance(verdicts, dict) else None
-    score = verdict.get("score") if isinstance(verdict, dict) else None
-    return float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+    score = ((sample.get("protocols") or {}).get(name) or {}).get("score")
+    return None if score is None else float(score)
 
 
 def _protocol_reply(sample: dict[str, Any], name: str) -> str | None:
     """A sample's judge reply under a protocol other than the report's headline (None: not known)."""
-    verdicts = sample.get("protocols")
-    verdict = verdicts.get(name) if isinstance(verdicts, dict) else None
-    reply = verdict.get("judge_reply") if isinstance(verdict, dict) else None
-    return reply if isinstance(reply, str) else None
+    reply: str | None = ((sample.get("protocols") or {}).get(name) or {}).get("judge_reply")
+    return reply
 
 
 def _number(value: Any) -> bool:
@@ -174,8 +172,60 @@ def read_report(path: str) -> dict[str, Any]:
         raise BaselineError(f"{path}: not a pytest-miabench JSON report (no schema_version)")
     if data["schema_version"] != SCHEMA_VERSION:
         raise BaselineError(f"{path}: schema_version {data['schema_version']!r}, this version reads {SCHEMA_VERSION}")
+    # Every key it has must have the type the report's models give it: a
+    # hand-edited or foreign file fails here, at start-up, not after every
+    # sample has been paid for.
+    if problem := shape_problem(data):
+        raise BaselineError(f"{path}: {problem}")
     _check_not_mocked(data, path)
     return data
+
+
+#: Errors a report read back may have: a key it lacks (an older report of
+#: this schema_version, which only ever gains keys) or one it adds.  What a
+#: reader needs of a missing key, it checks itself.
+_TOLERATED = ("missing", "extra_forbidden")
+
+_EXPECTED = {
+    "float_type": "a number",
+    "int_type": "an integer",
+    "string_type": "text",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+
+
+def shape_problem(data: dict[str, Any]) -> str | None:
+    """Where a report read back has a key of the wrong type, or None.  Keys
+    it lacks or adds are let be (see ``_TOLERATED``), except a sample's index."""
+    try:
+        schema.Report.model_validate(data)
+    except ValidationError as exc:
+        # Kept though missing: a sample's index, what samples are matched on.
+        errors = [e for e in exc.errors() if e["type"] not in _TOLERATED or (e["loc"][0], e["loc"][2:]) == ("samples", ("index",))]
+        if errors:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            return _shape_message(errors[0]["loc"], errors[0]["type"], errors[0]["input"], errors[0]["msg"], data) + more
+    return None
+
+
+def _shape_message(loc: Sequence[int | str], kind: str, value: Any, msg: str, data: dict[str, Any]) -> str:
+    where = _field_path(loc, data)
+    if kind == "missing":
+        return f"{where} is missing"
+    expected = _EXPECTED.get(kind) or msg.removeprefix("Input should be ")
+    return f"{where} is {value!r}, not {expected}"
+
+
+def _field_path(loc: Sequence[int | str], data: dict[str, Any]) -> str:
+    """The key's path as the report's messages name it: "sample 12: image.sha256", "by_type.advanced"."""
+    if len(loc) > 2 and loc[0] == "samples" and isinstance(loc[1], int) and loc[2] != "index":
+        index = data["samples"][loc[1]].get("index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            return f"sample {index}: " + ".".join(str(part) for part in loc[2:])
+    return ".".join(str(part) for part in loc)
 
 
 def _check_not_mocked(data: dict[str, Any], path: str) -> None:
@@ -184,8 +234,8 @@ def _check_not_mocked(data: dict[str, Any], path: str) -> None:
     the mock, is no baseline."""
     if data.get("demo") is True:
         raise BaselineError(f"{path}: made by --mia-demo (the built-in mock model and judge: its scores are random); its numbers compare with nothing")
-    roles = data.get("mock_roles")
-    mocked = [role for role in ("model", "judge") if (isinstance(roles, list) and role in roles) or _names_mock(data.get(role))]
+    roles = data.get("mock_roles") or []
+    mocked = [role for role in ("model", "judge") if role in roles or (data.get(role) or {}).get("base_url") == MOCK_LABEL]
     if mocked:
         raise BaselineError(
             f"{path}: the {' and the '.join(mocked)} of that run {'was' if len(mocked) == 1 else 'were'} the built-in mock "
@@ -193,46 +243,20 @@ def _check_not_mocked(data: dict[str, Any], path: str) -> None:
         )
 
 
-def _names_mock(role: Any) -> bool:
-    """A role block of a report that names the built-in mock (its label as the endpoint)."""
-    return isinstance(role, dict) and role.get("base_url") == MOCK_LABEL
-
-
-def _check_shape(data: dict[str, Any], path: str) -> None:
-    """Every field the comparison reads has the type a report gives it: a
-    hand-edited or foreign file must fail here, at start-up, not after
-    every sample has been paid for."""
-    if not _number(data.get("total_score")):
-        raise BaselineError(f"{path}: total_score is {data.get('total_score')!r}, not a number")
+def _check_scores(data: dict[str, Any], path: str) -> None:
+    """What a comparison needs beyond the report's shape (``read_report``
+    checked the types): a total_score, and every score in [0, 1]."""
+    if data.get("total_score") is None:
+        raise BaselineError(f"{path}: total_score is None, not a number")
     _check_unit(data["total_score"], f"{path}: total_score")
     _check_breakdowns(data, path)
-    samples = data.get("samples", [])
-    if not isinstance(samples, list):
-        raise BaselineError(f"{path}: samples must be a list")
-    for sample in samples:
-        if not (
-            isinstance(sample, dict)
-            and isinstance(sample.get("index"), int)
-            and (sample.get("score") is None or _number(sample.get("score")))
-        ):
-            raise BaselineError(f"{path}: every sample needs an integer index and a numeric or null score")
+    for sample in data.get("samples", []):
         _check_unit(sample.get("score"), f"{path}: sample {sample['index']}: score")
-        image = sample.get("image")
-        if not (
-            all(sample.get(key) is None or isinstance(sample.get(key), str) for key in ("instruction", "response", "judge_reply"))
-            and (image is None or (isinstance(image, dict) and (image.get("sha256") is None or isinstance(image.get("sha256"), str))))
-        ):
-            raise BaselineError(
-                f"{path}: sample {sample['index']}: instruction, response and judge_reply must be text or null, image an object"
-            )
 
 
 def _check_breakdowns(data: dict[str, Any], where: str) -> None:
     for key in ("by_type", "by_component_type"):
-        block = data.get(key, {})
-        if not isinstance(block, dict) or not all(v is None or _number(v) for v in block.values()):
-            raise BaselineError(f"{where}: {key} must map names to numbers")
-        for name, value in block.items():
+        for name, value in data.get(key, {}).items():
             _check_unit(value, f"{where}: {key}.{name}")
 
 
@@ -348,20 +372,66 @@ def compare(
     movers, the gate.  ``results`` maps node ids to this run's records;
     ``run_samples`` is every sample this run selected (default: those in
     ``results``); ``common`` is --mia-baseline-common."""
-    if run_samples is None:
-        run_samples = {}
-    known = dict(run_samples)
-    for record in results.values():
-        image = record["image"]
-        known[record["index"]] = (record["instruction"], image.get("sha256") if image else None)
+    known = _known(run_samples or {}, results)
     diff = differences(baseline, known)
     _, only_run, other_text, other_image = _split(baseline, known)
     # Pairs are made only of samples that are the same in both runs.
     common_indexes = set(known) - set(only_run) - set(other_text) - set(other_image)
-    before_by_index = {s["index"]: s for s in baseline["samples"] if s["index"] in common_indexes}
+    changed, pairs = _changes(results, baseline, common_indexes)
     total = summary["total_score"]
     before_total = baseline["total_score"]
     delta = None if total is None else total - before_total
+    paired = stats.paired_stats(pairs, seed=seed, level=GATE_LEVEL)
+    refused = None if diff is None or common else refusal(diff)
+    verdict = "refused" if refused is not None else None if max_drop is None else gate(paired["ci"], max_drop)
+    return {
+        "path": path,
+        "created": baseline["created"],
+        "total_score": before_total,
+        "delta": delta,
+        "by_type": _deltas(summary["by_type"], baseline["by_type"]),
+        "by_component_type": _deltas(summary["by_component_type"], baseline["by_component_type"]),
+        "baseline_by_type": dict(baseline["by_type"]),
+        "baseline_by_component_type": dict(baseline["by_component_type"]),
+        "n_changed": len(changed),
+        "n_only_baseline": 0 if diff is None else diff["n_only_baseline"],
+        "n_only_run": 0 if diff is None else diff["n_only_run"],
+        "differences": diff,
+        "partial": diff is not None and common,
+        "refused": refused,
+        "n_common": len(common_indexes),
+        "n_paired": paired["n"],
+        "mean_diff": paired["mean_diff"],
+        "sd_diff": paired["sd_diff"],
+        "diff_ci": paired["ci"],
+        "ci_level": GATE_LEVEL,
+        "p_value": paired["p_value"],
+        "p_value_test": "two-sided paired sign-flip permutation test, "
+        + ("exact (every sign pattern)" if paired["p_exact"] else f"{stats.PERMUTATIONS} permutations seeded by --mia-seed"),
+        "mde": paired["mde"],
+        "changed": changed[:CHANGED_LISTED],
+        "max_drop": max_drop,
+        "gate_rule": None if max_drop is None else gate_rule(max_drop, GATE_LEVEL),
+        "gate_verdict": verdict,
+        "gate_failed": None if verdict is None else verdict != "pass",
+    }
+
+
+def _known(run_samples: RunSamples, results: Mapping[str, SampleRecord]) -> dict[int, tuple[str | None, str | None]]:
+    """What this run knows of each sample: every selected one, and those with results."""
+    known = dict(run_samples)
+    for record in results.values():
+        image = record["image"]
+        known[record["index"]] = (record["instruction"], image.get("sha256") if image else None)
+    return known
+
+
+def _changes(
+    results: Mapping[str, SampleRecord], baseline: Baseline, common_indexes: set[int]
+) -> tuple[list[ChangedSample], list[float]]:
+    """The common samples whose score changed (biggest drops first), and the
+    paired differences (this run - baseline, by index) of those scored in both."""
+    before_by_index = {s["index"]: s for s in baseline["samples"] if s["index"] in common_indexes}
     changed: list[ChangedSample] = []
     pairs: list[tuple[int, float]] = []
     for nodeid, record in results.items():
@@ -390,43 +460,4 @@ def compare(
     # Biggest drops first: that is what a release gate is looking for.
     changed.sort(key=lambda c: (c["delta"] is None, c["delta"] if c["delta"] is not None else 0.0, c["index"]))
     pairs.sort()
-    paired = stats.paired_stats([d for _, d in pairs], seed=seed, level=GATE_LEVEL)
-    refused = None if diff is None or common else refusal(diff)
-    verdict: str | None = None
-    if refused is not None:
-        verdict = "refused"
-    elif max_drop is not None:
-        verdict = gate(paired["ci"], max_drop)
-    test = "two-sided paired sign-flip permutation test, " + (
-        "exact (every sign pattern)" if paired["p_exact"] else f"{stats.PERMUTATIONS} permutations seeded by --mia-seed"
-    )
-    return {
-        "path": path,
-        "created": baseline["created"],
-        "total_score": before_total,
-        "delta": delta,
-        "by_type": _deltas(summary["by_type"], baseline["by_type"]),
-        "by_component_type": _deltas(summary["by_component_type"], baseline["by_component_type"]),
-        "baseline_by_type": dict(baseline["by_type"]),
-        "baseline_by_component_type": dict(baseline["by_component_type"]),
-        "n_changed": len(changed),
-        "n_only_baseline": 0 if diff is None else diff["n_only_baseline"],
-        "n_only_run": 0 if diff is None else diff["n_only_run"],
-        "differences": diff,
-        "partial": diff is not None and common,
-        "refused": refused,
-        "n_common": len(common_indexes),
-        "n_paired": paired["n"],
-        "mean_diff": paired["mean_diff"],
-        "sd_diff": paired["sd_diff"],
-        "diff_ci": paired["ci"],
-        "ci_level": GATE_LEVEL,
-        "p_value": paired["p_value"],
-        "p_value_test": test,
-        "mde": paired["mde"],
-        "changed": changed[:CHANGED_LISTED],
-        "max_drop": max_drop,
-        "gate_rule": None if max_drop is None else gate_rule(max_drop, GATE_LEVEL),
-        "gate_verdict": verdict,
-        "gate_failed": None if verdict is None else verdict != "pass",
-    }
+    return changed, [d for _, d in pairs]

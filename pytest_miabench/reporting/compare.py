@@ -26,7 +26,8 @@ from ..config.text import printable
 from ..result import SampleRecord
 from ..summary import BaselineComparison, Tally
 from .baseline import BaselineError, compare, load, load_protocols, read_report
-from .report import comparison_lines, output_path_problem, write_html
+from .report import output_path_problem, write_html
+from .terminal import comparison_lines
 
 OK, GATE_FAILED, UNUSABLE = 0, 1, 2
 

@@ -19,7 +19,8 @@ import pytest
 from ..config.settings import Settings
 from ..result import SampleRecord
 from ..summary import Summary
-from .report import RunOutcome, gate_results, scores_out_of_range
+from .report import RunOutcome
+from .terminal import gate_results, scores_out_of_range
 
 
 def gate_reasons(

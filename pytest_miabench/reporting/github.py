@@ -214,7 +214,8 @@ class GithubActions:
         aggregator = self.aggregator
         if config.option.collectonly or aggregator.refused is not None:
             return
-        from .report import build_report, gate_lines
+        from .report import build_report
+        from .terminal import gate_lines
 
         outcome = aggregator.outcome()
         report = build_report(outcome)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from .aggregate import Aggregator
-from .report import terminal_lines
+from .terminal import terminal_lines
 
 # Inserted after pytest-html's "Test" column, in header and rows alike.
 _COLUMN = 2
