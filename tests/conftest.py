@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import pkgutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,6 @@ from typing import Any
 
 import pytest
 from support import data
-from support.reportcheck import report_errors
 from support.server import OpenAIServer, Reply, Request
 
 # pytester's in-process runs drop from sys.modules every module first
@@ -31,6 +31,20 @@ from support.server import OpenAIServer, Reply, Request
 # cleanly and is deliberately not pre-imported here.
 for _module in ("numpy", "datasets"):
     importlib.import_module(_module)
+
+# The plugin's own modules, all of them, for the same reason: a package that
+# outlives an inner run keeps its attribute for a submodule that run imported
+# and pytester then dropped, so in the next run `from ..run import handoff`
+# found the old module while `from .handoff import X` imported a new one, and
+# the two sides of one run no longer shared a stash key (records in flight
+# went missing from reports, depending on which test had imported a package
+# first).  Imported once here, every inner run uses one copy, as a user's
+# process does.
+import pytest_miabench  # noqa: E402
+
+for _info in pkgutil.walk_packages(pytest_miabench.__path__, "pytest_miabench."):
+    if not _info.name.endswith("__main__"):  # running it is the command line's
+        importlib.import_module(_info.name)
 
 # Rows of the real instruction file used by the small end-to-end dataset:
 # 3 components, 2 components, duplicated types (11, 255), weights summing to 8 (241).
@@ -102,6 +116,8 @@ def _every_report_matches_the_schema(tmp_path_factory: pytest.TempPathFactory) -
     published schema (pytest_miabench/reporting/report.schema.json): a
     report the plugin writes that its schema rejects fails the run."""
     yield
+    from support.reportcheck import report_errors
+
     problems = report_errors(tmp_path_factory.getbasetemp())
     if problems:
         pytest.fail("JSON reports that do not match the published schema:\n" + "\n".join(problems), pytrace=False)

@@ -5,6 +5,11 @@ A report is recognised by its top-level fields (``schema_version``,
 file is exactly what ``dumps_report`` writes for its content.  The reports
 tests edit by hand to feed ``--mia-baseline`` broken input (written with
 ``json.dumps``) are left alone: they are meant to be invalid.
+
+The plugin's modules are imported only when the check runs, at the session's
+end: imported at conftest time they would outlive pytester's in-process runs,
+which re-import the rest of the plugin, and the run's modules would no longer
+share one copy of each (records in flight went missing from reports so).
 """
 
 from __future__ import annotations
@@ -19,14 +24,13 @@ from typing import Any
 
 import jsonschema
 
-from pytest_miabench.reporting.report import dumps_report
-from pytest_miabench.reporting.schema import SCHEMA_FILE
-
 REPORT_KEYS = frozenset({"schema_version", "plugin_version", "samples"})
 
 
 @cache
 def _validator() -> jsonschema.protocols.Validator:
+    from pytest_miabench.reporting.schema import SCHEMA_FILE
+
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
@@ -45,6 +49,8 @@ def _regular_json_files(root: Path) -> Iterator[Path]:
 
 def _written_report(path: Path) -> dict[str, Any] | None:
     """The report in ``path`` when the plugin wrote it, else None."""
+    from pytest_miabench.reporting.report import dumps_report
+
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text)
