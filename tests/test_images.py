@@ -518,6 +518,29 @@ def test_an_oversized_webp_is_the_picture_pillow_decodes_scaled_down(make, mime,
     assert max(ImageStat.Stat(ImageChops.difference(im, reference)).mean) < 2.5  # of 255: JPEG q90 of the same downscale
 
 
+@pytest.mark.parametrize("alpha", [False, True], ids=["photo", "alpha"])
+def test_an_oversized_webp_is_reduced_by_a_whole_factor_before_lanczos(alpha, monkeypatch):
+    """What draft() gives JPEG, for the formats Pillow decodes whole: Lanczos
+    starts from the largest whole-factor reduction that is not below the
+    target (4x here), not from every decoded pixel, and the picture is
+    still the one a Lanczos of the full decode gives."""
+    raw = mk.webp(2400, 1600, lossless=alpha, alpha=alpha)
+    resized, real_resize = [], Image.Image.resize
+
+    def resize(self, size, *args, **kwargs):
+        resized.append(self.size)
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    p = prepare(raw, 500)
+    assert (p.width, p.height) == (500, 333)
+    # (once per band of the banded resize; RGBA is resized premultiplied, as RGBa)
+    assert resized and set(resized) == {(600, 400)}, "the 2400x1600 decode should have been reduced 4x first"
+    mode = "RGBA" if alpha else "RGB"
+    reference = real_resize(pillow_downscale(raw, (2400, 1600)).convert(mode), (500, 333), Image.Resampling.LANCZOS)
+    assert mean_diff(decoded(p).convert(mode), reference) < 2.5
+
+
 def test_an_oversized_animated_webp_is_its_first_frame_scaled_down():
     p = prepare(mk.webp(600, 400, frames=3), 300)
     im = decoded(p)

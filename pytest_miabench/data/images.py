@@ -4,8 +4,9 @@ An image that is already acceptable (JPEG, PNG, WEBP or GIF; a still; upright;
 longer side within ``max_side``; structurally complete) is sent as its original
 bytes: re-encoding costs CPU and changes what the model sees.  Checking that
 costs no pixel decoding: the header is parsed by Pillow and completeness is
-checked by walking the file's structure (JPEG markers up to EOI, PNG chunks
-and CRCs up to IEND, GIF blocks up to the trailer, the WEBP RIFF length).
+checked by walking the file's structure (structure.py: JPEG markers up to
+EOI, PNG chunks and CRCs up to IEND, GIF blocks up to the trailer, the WEBP
+RIFF length).
 
 Everything else is decoded once and re-encoded:
 
@@ -17,7 +18,8 @@ Everything else is decoded once and re-encoded:
 * Longer side over ``max_side``: scaled to exactly ``max_side``, aspect kept.
   JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``Image.draft``);
   other formats (Pillow offers no reduced decode for them) are decoded
-  whole, then resized.  Decodes of more than ``BIG_DECODE_PIXELS`` take
+  whole, reduced by a whole factor (``Image.reduce``) to no less than the
+  target, then resized.  Decodes of more than ``BIG_DECODE_PIXELS`` take
   turns, so parallel samples do not add up their peaks.
 * Animated GIF, WEBP and APNG: the first frame is sent as a still.  Vision
   APIs take one picture per image part (OpenAI documents "non-animated GIF"
@@ -42,22 +44,22 @@ import base64
 import functools
 import hashlib
 import io
-import re
 import struct
 import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from .structure import Facts, ImageError, check_structure, strip_mpf
+
+# ImageError is what prepare() raises: part of this module's API, wherever it is defined.
+__all__ = ["JPEG_QUALITY", "SUPPORTED", "ImageError", "PreparedImage", "looks_like_image", "prepare", "thumbnail_uri"]
+
 # Formats every major OpenAI-compatible server accepts as-is.
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 SUPPORTED = ("JPEG", "PNG", "WEBP", "GIF", "MPO")
 _EXIF_ORIENTATION = 0x0112
 JPEG_QUALITY = 90
-
-
-class ImageError(ValueError):
-    """The image cannot be sent; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -100,14 +102,14 @@ def prepare(raw: bytes, max_side: int) -> PreparedImage:
         raise ImageError(f"unsupported image format {sniffed} ({len(raw)} bytes); supported: {', '.join(SUPPORTED)}")
     # Structure first: a truncated file gets a message naming what is missing,
     # whatever Pillow would have said about its header.
-    facts = _check_structure(sniffed, raw) if sniffed else _Facts()
+    facts = check_structure(sniffed, raw) if sniffed else Facts()
     image = _open(raw, sniffed)
     try:
         fmt = image.format or "?"
         if fmt not in SUPPORTED:
             raise ImageError(f"unsupported image format {fmt} ({len(raw)} bytes); supported: {', '.join(SUPPORTED)}")
         if sniffed is None:  # Pillow knows a variant _sniff does not: check it now
-            facts = _check_structure(fmt, raw)
+            facts = check_structure(fmt, raw)
         width, height = image.size
         _check_pixels(fmt, width, height)
         orientation = _orientation(image, fmt, facts)
@@ -117,7 +119,7 @@ def prepare(raw: bytes, max_side: int) -> PreparedImage:
         animated = facts.frames > 1 if fmt == "GIF" else (fmt != "MPO" and bool(getattr(image, "is_animated", False)))
         if fmt in ("JPEG", "MPO"):
             assert facts.jpeg_end is not None
-            data = raw if fmt == "JPEG" else _strip_mpf(raw[: facts.jpeg_end])
+            data = raw if fmt == "JPEG" else strip_mpf(raw[: facts.jpeg_end])
             if not oversized and orientation == 1:
                 return PreparedImage(data, "image/jpeg", width, height, fmt, False)
             if fmt == "MPO":  # decode the cut frame: a plain JPEG, so draft() applies
@@ -215,156 +217,10 @@ def _check_pixels(fmt: str, width: int, height: int) -> None:
         )
 
 
-# -- structure walks: completeness without decoding pixels --------------------
-
-
-@dataclass
-class _Facts:
-    jpeg_end: int | None = None  # JPEG/MPO: offset just past the first image's EOI
-    png_exif: bytes | None = None  # PNG: eXIf chunk, wherever it is
-    frames: int = 1  # GIF: image descriptors before the trailer
-
-
-def _check_structure(fmt: str, raw: bytes) -> _Facts:
-    if fmt in ("JPEG", "MPO"):
-        return _Facts(jpeg_end=_jpeg_end(raw))
-    if fmt == "PNG":
-        return _Facts(png_exif=_png_walk(raw))
-    if fmt == "GIF":
-        return _Facts(frames=_gif_frames(raw))
-    if fmt == "WEBP":
-        _webp_check(raw)
-    return _Facts()
-
-
-# In entropy-coded data 0xFF is followed by 0x00 (stuffing), RST0-7 or, at a
-# real marker, anything else; fill bytes 0xFF may precede a marker.
-_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RSTn, SOI
-
-
-def _jpeg_end(raw: bytes) -> int:
-    """Offset just past the EOI of the JPEG stream starting at 0.  Segments are
-    skipped by their lengths (so an EXIF thumbnail's EOI does not count) and
-    scans by searching for the next marker, so the cost is one C-level pass.
-    Bytes after EOI (camera trailers, MPO frames) are not looked at."""
-    n = len(raw)
-    pos = 2
-    while True:
-        if pos < n and raw[pos] != 0xFF:  # stray bytes: skip to the next marker, as libjpeg does
-            found = _JPEG_MARKER.search(raw, pos)
-            pos = found.start() if found else n
-        while pos < n and raw[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= n:
-            raise ImageError(f"JPEG is truncated: no end-of-image marker ({n} bytes)")
-        marker = raw[pos]
-        pos += 1
-        if marker == 0xD9:
-            return pos
-        if marker in _JPEG_STANDALONE:
-            continue
-        if pos + 2 > n:
-            raise ImageError(f"JPEG is truncated: no end-of-image marker ({n} bytes)")
-        end = pos + int.from_bytes(raw[pos : pos + 2], "big")
-        if end > n:
-            raise ImageError(f"JPEG is truncated: segment 0xFF{marker:02X} at offset {pos - 2} runs past the end ({n} bytes)")
-        pos = end
-        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
-            found = _JPEG_MARKER.search(raw, pos)
-            if found is None:
-                raise ImageError(f"JPEG is truncated: no end-of-image marker ({n} bytes)")
-            pos = found.start()
-
-
-def _strip_mpf(frame: bytes) -> bytes:
-    """The frame without its APP2 "MPF" segment, so that it is a plain JPEG (its
-    MP index points at frames that are no longer there)."""
-    pos = 2
-    while pos + 4 <= len(frame) and frame[pos] == 0xFF and frame[pos + 1] != 0xDA:
-        end = pos + 2 + int.from_bytes(frame[pos + 2 : pos + 4], "big")
-        if frame[pos + 1] == 0xE2 and frame[pos + 4 : pos + 8] == b"MPF\x00":
-            return frame[:pos] + frame[end:]
-        pos = end
-    return frame
-
-
-def _png_walk(raw: bytes) -> bytes | None:
-    """Walk chunks to IEND checking lengths and CRCs (zlib.crc32: C speed);
-    returns the eXIf chunk, which Pillow only reads on a full decode when it
-    comes after the image data."""
-    view = memoryview(raw)
-    n = len(raw)
-    pos = 8
-    exif = None
-    while True:
-        if pos + 12 > n:
-            raise ImageError(f"PNG is truncated: no IEND chunk ({n} bytes)")
-        length, kind = struct.unpack_from(">I4s", raw, pos)
-        end = pos + 12 + length
-        if end > n:
-            name = kind.decode("latin-1")
-            raise ImageError(f"PNG is truncated: {name} chunk at offset {pos} needs {end - n} more bytes ({n} bytes)")
-        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(raw[end - 4 : end], "big"):
-            name = kind.decode("latin-1")
-            raise ImageError(f"PNG is corrupt: CRC mismatch in {name} chunk at offset {pos} ({n} bytes)")
-        if kind == b"eXIf":
-            exif = raw[pos + 8 : end - 4]
-        elif kind == b"IEND":
-            return exif
-        pos = end
-
-
-def _gif_frames(raw: bytes) -> int:
-    """Walk blocks to the trailer; returns the number of frames."""
-    n = len(raw)
-
-    def truncated() -> ImageError:
-        return ImageError(f"GIF is truncated: no trailer ({n} bytes)")
-
-    def skip_sub_blocks(pos: int) -> int:
-        while True:
-            if pos >= n:
-                raise truncated()
-            size = raw[pos]
-            pos += 1 + size
-            if size == 0:
-                return pos
-
-    if n < 13:
-        raise truncated()
-    pos = 13 + (3 << ((raw[10] & 7) + 1) if raw[10] & 0x80 else 0)
-    frames = 0
-    while True:
-        if pos >= n:
-            raise truncated()
-        block = raw[pos]
-        if block == 0x3B:
-            if frames == 0:
-                raise ImageError(f"GIF is corrupt: no image before the trailer ({n} bytes)")
-            return frames
-        if block == 0x21:  # extension: label, then sub-blocks
-            pos = skip_sub_blocks(pos + 2)
-        elif block == 0x2C:  # image descriptor, optional local colour table, LZW size, data
-            if pos + 10 > n:
-                raise truncated()
-            flags = raw[pos + 9]
-            pos = skip_sub_blocks(pos + 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1)
-            frames += 1
-        else:
-            raise ImageError(f"GIF is corrupt: unexpected byte 0x{block:02X} at offset {pos} ({n} bytes)")
-
-
-def _webp_check(raw: bytes) -> None:
-    need = int.from_bytes(raw[4:8], "little") + 8
-    if need > len(raw):
-        raise ImageError(f"WEBP is truncated: its RIFF header says {need} bytes, got {len(raw)}")
-
-
 # -- orientation and re-encoding ------------------------------------------------
 
 
-def _orientation(image: Any, fmt: str, facts: _Facts) -> int:
+def _orientation(image: Any, fmt: str, facts: Facts) -> int:
     """EXIF orientation 1-8; anything missing, broken or out of range is 1."""
     from PIL import Image
 
@@ -442,26 +298,32 @@ def _reencode_unchecked(image: Any, fmt: str, max_side: int, orientation: int) -
     return PreparedImage(out.getvalue(), mime, image.size[0], image.size[1], fmt, True)
 
 
-REDUCING_GAP = 3.0
 BANDS = 8
 
 
 def _resize(image: Any, size: tuple[int, int]) -> Any:
-    """Lanczos to ``size``.  A whole-image resize holds the source, an
-    intermediate of the output's width and the source's height, and the
-    output at once (40 MB for a 16 MP photo after draft()); done in
-    horizontal bands, the intermediate is a band's (33 instead of 41 MB in
-    all).  Each band reads the source rows its filter needs, beyond the
-    band too, so there are no seams; pixels differ from a whole-image
-    resize by at most 3 of 255 (fixed-point rounding)."""
+    """Lanczos to ``size``, after a whole-factor reduction when the image is
+    at least twice the target: what libjpeg's reduced-size decode
+    (``draft``) gives JPEG, for every format.  ``reduce`` averages blocks of
+    pixels and never goes below the target; Lanczos then scales by less than
+    2.  A 16 MP WebP is resized in about half the CPU, from a quarter of
+    the pixels.
+
+    A whole-image resize holds the source, an intermediate of the output's
+    width and the source's height, and the output at once (40 MB for a 16 MP
+    photo after draft()); done in horizontal bands, the intermediate is a
+    band's (33 instead of 41 MB in all).  Each band reads the source rows
+    its filter needs, beyond the band too, so there are no seams; pixels
+    differ from a whole-image resize by at most 3 of 255 (fixed-point
+    rounding)."""
     from PIL import Image
 
     width, height = size
-    ratio = min(image.width / width, image.height / height)
-    if ratio >= REDUCING_GAP or height < 2 * BANDS:
-        # Far larger than the target: reduce() by a whole factor first
-        # (cheap, and the intermediate is small anyway).
-        return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    factor = int(min(image.width / width, image.height / height))
+    if factor >= 2:
+        image = image.reduce(factor)
+    if height < 2 * BANDS:
+        return image.resize(size, Image.Resampling.LANCZOS)
     out = Image.new(image.mode, size)
     scale_y = image.height / height
     step = -(-height // BANDS)
