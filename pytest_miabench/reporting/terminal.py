@@ -12,6 +12,7 @@ from typing import Any
 from ..config.settings import Settings, mock_roles
 from ..result import DEMO_WARNING, ROLES, SampleRecord, mock_warning
 from ..summary import BaselineComparison, BudgetSpend, Cost, JudgeSpread, Selection, Summary, UsageTotals, verdict
+from . import stats
 from .report import RunOutcome, is_partial
 
 __all__ = [
@@ -357,11 +358,8 @@ def scores_out_of_range(results: Mapping[str, SampleRecord]) -> list[tuple[int, 
     """(index, score) of the samples whose score is not a number in [0, 1]:
     the apple and VLMEvalKit parsers keep a judge's number as their
     references do, so a judge answering 1e300 gives that score."""
-    return sorted(
-        (r["index"], float(r["score"]))
-        for r in results.values()
-        if r["status"] != "failed" and r["score"] is not None and not (math.isfinite(r["score"]) and 0.0 <= r["score"] <= 1.0)
-    )
+    kept = stats.counted(list(results.values()))
+    return [(r["index"], score) for r, score in zip(kept.records, kept.total) if not (math.isfinite(score) and 0.0 <= score <= 1.0)]
 
 
 def _out_of_range_text(outcome: RunOutcome) -> str:
