@@ -49,6 +49,19 @@ def test_the_canonical_form_holds_each_image_as_the_sha256_of_its_data_uri() -> 
     assert canonical({"text": "see data:image/png;base64,AAAA"}) == {"text": "see data:image/png;base64,AAAA"}
 
 
+def test_an_image_hashed_once_gives_the_key_hashing_its_data_uri_gives() -> None:
+    """The pipeline passes each image's ``data_uri_sha256`` so a key does not
+    hash the image again (per repeat, re-ask, protocol): the same key, and
+    the digest given is the one used."""
+    image = prepare(data.image_bytes("png", 64, 48), 2048)
+    uri = image.data_uri()
+    messages = model_messages(uri, "Describe it.")
+    assert image.data_uri_sha256 == hashlib.sha256(uri.encode()).hexdigest()
+    assert _key(messages, digests={uri: image.data_uri_sha256}) == _key(messages)
+    given = request_key(ENDPOINT, "chat", messages, {}, digests={uri: "given"})
+    assert given["messages"][0]["content"][0]["image_url"]["url"] == {"data_uri_sha256": "given"}
+
+
 def test_the_key_ignores_dict_order_and_follows_part_order_images_and_indices() -> None:
     messages = _text_then_image()
     reordered = [{"content": [{"text": "grade", "type": "text"}, {"image_url": {"detail": "low", "url": URI}, "type": "image_url"}], "role": "user"}]

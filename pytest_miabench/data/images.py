@@ -80,6 +80,12 @@ class PreparedImage:
         # image (once per repeat and re-ask): hash the bytes once.
         return hashlib.sha256(self.data).hexdigest()
 
+    @functools.cached_property
+    def data_uri_sha256(self) -> str:
+        # What a cache key holds in place of the data URI (run/request.py):
+        # hashed once per image, not once per key (repeats, re-asks, protocols).
+        return hashlib.sha256(self.data_uri_bytes()).hexdigest()
+
     def data_uri(self) -> str:
         return self.data_uri_bytes().decode("ascii")
 

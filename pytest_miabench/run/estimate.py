@@ -171,10 +171,13 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
                 continue
             spec = sample.spec
             answer: str | None = None
-            uri = image.data_uri() if image is not None else None
+            uri = digests = None
+            if image is not None:
+                uri = image.data_uri()
+                digests = {uri: image.data_uri_sha256}
             if cache.weights is not None and uri is not None:
                 messages = model_messages(uri, spec.instruction)
-                hit = cache.get("model", request_key(model, model_sampling.api, messages, model_sampling.requested(), weights=cache.weights))
+                hit = cache.get("model", request_key(model, model_sampling.api, messages, model_sampling.requested(), weights=cache.weights, digests=digests))
                 answer = printable(hit.text or "") if hit is not None else None
             lines[0].add(answer is not None, MESSAGE_OVERHEAD + count(spec.instruction) + image_tokens(*size, None))
             for protocol, line in zip(protocols, lines[1:]):
@@ -187,7 +190,7 @@ def estimate(settings: Settings, protocols: Sequence[Protocol], source: Source, 
                     if answer is not None and not settings.rejudge:
                         messages = judge_messages(protocol, prompt, uri if sees else None)
                         sampling = judge_sampling[protocol.name]
-                        parts = request_key(judge, sampling.api, messages, sampling.requested(), repeat=repeat)
+                        parts = request_key(judge, sampling.api, messages, sampling.requested(), repeat=repeat, digests=digests)
                         verdict = cache.get("judge", parts)
                     line.add(verdict is not None, tokens)
     finally:

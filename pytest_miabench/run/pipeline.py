@@ -215,10 +215,12 @@ async def _image(ctx: Context, sample: Sample, record: SampleRecord) -> Prepared
 
 async def _model_answer(ctx: Context, spec: SampleSpec, image: PreparedImage, record: SampleRecord) -> Completion:
     caller = ctx.model
-    messages = model_messages(image.data_uri(), spec.instruction)
+    uri = image.data_uri()
+    messages = model_messages(uri, spec.instruction)
 
     def key() -> dict[str, Any]:
-        return request_key(caller.endpoint, caller.api, messages, caller.sampling.requested(), weights=ctx.weights)
+        digests = {uri: image.data_uri_sha256}
+        return request_key(caller.endpoint, caller.api, messages, caller.sampling.requested(), weights=ctx.weights, digests=digests)
 
     answer = await _cached_call(ctx, "model", caller, key, messages, record)
     record["response"] = answer.text
@@ -252,7 +254,11 @@ async def _verdict(
     """One verdict, re-asking up to ``judge_retries`` times while the reply
     cannot be parsed.  Each re-ask and repeat is its own cache entry."""
     caller, protocol = judging.judge, judging.protocol
-    messages = judge_messages(protocol, prompt, image.data_uri() if image is not None else None)
+    uri = digests = None
+    if image is not None:
+        uri = image.data_uri()
+        digests = {uri: image.data_uri_sha256}
+    messages = judge_messages(protocol, prompt, uri)
     reply: str | None = None
     verdict: Verdict | None = None
     for reask in range(ctx.settings.judge_retries + 1):
@@ -260,7 +266,7 @@ async def _verdict(
             record["judge_reasks"] = record.get("judge_reasks", 0) + 1
 
         def key(reask: int = reask) -> dict[str, Any]:
-            return request_key(caller.endpoint, caller.api, messages, caller.sampling.requested(), repeat=repeat, reask=reask)
+            return request_key(caller.endpoint, caller.api, messages, caller.sampling.requested(), repeat=repeat, reask=reask, digests=digests)
 
         completion = await _cached_call(ctx, "judge", caller, key, messages, record, read_cache=not ctx.settings.rejudge)
         reply = completion.text

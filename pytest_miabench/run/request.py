@@ -12,6 +12,7 @@ no stale answer is served for it.  The run (pipeline.py) and the estimate
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..calls.cache import SCHEMA_VERSION
@@ -43,33 +44,39 @@ def request_key(
     weights: dict[str, str] | None = None,
     repeat: int = 0,
     reask: int = 0,
+    digests: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The canonical form of a request, which ``cache.cache_key`` hashes
     (sorted keys: dict order does not count; list order does).
 
     ``sampling`` is as requested (``Sampling.requested``): an adaptation to
     the endpoint does not change what the run means to ask.  ``weights``
-    is the model's identity (a revision or a run; None for the judge)."""
+    is the model's identity (a revision or a run; None for the judge).
+    ``digests``: data URIs whose sha256 is known already (the image's
+    ``data_uri_sha256``), so a key does not hash the image again."""
     return {
         "v": SCHEMA_VERSION,
         "api": api,
         "url": endpoint.cache_url,
         "model": endpoint.model,
         "weights": weights,
-        "messages": canonical(messages),
+        "messages": canonical(messages, digests or {}),
         "sampling": sampling,
         "repeat": repeat,
         "reask": reask,
     }
 
 
-def canonical(value: Any) -> Any:
+def canonical(value: Any, digests: Mapping[str, str] | None = None) -> Any:
     """``value`` with every base64 data URI replaced by its sha256: the key
-    stays small, and another image is another key."""
+    stays small, and another image is another key.  ``digests`` holds the
+    sha256 of data URIs already hashed."""
+    known = digests or {}
     if isinstance(value, dict):
-        return {name: canonical(item) for name, item in value.items()}
+        return {name: canonical(item, known) for name, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [canonical(item) for item in value]
+        return [canonical(item, known) for item in value]
     if isinstance(value, str) and value.startswith("data:") and ";base64," in value[:200]:
-        return {"data_uri_sha256": hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()}
+        digest = known.get(value) or hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        return {"data_uri_sha256": digest}
     return value
