@@ -25,6 +25,7 @@ from ..config.options import OptionError, unit_float
 from ..config.text import printable
 from ..result import SampleRecord
 from ..summary import BaselineComparison, Tally
+from . import values
 from .baseline import BaselineError, compare, load, load_protocols, read_report
 from .report import output_path_problem, write_html
 from .terminal import comparison_lines
@@ -160,7 +161,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         candidate, result = comparison(args.baseline, args.candidate, args.max_drop, args.common)
     except Unusable as exc:
         return _unusable(str(exc))
-    print(printable(f"candidate {args.candidate}: total_score {_fmt(candidate.get('total_score'))}"))
+    print(printable(f"candidate {args.candidate}: total_score {values.fixed(candidate.get('total_score'))}"))
     for text, _ in comparison_lines(result):
         print(printable(text))
     if args.html:
@@ -170,10 +171,6 @@ def run(argv: Sequence[str] | None = None) -> int:
             return _unusable(f"--html: cannot write {args.html}: {exc.strerror or exc}")
         print(printable(f"HTML report: {args.html}"))
     return GATE_FAILED if result["gate_failed"] else OK
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
 
 
 def _unusable(message: str) -> int:
